@@ -1,0 +1,2 @@
+/* placeholder: being written */
+typedef int yci_placeholder_git_t;

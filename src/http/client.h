@@ -1,0 +1,50 @@
+/*
+ * http/client — the HTTP client seam (libcurl lives behind this header).
+ *
+ * A struct http_client belongs to one thread at a time and keeps its
+ * connection to the server alive between requests, which matters: a runner
+ * makes several requests per job. base_url is prefixed to every path.
+ *
+ * Return values: 0 when an HTTP response arrived (whatever its status, which
+ * is in res->status), a negative errno-style value when none did (connection
+ * refused: -ECONNREFUSED, timeout: -ETIMEDOUT, anything else: -EIO), with a
+ * message in err.
+ */
+#ifndef YCI_HTTP_CLIENT_H
+#define YCI_HTTP_CLIENT_H
+
+#include <stddef.h>
+
+#include "../lib/buf.h"
+
+struct http_client;
+
+struct http_result {
+    long status;
+    struct buf body;       /* the response body */
+    struct buf location;   /* value of a Location header, if any */
+};
+
+#define HTTP_RESULT_INIT {0, BUF_INIT, BUF_INIT}
+
+void http_result_release(struct http_result *res);
+
+/* base_url like "http://127.0.0.1:8888"; token, if not NULL, is sent as
+ * "Authorization: Bearer <token>". Both are copied. */
+struct http_client *http_client_new(const char *base_url, const char *token);
+void http_client_free(struct http_client *c);
+void http_client_set_token(struct http_client *c, const char *token);
+const char *http_client_base_url(const struct http_client *c);
+
+/* One request. content_type may be NULL when there is no body. timeout_ms
+ * bounds the whole request (0: no limit); connecting is bounded separately
+ * by a few seconds. res is reset first. */
+int http_client_request(struct http_client *c, const char *method, const char *path,
+                        const char *content_type, const void *body, size_t len,
+                        long timeout_ms, struct http_result *res, struct buf *err);
+
+/* Global set-up and tear-down of the HTTP library; call once from main. */
+void http_client_global_init(void);
+void http_client_global_cleanup(void);
+
+#endif

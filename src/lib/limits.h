@@ -1,0 +1,36 @@
+/*
+ * limits — every resource a client or a job can grow, named in one place.
+ *
+ * A limit that users may want to change is also a server flag; the value here
+ * is its default.
+ */
+#ifndef YCI_LIB_LIMITS_H
+#define YCI_LIB_LIMITS_H
+
+/* Largest JSON request body the API accepts. */
+#define YCI_MAX_JSON_BODY (1024 * 1024)
+/* Largest single log chunk a runner may upload. */
+#define YCI_MAX_LOG_CHUNK (1024 * 1024)
+/* Largest git-upload-pack request (the client's wants and haves). */
+#define YCI_MAX_GIT_BODY (64 * 1024 * 1024)
+/* Deepest nesting accepted in a JSON body. */
+#define YCI_MAX_JSON_DEPTH 32
+/* Longest a claim may wait for a job, in seconds. */
+#define YCI_MAX_CLAIM_WAIT 60
+/* Jobs in one build. */
+#define YCI_MAX_JOBS_PER_BUILD 256
+/* Registered runners. */
+#define YCI_MAX_RUNNERS 10000
+/* Labels on one runner or job, and the length of a key or value. */
+#define YCI_MAX_LABELS 64
+#define YCI_MAX_LABEL_LEN 128
+/* Repository names: [A-Za-z0-9._-], not starting with '.' */
+#define YCI_MAX_NAME_LEN 100
+/* client_info JSON a heartbeat may carry, in bytes once serialised. */
+#define YCI_MAX_CLIENT_INFO 16384
+/* How many times a job whose lease expired is re-queued before it is an error. */
+#define YCI_MAX_INFRA_RETRIES 3
+/* Builds returned by one list request. */
+#define YCI_MAX_LIST 1000
+
+#endif

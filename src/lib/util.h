@@ -1,0 +1,49 @@
+/*
+ * util — small pure helpers: time, number parsing, names, tokens, files.
+ *
+ * Everything here uses libc (and Linux's getrandom) only, returns errors as
+ * negative errno values, and never logs.
+ */
+#ifndef YCI_LIB_UTIL_H
+#define YCI_LIB_UTIL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "buf.h"
+
+/* Milliseconds on the monotonic clock (for timeouts and intervals). */
+int64_t time_mono_ms(void);
+/* Milliseconds since the epoch (for timestamps stored and shown). */
+int64_t time_now_ms(void);
+/* Sleep for ms milliseconds (restarting after signals). */
+void time_sleep_ms(int64_t ms);
+
+/* Parse a whole decimal string into *out within [min, max]; -EINVAL or -ERANGE. */
+int parse_int64(const char *s, int64_t min, int64_t max, int64_t *out);
+int parse_int(const char *s, int min, int max, int *out);
+
+/* True if s is a safe name for a repository or runner: 1..YCI_MAX_NAME_LEN of
+ * [A-Za-z0-9._-], not starting with '.' or '-'. Safe in paths and URLs. */
+bool name_valid(const char *s);
+/* True if s is 40 lowercase hex digits (a full SHA-1 commit id). */
+bool sha_valid(const char *s);
+
+/* Constant-time comparison of two NUL-terminated secrets. */
+bool secret_equal(const char *a, const char *b);
+/* Fill out with n random bytes from the kernel; 0 or -errno. */
+int random_bytes(void *out, size_t n);
+/* A new random token: 2*nbytes lowercase hex characters. */
+char *random_token(size_t nbytes);
+
+/* Read a whole file into b (appending); 0 or -errno. */
+int file_read(const char *path, struct buf *b);
+/* Write a file atomically (temp file + fsync + rename) with the given mode. */
+int file_write_atomic(const char *path, const void *data, size_t len, unsigned mode);
+/* mkdir -p; 0 or -errno. */
+int mkdir_p(const char *path, unsigned mode);
+/* rm -rf (does not follow symlinks); 0 or -errno. A missing path is 0. */
+int remove_tree(const char *path);
+
+#endif

@@ -1,0 +1,50 @@
+/*
+ * server — the yci server: HTTP API, observer, scheduler, git mirrors.
+ *
+ * server_start() opens (creating on first start) the data directory, the
+ * store and the log store, starts the HTTP server, the observer thread and
+ * the scheduler thread, and returns. Everything it serves is described in
+ * docs/api.md. It can run alone (`yci server`) or beside a runner in the same
+ * process (`yci up`).
+ *
+ * Data directory layout:
+ *   <data>/yci.db                  the SQLite store
+ *   <data>/admin-token             the admin token (0600), made on first start
+ *   <data>/registration-secret     the runner registration secret (0600)
+ *   <data>/mirrors/<repo>.git      bare mirrors of the watched repositories
+ *   <data>/logs/<job>/<attempt>.log   job logs (servable as HTTP_ROOT)
+ *   <data>/test_results/<commit>   one result file per commit, as the seed
+ */
+#ifndef YCI_SERVER_SERVER_H
+#define YCI_SERVER_SERVER_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "lib/buf.h"
+
+struct server;
+
+struct server_config {
+    const char *listen;    /* "host:port"; default "127.0.0.1:8888"; port 0: any */
+    const char *data_dir;  /* default "yci-data" */
+    int poll_interval;     /* seconds between polls of each repository; default 5 */
+    int job_timeout;       /* seconds, for jobs that set none; default 3600 */
+    unsigned threads;      /* HTTP threads; 0: 2 */
+    bool quiet_secrets;    /* do not print a newly made registration secret */
+};
+
+#define SERVER_CONFIG_INIT {NULL, NULL, 5, 3600, 0, false}
+
+/* Start serving; on failure *out is untouched and err says why. */
+int server_start(const struct server_config *cfg, struct server **out, struct buf *err);
+/* Stop every thread, close the store, free. NULL does nothing. */
+void server_free(struct server *srv);
+
+uint16_t server_port(const struct server *srv);
+/* "http://127.0.0.1:<port>" (the listen address, with the bound port). */
+const char *server_url(const struct server *srv);
+const char *server_admin_token(const struct server *srv);
+const char *server_registration_secret(const struct server *srv);
+
+#endif

@@ -1,0 +1,39 @@
+/*
+ * logstore — job logs as plain files, one per attempt.
+ *
+ * Layout: <dir>/<job id>/<attempt>.log. The files are written as the job runs,
+ * so nginx (or any static server) can serve <dir> as HTTP_ROOT and a reader
+ * can tail them. Paths are built from integers only: nothing a client sends
+ * can make one escape <dir>.
+ *
+ * Appends are by offset, which makes a retried upload idempotent: bytes at an
+ * offset below the current size are written again (they are the same bytes),
+ * and an offset past the end is refused, since it would leave a hole.
+ * Thread-safe.
+ */
+#ifndef YCI_STORE_LOGSTORE_H
+#define YCI_STORE_LOGSTORE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "../lib/buf.h"
+
+struct logstore;
+
+int logstore_open(const char *dir, struct logstore **out, struct buf *err);
+void logstore_free(struct logstore *ls);
+
+/* Write len bytes at offset. On success *size is the log's new size. When
+ * offset is past the end, returns -ERANGE and *size is the current size. */
+int logstore_append(struct logstore *ls, int64_t job_id, int attempt, uint64_t offset,
+                    const void *data, size_t len, uint64_t *size);
+/* The current size (0 for a log not yet written). */
+int logstore_size(struct logstore *ls, int64_t job_id, int attempt, uint64_t *size);
+/* Open the log for reading (O_CLOEXEC); -ENOENT when there is none. */
+int logstore_open_read(struct logstore *ls, int64_t job_id, int attempt, int *fd,
+                       uint64_t *size);
+/* The log's path, newly allocated. */
+char *logstore_path(struct logstore *ls, int64_t job_id, int attempt);
+
+#endif

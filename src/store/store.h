@@ -1,0 +1,188 @@
+/*
+ * store — all of yci's state, behind one interface.
+ *
+ * The server keeps every fact in the store: repositories, the branch heads the
+ * observer last saw, builds, jobs with their leases, runners, and build events.
+ * Log bytes are not here (see logstore.h). Two drivers implement this header:
+ * SQLite (sqlite.c, WAL, the default) and, later, PostgreSQL (pg.c).
+ *
+ * Contracts:
+ *  - Every function that changes something is one transaction: it happens
+ *    whole or not at all. A struct store is safe to use from many threads
+ *    (the SQLite driver serialises calls on one connection with a mutex).
+ *  - Functions return 0 (or a count) on success and a negative errno value on
+ *    failure: -ENOENT (no such object), -EEXIST (name taken), -ESTALE (the
+ *    caller's attempt number is not the job's current one, or the job is no
+ *    longer its), -EINVAL (bad argument), -EIO (the database failed; err says
+ *    how). Output parameters are untouched on failure.
+ *  - Reads return jansson objects shaped exactly as the HTTP API returns them
+ *    (docs/api.md), owned by the caller (json_decref). Times are milliseconds
+ *    since the epoch, or null.
+ *  - "now" is always the store's own clock (time_now_ms()).
+ *
+ * Job states: queued, running, passed, failed, error, cancelled, timed_out.
+ * Build states: queued (no job started), running, passed, failed, error,
+ * cancelled. A build's state derives from its jobs, recomputed in the same
+ * transaction as every job change: any job queued or running → running
+ * (queued if none has started yet); else any failed or timed_out → failed;
+ * else any error → error; else any cancelled → cancelled; else passed. A
+ * build created with a configuration error has no jobs and state error.
+ */
+#ifndef YCI_STORE_STORE_H
+#define YCI_STORE_STORE_H
+
+#include <jansson.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "../lib/buf.h"
+
+struct store;
+
+/* Open (creating if needed) the database at path and migrate its schema. */
+int store_open(const char *path, struct store **out, struct buf *err);
+void store_free(struct store *st);
+
+/*
+ * Repositories.
+ * JSON: {"id", "name", "url", "created", "last_poll", "last_error"}
+ */
+int store_repo_add(struct store *st, const char *name, const char *url, json_t **repo_out,
+                   struct buf *err);
+/* NULL when there is no such repository. */
+json_t *store_repo_get(struct store *st, const char *name);
+json_t *store_repo_get_id(struct store *st, int64_t id);
+json_t *store_repo_list(struct store *st); /* array, by name */
+/* Record the outcome of a poll: error NULL means it worked (clears last_error). */
+int store_repo_polled(struct store *st, int64_t repo_id, const char *error);
+
+/*
+ * Heads the observer saw last: {"refs/heads/main": "<sha>", ...}.
+ */
+json_t *store_heads_get(struct store *st, int64_t repo_id);
+/* Forget a ref that no longer exists. */
+int store_head_delete(struct store *st, int64_t repo_id, const char *ref);
+
+/*
+ * A job as the caller describes it when creating a build:
+ *   {"name": "tests", "commands": ["cmd", ...], "env": {"K": "V"},
+ *    "labels": {"os": "linux"}, "timeout": seconds (0: the server default)}
+ * All keys but "name" and "commands" optional. The store checks shapes (names
+ * unique in the build, strings where strings belong) and returns -EINVAL with
+ * a message otherwise.
+ */
+
+/*
+ * The observer saw ref at new_sha. In one transaction: if the stored head of
+ * ref is not old_sha (NULL: no stored head), nothing happens and the function
+ * returns 0 (another poll got there first). Otherwise the head becomes new_sha
+ * and, unless a build of (repo, ref, new_sha) exists already, a build is
+ * created: with the jobs (an array of job descriptions) when error is NULL,
+ * or with no jobs, state "error" and that error message otherwise. Returns 1
+ * and sets *build_id when a build was created.
+ */
+int store_head_advance(struct store *st, int64_t repo_id, const char *ref, const char *old_sha,
+                       const char *new_sha, json_t *jobs, const char *error, int64_t *build_id,
+                       struct buf *err);
+
+/*
+ * A build not tied to the observer: repo_id 0 means no repository (jobs run
+ * in an empty workspace), ref and commit may then be NULL. Used by the API
+ * (POST /api/builds) and the benchmarks.
+ */
+int store_build_create(struct store *st, int64_t repo_id, const char *ref, const char *commit,
+                       json_t *jobs, const char *error, int64_t *build_id, struct buf *err);
+
+/*
+ * Builds.
+ * JSON of a build: {"id", "repo" (name or null), "ref", "branch" (ref without
+ * refs/heads/), "commit", "status", "error", "created", "started", "finished",
+ * "duration_ms", "rebuild_of", "jobs": [job...] (only from store_build_get),
+ * "events": [{"time", "job_id", "message"}] (only from store_build_get)}
+ */
+json_t *store_build_get(struct store *st, int64_t id);
+/* Newest first. filter keys, all optional: "repo" (name), "branch", "status",
+ * "before" (id: only builds with a smaller id), "limit" (default 50, at most
+ * YCI_MAX_LIST). */
+json_t *store_build_list(struct store *st, json_t *filter);
+/* A new build with the same repository, ref, commit and job descriptions. */
+int store_build_rebuild(struct store *st, int64_t id, int64_t *new_id);
+/* Cancel every queued or running job of the build. Returns the number of
+ * jobs cancelled; runners learn of running ones at their next heartbeat. */
+int store_build_cancel(struct store *st, int64_t id);
+/* Append an event shown on the build (job_id 0: the build itself). */
+int store_event_add(struct store *st, int64_t build_id, int64_t job_id, const char *message);
+
+/*
+ * Jobs.
+ * JSON of a job: {"id", "build_id", "name", "status", "attempt", "commands",
+ * "env", "labels", "timeout", "runner" (name or null), "runner_id",
+ * "exit_code", "error", "created", "started", "finished", "duration_ms",
+ * "infra_retries", "lease_expires"}
+ */
+json_t *store_job_get(struct store *st, int64_t id);
+int store_job_cancel(struct store *st, int64_t id);
+
+/*
+ * Claim the oldest queued job whose labels are all among the runner's labels
+ * (same key, same value). In one transaction: the job becomes running, its
+ * attempt grows by one, runner_id is set, and its lease expires lease_ms from
+ * now. Returns 1 and sets *job_out (the job JSON plus "repo" (name or null),
+ * "commit", "ref", "build_id") when one was claimed, 0 when none matched.
+ * The cost must not grow with the number of finished jobs, and should not
+ * grow with the number of queued jobs when they have no labels.
+ */
+int store_job_claim(struct store *st, int64_t runner_id, json_t *runner_labels, int64_t lease_ms,
+                    json_t **job_out);
+
+/* Is (job, attempt) the job's current attempt, running on this runner?
+ * 0 if so, -ESTALE if not, -ENOENT when there is no such job. A cheap read:
+ * called for every log chunk. */
+int store_job_check(struct store *st, int64_t job_id, int attempt, int64_t runner_id);
+
+/*
+ * Finish an attempt. status is one of passed, failed, error, timed_out.
+ * Idempotent: finishing the current attempt again returns 0 and changes
+ * nothing. -ESTALE when attempt is not the current one, or the job was
+ * cancelled meanwhile (its state stays cancelled). *build_done is set to
+ * true when this made the build reach a final state.
+ */
+int store_job_finish(struct store *st, int64_t job_id, int attempt, int64_t runner_id,
+                     const char *status, int exit_code, const char *error, bool *build_done);
+
+/*
+ * Leases. Put every running job whose lease expired back in the queue
+ * (attempt stays; the next claim increments it; infra_retries + 1, runner
+ * cleared), or, once infra_retries reaches max_retries, make it "error".
+ * Each such change adds a build event naming the runner. Returns how many
+ * jobs changed; *requeued counts the re-queued ones (for waking claims).
+ */
+int store_leases_expire(struct store *st, int max_retries, int *requeued);
+/* On start-up after a crash: every running job's lease is pushed to at least
+ * now + grace_ms, so runners get time to reconnect before anything expires. */
+int store_leases_grace(struct store *st, int64_t grace_ms);
+
+/*
+ * Runners.
+ * JSON of a runner: {"id", "name", "labels", "platform", "slots",
+ * "heartbeat" (seconds), "client_info", "created", "last_seen", "alive",
+ * "jobs": [{"id", "attempt", "build_id", "name"}]}
+ * alive: last_seen within 3 heartbeat intervals.
+ */
+int store_runner_register(struct store *st, const char *name, json_t *labels, json_t *platform,
+                          int slots, int heartbeat, const char *token_hash, int64_t *id,
+                          struct buf *err);
+/* The runner whose token hashes to token_hash, or NULL. */
+json_t *store_runner_by_token(struct store *st, const char *token_hash);
+json_t *store_runner_list(struct store *st);
+/*
+ * A heartbeat: record client_info (may be NULL) and last_seen, and push the
+ * lease of every job in jobs ([{"id", "attempt"}]) that is still this
+ * runner's current attempt to now + lease_ms. Returns in *cancel
+ * ([{"id","attempt"}]) the listed jobs the runner must stop: cancelled,
+ * re-assigned, or unknown.
+ */
+int store_runner_heartbeat(struct store *st, int64_t runner_id, json_t *client_info,
+                           json_t *jobs, int64_t lease_ms, json_t **cancel);
+
+#endif
