@@ -1,2 +1,210 @@
-/* placeholder: being written */
-typedef int yci_placeholder_client_t;
+/*
+ * http/client — libcurl behind http/client.h.
+ *
+ * One easy handle per client, reset (not recreated) before each request:
+ * curl_easy_reset() keeps the connection cache, so consecutive requests to
+ * the same server reuse one keep-alive connection.
+ */
+#include "http/client.h"
+
+#include <curl/curl.h>
+#include <errno.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "lib/xalloc.h"
+#include "lib/banned.h"
+
+/* Connecting is bounded separately from the request's own timeout. */
+#define HTTP_CONNECT_TIMEOUT_MS 5000L
+
+struct http_client {
+    CURL *curl;
+    char *base_url;
+    char *auth; /* "Authorization: Bearer ..." or NULL */
+    char errbuf[CURL_ERROR_SIZE];
+};
+
+void http_result_release(struct http_result *res)
+{
+    buf_release(&res->body);
+    buf_release(&res->location);
+    res->status = 0;
+}
+
+static void set_token(struct http_client *c, const char *token)
+{
+    free(c->auth);
+    c->auth = token ? xasprintf("Authorization: Bearer %s", token) : NULL;
+}
+
+struct http_client *http_client_new(const char *base_url, const char *token)
+{
+    struct http_client *c = xcalloc(1, sizeof(*c));
+    c->curl = curl_easy_init();
+    if (!c->curl) {
+        /* Only out of memory (or no curl_global_init): as fatal as xmalloc. */
+        fputs("fatal: curl_easy_init failed\n", stderr);
+        abort();
+    }
+    /* No trailing slash: paths start with one. */
+    size_t n = strlen(base_url);
+    while (n && base_url[n - 1] == '/')
+        n--;
+    c->base_url = xstrndup(base_url, n);
+    set_token(c, token);
+    return c;
+}
+
+void http_client_free(struct http_client *c)
+{
+    if (!c)
+        return;
+    if (c->curl)
+        curl_easy_cleanup(c->curl);
+    free(c->base_url);
+    free(c->auth);
+    free(c);
+}
+
+void http_client_set_token(struct http_client *c, const char *token)
+{
+    set_token(c, token);
+}
+
+const char *http_client_base_url(const struct http_client *c)
+{
+    return c->base_url;
+}
+
+static size_t on_body(char *data, size_t size, size_t nmemb, void *arg)
+{
+    struct http_result *res = arg;
+    size_t n = size * nmemb;
+    if (buf_add(&res->body, data, n) < 0)
+        return 0; /* a cap set by the caller: abort the transfer */
+    return n;
+}
+
+static size_t on_header(char *data, size_t size, size_t nmemb, void *arg)
+{
+    struct http_result *res = arg;
+    size_t n = size * nmemb;
+    static const char name[] = "location:";
+    if (n > 5 && !strncmp(data, "HTTP/", 5)) {
+        /* A new status line (after a 100 Continue, say): forget the last. */
+        buf_reset(&res->location);
+        return n;
+    }
+    if (n >= sizeof(name) - 1 && !strncasecmp(data, name, sizeof(name) - 1)) {
+        const char *v = data + sizeof(name) - 1;
+        const char *end = data + n;
+        while (v < end && (*v == ' ' || *v == '\t'))
+            v++;
+        while (end > v && (end[-1] == '\r' || end[-1] == '\n' || end[-1] == ' '))
+            end--;
+        buf_reset(&res->location);
+        buf_add(&res->location, v, (size_t)(end - v));
+    }
+    return n;
+}
+
+int http_client_request(struct http_client *c, const char *method, const char *path,
+                        const char *content_type, const void *body, size_t len, long timeout_ms,
+                        struct http_result *res, struct buf *err)
+{
+    CURL *h = c->curl;
+    struct curl_slist *hdrs = NULL;
+    char *url = xasprintf("%s%s", c->base_url, path);
+    char *ct = NULL;
+    int r = 0;
+
+    buf_reset(&res->body);
+    buf_reset(&res->location);
+    res->status = 0;
+
+    curl_easy_reset(h);
+    c->errbuf[0] = '\0';
+    curl_easy_setopt(h, CURLOPT_URL, url);
+    curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS, HTTP_CONNECT_TIMEOUT_MS);
+    curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, timeout_ms > 0 ? timeout_ms : 0L);
+    curl_easy_setopt(h, CURLOPT_TCP_KEEPALIVE, 1L);
+    curl_easy_setopt(h, CURLOPT_TCP_NODELAY, 1L);
+    curl_easy_setopt(h, CURLOPT_ERRORBUFFER, c->errbuf);
+    curl_easy_setopt(h, CURLOPT_USERAGENT, "yci/" YCI_VERSION);
+    curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, on_body);
+    curl_easy_setopt(h, CURLOPT_WRITEDATA, res);
+    curl_easy_setopt(h, CURLOPT_HEADERFUNCTION, on_header);
+    curl_easy_setopt(h, CURLOPT_HEADERDATA, res);
+
+    bool has_body = body != NULL || len > 0;
+    if (!strcmp(method, "GET") && !has_body) {
+        curl_easy_setopt(h, CURLOPT_HTTPGET, 1L);
+    } else if (!strcmp(method, "HEAD")) {
+        curl_easy_setopt(h, CURLOPT_NOBODY, 1L);
+    } else if (!strcmp(method, "POST") || !strcmp(method, "PUT") || has_body) {
+        /* POSTFIELDS with an explicit size sends exactly len bytes (none
+         * for len 0, with "Content-Length: 0"). */
+        curl_easy_setopt(h, CURLOPT_POST, 1L);
+        curl_easy_setopt(h, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)len);
+        curl_easy_setopt(h, CURLOPT_POSTFIELDS, len ? body : "");
+        if (strcmp(method, "POST"))
+            curl_easy_setopt(h, CURLOPT_CUSTOMREQUEST, method);
+        if (!content_type)
+            hdrs = curl_slist_append(hdrs, "Content-Type:"); /* none, not a form */
+    } else {
+        curl_easy_setopt(h, CURLOPT_CUSTOMREQUEST, method);
+    }
+
+    /* No "Expect: 100-continue" round trip before a body. */
+    hdrs = curl_slist_append(hdrs, "Expect:");
+    if (content_type) {
+        ct = xasprintf("Content-Type: %s", content_type);
+        hdrs = curl_slist_append(hdrs, ct);
+    }
+    if (c->auth)
+        hdrs = curl_slist_append(hdrs, c->auth);
+    curl_easy_setopt(h, CURLOPT_HTTPHEADER, hdrs);
+
+    CURLcode rc = curl_easy_perform(h);
+    if (rc != CURLE_OK) {
+        switch (rc) {
+        case CURLE_COULDNT_CONNECT:
+            r = -ECONNREFUSED;
+            break;
+        case CURLE_OPERATION_TIMEDOUT:
+            r = -ETIMEDOUT;
+            break;
+        default:
+            r = -EIO;
+            break;
+        }
+        buf_setf(err, "%s %s: %s", method, url, c->errbuf[0] ? c->errbuf : curl_easy_strerror(rc));
+        buf_reset(&res->body);
+        buf_reset(&res->location);
+        goto out;
+    }
+    curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &res->status);
+
+out:
+    /* The handle keeps pointers to these until the next reset. */
+    curl_easy_setopt(h, CURLOPT_HTTPHEADER, NULL);
+    curl_slist_free_all(hdrs);
+    free(ct);
+    free(url);
+    return r;
+}
+
+void http_client_global_init(void)
+{
+    curl_global_init(CURL_GLOBAL_DEFAULT);
+}
+
+void http_client_global_cleanup(void)
+{
+    curl_global_cleanup();
+}
