@@ -1,2 +1,506 @@
-/* placeholder: being written */
-typedef int yci_placeholder_exec_t;
+/*
+ * exec — see exec.h. The executor's one loop (pump()) polls three
+ * descriptors: the job's output pipe (appended to the spool), the
+ * supervisor's done descriptor (the command and everything it started are
+ * gone), and the wake eventfd (someone asked us to stop); its timeout is the
+ * job's deadline or the end of the kill grace period.
+ */
+#include "exec.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "lib/util.h"
+#include "lib/xalloc.h"
+#include "os/spawn.h"
+#include "lib/banned.h"
+
+int exec_new(const struct yci_job *job, const char *server_url, const char *workdir, int slot,
+             int spool_fd, struct exec **out, struct buf *err)
+{
+    int wake = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    if (wake < 0) {
+        buf_setf(err, "eventfd: %s", strerror(errno));
+        return -errno;
+    }
+    struct exec *x = xcalloc(1, sizeof *x);
+    x->job = job;
+    x->server_url = xstrdup(server_url);
+    x->workdir = xstrdup(workdir);
+    x->slot = slot;
+    x->spool_fd = spool_fd;
+    x->wake_fd = wake;
+    atomic_init(&x->stop, EXEC_RUNNING);
+    pthread_mutex_init(&x->mu, NULL);
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&x->cond, &ca);
+    pthread_condattr_destroy(&ca);
+    x->status = YCI_ERROR;
+    x->exit_code = -1;
+    *out = x;
+    return 0;
+}
+
+void exec_free(struct exec *x)
+{
+    if (!x)
+        return;
+    close(x->wake_fd);
+    pthread_mutex_destroy(&x->mu);
+    pthread_cond_destroy(&x->cond);
+    buf_release(&x->error);
+    free(x->server_url);
+    free(x->workdir);
+    free(x);
+}
+
+void exec_stop(struct exec *x, enum exec_stop_reason why)
+{
+    int expected = EXEC_RUNNING;
+    if (atomic_compare_exchange_strong(&x->stop, &expected, (int)why)) {
+        uint64_t one = 1;
+        if (write(x->wake_fd, &one, sizeof one) < 0) {
+            /* An eventfd write only fails on overflow: it is readable anyway. */
+        }
+    }
+}
+
+static bool stopping(struct exec *x)
+{
+    return atomic_load(&x->stop) != EXEC_RUNNING;
+}
+
+/* Append to the spool and tell the uploader now and then. */
+static int spool(struct exec *x, const void *data, size_t len)
+{
+    const char *p = data;
+    size_t left = len;
+    while (left > 0) {
+        ssize_t n = write(x->spool_fd, p, left);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0)
+            return -errno;
+        p += n;
+        left -= (size_t)n;
+    }
+    pthread_mutex_lock(&x->mu);
+    uint64_t before = x->written;
+    x->written += len;
+    if (x->written / EXEC_WAKE_BYTES != before / EXEC_WAKE_BYTES)
+        pthread_cond_broadcast(&x->cond);
+    pthread_mutex_unlock(&x->mu);
+    return 0;
+}
+
+static void spoolf(struct exec *x, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void spoolf(struct exec *x, const char *fmt, ...)
+{
+    struct buf b = BUF_INIT;
+    va_list ap;
+    va_start(ap, fmt);
+    buf_vaddf(&b, fmt, ap);
+    va_end(ap);
+    spool(x, b.data, b.len);
+    buf_release(&b);
+}
+
+static void set_result(struct exec *x, enum yci_status status, int exit_code, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+static void set_result(struct exec *x, enum yci_status status, int exit_code, const char *fmt, ...)
+{
+    x->status = status;
+    x->exit_code = exit_code;
+    buf_reset(&x->error);
+    if (fmt) {
+        va_list ap;
+        va_start(ap, fmt);
+        buf_vaddf(&x->error, fmt, ap);
+        va_end(ap);
+    }
+}
+
+enum pump_end { PUMP_EXITED, PUMP_TIMED_OUT, PUMP_STOPPED, PUMP_SPOOL_FAILED };
+
+/*
+ * Run one child to its end. Output goes to the spool (to_spool) or to
+ * capture. deadline_ms is on the monotonic clock (0: none). *status is the
+ * child's wait status.
+ */
+static enum pump_end pump(struct exec *x, struct spawn *s, int64_t deadline_ms, bool to_spool,
+                          struct buf *capture, int *status)
+{
+    enum pump_end end = PUMP_EXITED;
+    int64_t kill_at = 0;
+    bool eof = spawn_out_fd(s) < 0, wake_seen = false, killed = false;
+    static _Thread_local char chunk[65536];
+
+    for (;;) {
+        struct pollfd pfd[3] = {
+            {spawn_done_fd(s), POLLIN, 0},
+            {eof ? -1 : spawn_out_fd(s), POLLIN, 0},
+            {wake_seen ? -1 : x->wake_fd, POLLIN, 0},
+        };
+        int64_t now = time_mono_ms();
+        int64_t next = kill_at ? kill_at : (end == PUMP_EXITED ? deadline_ms : 0);
+        int wait = -1;
+        if (next)
+            wait = next > now ? (int)(next - now > INT_MAX ? INT_MAX : next - now) : 0;
+        int n = poll(pfd, 3, wait);
+        if (n < 0 && errno != EINTR)
+            break;
+
+        /* Output first, so that nothing is lost when the child ends. */
+        if (pfd[1].revents) {
+            for (int i = 0; i < 16; i++) { /* bounded: look at the others too */
+                ssize_t r = read(spawn_out_fd(s), chunk, sizeof chunk);
+                if (r < 0 && errno == EINTR)
+                    continue;
+                if (r <= 0) {
+                    if (r == 0 || errno != EAGAIN)
+                        eof = true;
+                    break;
+                }
+                if (to_spool) {
+                    if (spool(x, chunk, (size_t)r) < 0 && end != PUMP_SPOOL_FAILED) {
+                        end = PUMP_SPOOL_FAILED;
+                        spawn_signal(s, true);
+                        killed = true;
+                    }
+                } else if (capture) {
+                    buf_add(capture, chunk, (size_t)r);
+                }
+            }
+        }
+        if (pfd[0].revents)
+            break;
+
+        now = time_mono_ms();
+        if (pfd[2].revents && !wake_seen) {
+            wake_seen = true;
+            if (end == PUMP_EXITED) {
+                end = PUMP_STOPPED;
+                spawn_signal(s, false);
+                kill_at = now + EXEC_KILL_GRACE_MS;
+            }
+        }
+        if (end == PUMP_EXITED && deadline_ms && now >= deadline_ms) {
+            end = PUMP_TIMED_OUT;
+            spawn_signal(s, false);
+            kill_at = now + EXEC_KILL_GRACE_MS;
+        }
+        if (kill_at && now >= kill_at && !killed) {
+            spawn_signal(s, true);
+            killed = true;
+            kill_at = 0;
+        }
+    }
+    spawn_wait(s, -1, status);
+    /* Everything below the child is dead: what is left in the pipe is all. */
+    while (!eof) {
+        ssize_t r = read(spawn_out_fd(s), chunk, sizeof chunk);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r <= 0)
+            break;
+        if (to_spool)
+            spool(x, chunk, (size_t)r);
+        else if (capture)
+            buf_add(capture, chunk, (size_t)r);
+    }
+    return end;
+}
+
+/* The environment git runs with: ours, minus anything that could make it
+ * prompt, plus low-speed limits so a stuck server does not hang a fetch. */
+static const char *const *git_env(const char **vec, size_t cap)
+{
+    size_t n = 0;
+    static const char *keep[] = {"PATH",        "HOME",        "LANG",     "TMPDIR",
+                                 "http_proxy",  "https_proxy", "no_proxy", "HTTP_PROXY",
+                                 "HTTPS_PROXY", "NO_PROXY"};
+    extern char **environ;
+    for (char **e = environ; *e && n + 8 < cap; e++)
+        for (size_t k = 0; k < sizeof keep / sizeof *keep; k++) {
+            size_t l = strlen(keep[k]);
+            if (strncmp(*e, keep[k], l) == 0 && (*e)[l] == '=')
+                vec[n++] = *e;
+        }
+    vec[n++] = "GIT_TERMINAL_PROMPT=0";
+    vec[n++] = "GIT_ASKPASS=/bin/false";
+    vec[n++] = "GIT_HTTP_LOW_SPEED_LIMIT=1000";
+    vec[n++] = "GIT_HTTP_LOW_SPEED_TIME=60";
+    vec[n++] = "GIT_CONFIG_NOSYSTEM=1";
+    vec[n] = NULL;
+    return vec;
+}
+
+/* Run git with argv; on failure the command and its output go to the log
+ * and the result is set to error. 0 or negative. */
+static int git(struct exec *x, const char *const *argv, bool quiet_fail)
+{
+    const char *envv[64];
+    const char *const *envp = git_env(envv, sizeof envv / sizeof *envv);
+    struct spawn_opts o = {argv, envp, NULL, SPAWN_PIPE};
+    struct buf out = BUF_INIT, err = BUF_INIT, cmd = BUF_INIT;
+    out.max = 64 * 1024;
+    struct spawn *s;
+    int status = 0, ret;
+    for (const char *const *a = argv; *a; a++)
+        buf_addf(&cmd, "%s%s", a == argv ? "" : " ", *a);
+
+    ret = spawn_start(&o, &s, &err);
+    if (ret < 0) {
+        spoolf(x, "$ %s\n%s\n", cmd.data, err.data);
+        set_result(x, YCI_ERROR, -1, "%s", err.data);
+        goto out;
+    }
+    enum pump_end end = pump(x, s, time_mono_ms() + EXEC_GIT_TIMEOUT_MS, false, &out, &status);
+    spawn_free(s);
+    if (end == PUMP_STOPPED) {
+        ret = -ECANCELED;
+    } else if (end == PUMP_TIMED_OUT) {
+        spoolf(x, "$ %s\n%s", cmd.data, out.data ? out.data : "");
+        set_result(x, YCI_ERROR, -1, "'%s' timed out", cmd.data);
+        ret = -ETIMEDOUT;
+    } else if (spawn_exit_code(status) != 0) {
+        if (!quiet_fail) {
+            spoolf(x, "$ %s\n%s", cmd.data, out.data ? out.data : "");
+            set_result(x, YCI_ERROR, -1, "'%s' exited with %d", cmd.data, spawn_exit_code(status));
+        }
+        ret = -EIO;
+    }
+out:
+    buf_release(&out);
+    buf_release(&err);
+    buf_release(&cmd);
+    return ret;
+}
+
+/* Empty ws of whatever the last job left, even read-only directories. */
+static int clean_dir(struct exec *x, const char *path)
+{
+    int ret = remove_tree(path);
+    if (ret == -EACCES || ret == -EPERM) {
+        const char *argv[] = {"chmod", "-R", "u+rwx", path, NULL};
+        struct spawn_opts o = {argv, NULL, NULL, SPAWN_NULL};
+        struct buf err = BUF_INIT;
+        int status;
+        spawn_run(&o, 60000, NULL, &status, &err);
+        buf_release(&err);
+        ret = remove_tree(path);
+    }
+    if (ret < 0)
+        set_result(x, YCI_ERROR, -1, "cannot remove the old workspace '%s': %s", path,
+                   strerror(-ret));
+    return ret;
+}
+
+/* Make <workdir>/ws/<slot> hold the job's commit (or nothing). */
+static int make_workspace(struct exec *x, const char *ws)
+{
+    const struct yci_job *job = x->job;
+    int ret = clean_dir(x, ws);
+    if (ret < 0)
+        return ret;
+    if (!job->fetch_url) {
+        ret = mkdir_p(ws, 0755);
+        if (ret < 0)
+            set_result(x, YCI_ERROR, -1, "cannot make the workspace '%s': %s", ws, strerror(-ret));
+        return ret;
+    }
+    if (!job->repo || !name_valid(job->repo) || !job->commit || !sha_valid(job->commit) ||
+        job->fetch_url[0] != '/') {
+        spoolf(x, "yci: the job names no valid repository, commit and fetch URL\n");
+        set_result(x, YCI_ERROR, -1, "bad repository, commit or fetch_url in the job");
+        return -EINVAL;
+    }
+
+    char *cache_dir = xasprintf("%s/cache", x->workdir);
+    char *cache = xasprintf("%s/%s.git", cache_dir, job->repo);
+    char *lock = xasprintf("%s/%s.lock", cache_dir, job->repo);
+    char *url = xasprintf("%s%s", x->server_url, job->fetch_url);
+    char *want = xasprintf("%s^{commit}", job->commit);
+    int lock_fd = -1;
+
+    ret = mkdir_p(cache_dir, 0755);
+    if (ret < 0) {
+        set_result(x, YCI_ERROR, -1, "cannot make '%s': %s", cache_dir, strerror(-ret));
+        goto out;
+    }
+    /* One fetch per repository at a time, across slots. */
+    lock_fd = open(lock, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    if (lock_fd < 0 || flock(lock_fd, LOCK_EX) < 0) {
+        ret = -errno;
+        set_result(x, YCI_ERROR, -1, "cannot lock '%s': %s", lock, strerror(errno));
+        goto out;
+    }
+    char *head = xasprintf("%s/HEAD", cache);
+    bool exists = access(head, F_OK) == 0;
+    free(head);
+    if (!exists) {
+        const char *init[] = {"git", "init", "--bare", "-q", cache, NULL};
+        if ((ret = git(x, init, false)) < 0)
+            goto out;
+    }
+    const char *have[] = {"git", "-C", cache, "cat-file", "-e", want, NULL};
+    if (git(x, have, true) < 0) {
+        if (stopping(x)) {
+            ret = -ECANCELED;
+            goto out;
+        }
+        const char *fetch[] = {"git", "-C", cache,       "fetch", "--no-tags",
+                               "-q",  url,  job->commit, NULL};
+        if ((ret = git(x, fetch, false)) < 0)
+            goto out;
+    }
+    flock(lock_fd, LOCK_UN);
+
+    const char *clone[] = {"git", "clone", "--shared", "--no-checkout", "-q", cache, ws, NULL};
+    if ((ret = git(x, clone, false)) < 0)
+        goto out;
+    const char *checkout[] = {"git", "-C", ws, "checkout", "--detach", "-q", job->commit, NULL};
+    ret = git(x, checkout, false);
+out:
+    if (lock_fd >= 0)
+        close(lock_fd);
+    free(cache_dir);
+    free(cache);
+    free(lock);
+    free(url);
+    free(want);
+    return ret;
+}
+
+/* Set or replace NAME=value in env (a NULL-terminated vector of owned strings). */
+static void env_set(char ***env, size_t *n, const char *kv)
+{
+    const char *eq = strchr(kv, '=');
+    if (!eq || eq == kv)
+        return;
+    size_t klen = (size_t)(eq - kv) + 1;
+    for (size_t i = 0; i < *n; i++)
+        if (strncmp((*env)[i], kv, klen) == 0) {
+            free((*env)[i]);
+            (*env)[i] = xstrdup(kv);
+            return;
+        }
+    *env = xrealloc(*env, (*n + 2) * sizeof **env);
+    (*env)[(*n)++] = xstrdup(kv);
+    (*env)[*n] = NULL;
+}
+
+static void env_setf(char ***env, size_t *n, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static void env_setf(char ***env, size_t *n, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    char *kv = xvasprintf(fmt, ap);
+    va_end(ap);
+    env_set(env, n, kv);
+    free(kv);
+}
+
+/* The job's environment: a clean base, the job's env, then the YCI_*
+ * variables, which a job cannot override. */
+static char **job_env(const struct yci_job *job, const char *ws, size_t *n)
+{
+    char **env = xcalloc(1, sizeof *env);
+    *n = 0;
+    const char *path = getenv("PATH"), *home = getenv("HOME"), *lang = getenv("LANG");
+    env_setf(&env, n, "PATH=%s", path && *path ? path : "/usr/local/bin:/usr/bin:/bin");
+    env_setf(&env, n, "HOME=%s", home && *home ? home : ws);
+    env_setf(&env, n, "LANG=%s", lang && *lang ? lang : "C.UTF-8");
+    env_set(&env, n, "CI=true");
+    for (size_t i = 0; i < job->nenv; i++)
+        env_set(&env, n, job->env[i]);
+    env_set(&env, n, "YCI=true");
+    env_setf(&env, n, "YCI_JOB_ID=%" PRId64, job->id);
+    env_setf(&env, n, "YCI_BUILD_ID=%" PRId64, job->build_id);
+    env_setf(&env, n, "YCI_COMMIT=%s", job->commit ? job->commit : "");
+    env_setf(&env, n, "YCI_REF=%s", job->ref ? job->ref : "");
+    env_setf(&env, n, "YCI_ATTEMPT=%d", job->attempt);
+    env_setf(&env, n, "YCI_JOB_NAME=%s", job->name ? job->name : "");
+    env_setf(&env, n, "YCI_WORKSPACE=%s", ws);
+    return env;
+}
+
+static void run_commands(struct exec *x, const char *ws)
+{
+    const struct yci_job *job = x->job;
+    size_t nenv;
+    char **env = job_env(job, ws, &nenv);
+    int64_t deadline = job->timeout > 0 ? time_mono_ms() + (int64_t)job->timeout * 1000 : 0;
+    set_result(x, YCI_PASSED, 0, NULL);
+
+    for (size_t i = 0; i < job->ncommands && !stopping(x); i++) {
+        const char *cmd = job->commands[i];
+        spoolf(x, "$ %s\n", cmd);
+        const char *argv[] = {"/bin/sh", "-c", cmd, NULL};
+        struct spawn_opts o = {argv, (const char *const *)env, ws, SPAWN_PIPE};
+        struct buf err = BUF_INIT;
+        struct spawn *s;
+        if (spawn_start(&o, &s, &err) < 0) {
+            spoolf(x, "yci: %s\n", err.data);
+            set_result(x, YCI_ERROR, -1, "%s", err.data);
+            buf_release(&err);
+            break;
+        }
+        buf_release(&err);
+        int status = 0;
+        enum pump_end end = pump(x, s, deadline, true, NULL, &status);
+        spawn_free(s);
+        int code = spawn_exit_code(status);
+        if (end == PUMP_TIMED_OUT) {
+            spoolf(x, "\nyci: timed out after %d s; the job's processes were killed\n",
+                   job->timeout);
+            set_result(x, YCI_TIMED_OUT, code, "timed out after %d s", job->timeout);
+            break;
+        }
+        if (end == PUMP_SPOOL_FAILED) {
+            set_result(x, YCI_ERROR, -1, "cannot write the runner's spool file");
+            break;
+        }
+        if (end == PUMP_STOPPED)
+            break;
+        if (code != 0) {
+            /* The first line of the command, shortened: a message, not a log. */
+            size_t len = strcspn(cmd, "\n");
+            bool cut = len > 60 || cmd[len];
+            set_result(x, YCI_FAILED, code, "'%.*s%s' exited with %d", (int)(len > 60 ? 60 : len),
+                       cmd, cut ? "..." : "", code);
+            break;
+        }
+    }
+    for (size_t i = 0; i < nenv; i++)
+        free(env[i]);
+    free(env);
+}
+
+void exec_run(struct exec *x)
+{
+    char *ws = xasprintf("%s/ws/%d", x->workdir, x->slot);
+    if (make_workspace(x, ws) == 0 && !stopping(x))
+        run_commands(x, ws);
+    if (stopping(x))
+        set_result(x, YCI_ABANDONED, -1,
+                   atomic_load(&x->stop) == EXEC_SHUTDOWN ? "the runner stopped" : "cancelled");
+    free(ws);
+    pthread_mutex_lock(&x->mu);
+    x->done = true;
+    pthread_cond_broadcast(&x->cond);
+    pthread_mutex_unlock(&x->mu);
+}

@@ -1,2 +1,439 @@
-/* placeholder: being written */
-typedef int yci_placeholder_runner_t;
+/*
+ * runner — the stock runner, built on the client library (yci/client.h).
+ *
+ * The library runs the loops (registration with backoff, one claim loop per
+ * slot, the heartbeat, delivering results with backoff); this file supplies
+ * the job handler. For each job, in the slot's thread:
+ *
+ *   do_job ── starts ──▶ executor thread (exec.c): workspace, commands,
+ *     │                  output appended to <workdir>/spool/<job>-<attempt>.log
+ *     └─ uploads the spool by offset while the executor runs, then returns
+ *        the result; the library delivers it; finished() deletes the spool.
+ *
+ * A 409 "stale attempt" or a cancel from the heartbeat stops the executor
+ * (SIGTERM to the job's group, SIGKILL after the grace period) and the job is
+ * dropped without a result.
+ */
+#include "runner.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <jansson.h>
+
+#include "exec.h"
+#include "lib/limits.h"
+#include "lib/log.h"
+#include "lib/util.h"
+#include "lib/xalloc.h"
+#include "yci/client.h"
+#include "lib/banned.h"
+
+/* Upload when this much is waiting, or this long after the last upload. */
+#define UPLOAD_INTERVAL_MS 100
+#define UPLOAD_BACKOFF_MAX_MS 5000
+
+struct runner {
+    char *server_url;
+    char *workdir; /* absolute */
+    char *hostname;
+    int slots;
+    struct yci_client *client;
+    struct yci_handler handler;
+
+    pthread_mutex_t mu;
+    struct exec **running; /* [slots], the executor of each slot's job */
+    atomic_bool stopping;
+    atomic_int nrunning;
+};
+
+static char *spool_path(struct runner *r, int64_t id, int attempt)
+{
+    return xasprintf("%s/spool/%" PRId64 "-%d.log", r->workdir, id, attempt);
+}
+
+static void *executor_main(void *arg)
+{
+    exec_run(arg);
+    return NULL;
+}
+
+static int64_t upload_backoff(int64_t *cur)
+{
+    int64_t v = *cur ? *cur : 100;
+    *cur = v * 2 > UPLOAD_BACKOFF_MAX_MS ? UPLOAD_BACKOFF_MAX_MS : v * 2;
+    return v;
+}
+
+/*
+ * Send the spool to the server by offset until the executor is done and all
+ * of it is acknowledged. Returns false when the job was taken away (409) or
+ * the runner is stopping before everything was delivered.
+ */
+static bool upload(struct runner *r, struct yci_job *job, struct exec *x)
+{
+    uint64_t acked = 0;
+    int64_t backoff = 0, next_try = 0, last_upload = time_mono_ms();
+    bool warned = false;
+    char *chunk = xmalloc(YCI_MAX_LOG_CHUNK);
+    bool ok = false;
+
+    for (;;) {
+        pthread_mutex_lock(&x->mu);
+        for (;;) {
+            int64_t now = time_mono_ms();
+            bool due = x->written > acked && (x->written - acked >= EXEC_WAKE_BYTES ||
+                                              now - last_upload >= UPLOAD_INTERVAL_MS || x->done);
+            bool cancelled = yci_job_cancelled(job);
+            if (x->done && (cancelled || x->written == acked))
+                break;
+            if (!cancelled && due && now >= next_try)
+                break;
+            int64_t wait = next_try > now ? next_try - now : UPLOAD_INTERVAL_MS;
+            struct timespec ts;
+            clock_gettime(CLOCK_MONOTONIC, &ts);
+            ts.tv_sec += wait / 1000;
+            ts.tv_nsec += (wait % 1000) * 1000000;
+            if (ts.tv_nsec >= 1000000000) {
+                ts.tv_sec++;
+                ts.tv_nsec -= 1000000000;
+            }
+            pthread_cond_timedwait(&x->cond, &x->mu, &ts);
+        }
+        uint64_t written = x->written;
+        bool done = x->done;
+        pthread_mutex_unlock(&x->mu);
+
+        if (yci_job_cancelled(job)) {
+            /* Taken away or stopping: the executor is being stopped (see
+             * on_cancel); wait for it, deliver nothing more. */
+            if (done)
+                break;
+            continue;
+        }
+        if (done && written == acked) {
+            ok = true;
+            break;
+        }
+
+        size_t n =
+            written - acked > YCI_MAX_LOG_CHUNK ? YCI_MAX_LOG_CHUNK : (size_t)(written - acked);
+        ssize_t got = pread(x->spool_fd, chunk, n, (off_t)acked);
+        if (got <= 0) {
+            log_error("job %" PRId64 ": cannot read the spool: %s", job->id,
+                      got < 0 ? strerror(errno) : "short file");
+            exec_stop(x, EXEC_CANCELLED);
+            next_try = time_mono_ms() + UPLOAD_BACKOFF_MAX_MS;
+            continue;
+        }
+        struct yci_error err;
+        uint64_t size = 0;
+        int rc = yci_client_log(r->client, job->id, job->attempt, acked, chunk, (size_t)got, &size,
+                                &err);
+        last_upload = time_mono_ms();
+        if (rc == 0) {
+            acked += (uint64_t)got;
+            backoff = 0;
+            next_try = 0;
+            if (warned)
+                log_info("job %" PRId64 ": log upload resumed at %" PRIu64 " bytes", job->id,
+                         acked);
+            warned = false;
+        } else if (rc == -ERANGE) {
+            /* The server has less than we thought (it lost its tail in a
+             * crash): resend from what it has. */
+            log_warn("job %" PRId64 ": server has %" PRIu64 " bytes of log, resending from there",
+                     job->id, size);
+            acked = size < written ? size : written;
+        } else if (rc == -ESTALE || rc == -ENOENT || rc == -EACCES) {
+            log_warn("job %" PRId64 ": %s; stopping the job", job->id, err.message);
+            /* do_job returns YCI_ABANDONED: the library sends no result. */
+            exec_stop(x, EXEC_CANCELLED);
+            break;
+        } else {
+            if (!warned)
+                log_warn("job %" PRId64 ": log upload failed (%s); the job goes on, output is "
+                         "spooled, retrying",
+                         job->id, err.message);
+            warned = true;
+            next_try = time_mono_ms() + upload_backoff(&backoff);
+        }
+    }
+    free(chunk);
+    return ok;
+}
+
+static void do_job(struct yci_client *c, struct yci_job *job, struct yci_result *res, void *arg)
+{
+    (void)c;
+    struct runner *r = arg;
+    struct buf err = BUF_INIT;
+    struct exec *x = NULL;
+    char *path = spool_path(r, job->id, job->attempt);
+    int64_t t0 = time_mono_ms();
+    int fd = open(path, O_RDWR | O_CREAT | O_TRUNC | O_APPEND | O_CLOEXEC, 0600);
+    if (fd < 0) {
+        log_error("job %" PRId64 ": cannot open the spool '%s': %s", job->id, path,
+                  strerror(errno));
+        res->status = YCI_ERROR;
+        res->error = "the runner cannot write its spool file";
+        goto out;
+    }
+    if (exec_new(job, r->server_url, r->workdir, job->slot, fd, &x, &err) < 0) {
+        log_error("job %" PRId64 ": %s", job->id, err.data);
+        res->status = YCI_ERROR;
+        res->error = "the runner cannot start the job";
+        goto out;
+    }
+    log_info("job %" PRId64 ": claimed (build %" PRId64 ", '%s', attempt %d, slot %d)", job->id,
+             job->build_id, job->name, job->attempt, job->slot);
+
+    pthread_mutex_lock(&r->mu);
+    r->running[job->slot] = x;
+    pthread_mutex_unlock(&r->mu);
+    atomic_fetch_add(&r->nrunning, 1);
+    /* A cancel that came before the executor was visible. */
+    if (yci_job_cancelled(job))
+        exec_stop(x, atomic_load(&r->stopping) ? EXEC_SHUTDOWN : EXEC_CANCELLED);
+
+    pthread_t t;
+    int e = pthread_create(&t, NULL, executor_main, x);
+    if (e) {
+        log_error("job %" PRId64 ": cannot start a thread: %s", job->id, strerror(e));
+        res->status = YCI_ERROR;
+        res->error = "the runner cannot start the job";
+    } else {
+        bool delivered = upload(r, job, x);
+        pthread_join(t, NULL);
+        if (!delivered || yci_job_cancelled(job)) {
+            res->status = YCI_ABANDONED;
+            log_info("job %" PRId64 ": dropped (%s)", job->id,
+                     atomic_load(&r->stopping) ? "the runner is stopping"
+                                               : "cancelled or taken away");
+        } else {
+            res->status = x->status;
+            res->exit_code = x->exit_code;
+            res->error = x->error.len ? x->error.data : NULL;
+            log_info("job %" PRId64 ": %s%s%s (exit %d) in %" PRId64 " ms", job->id,
+                     x->status == YCI_PASSED      ? "passed"
+                     : x->status == YCI_FAILED    ? "failed"
+                     : x->status == YCI_TIMED_OUT ? "timed out"
+                                                  : "error",
+                     x->error.len ? ": " : "", x->error.len ? x->error.data : "", x->exit_code,
+                     time_mono_ms() - t0);
+        }
+    }
+    pthread_mutex_lock(&r->mu);
+    r->running[job->slot] = NULL;
+    pthread_mutex_unlock(&r->mu);
+    atomic_fetch_sub(&r->nrunning, 1);
+out:
+    /* res->error may point into x->error: the library copies it after we
+     * return, so keep x alive until then (freed in finished()). */
+    if (x && res->error && res->error == x->error.data) {
+        static _Thread_local char msg[512];
+        snprintf(msg, sizeof msg, "%s", x->error.data);
+        res->error = msg;
+    }
+    exec_free(x);
+    if (fd >= 0)
+        close(fd);
+    if (res->status == YCI_ABANDONED)
+        unlink(path);
+    free(path);
+    buf_release(&err);
+}
+
+/* Called by the library with its lock held: only flag and wake. */
+static void on_cancel(struct yci_client *c, struct yci_job *job, void *arg)
+{
+    (void)c;
+    struct runner *r = arg;
+    bool shutdown = atomic_load(&r->stopping);
+    pthread_mutex_lock(&r->mu);
+    struct exec *x = job->slot >= 0 && job->slot < r->slots ? r->running[job->slot] : NULL;
+    if (x && x->job == job)
+        exec_stop(x, shutdown ? EXEC_SHUTDOWN : EXEC_CANCELLED);
+    pthread_mutex_unlock(&r->mu);
+    if (!shutdown)
+        log_info("job %" PRId64 ": cancelled by the server, stopping it", job->id);
+}
+
+static void on_finished(struct yci_client *c, struct yci_job *job, int rc, void *arg)
+{
+    (void)c;
+    struct runner *r = arg;
+    char *path = spool_path(r, job->id, job->attempt);
+    if (rc == 0 || rc == -ESTALE) {
+        unlink(path);
+        if (rc == -ESTALE)
+            log_warn("job %" PRId64 ": the server refused the result (stale attempt or "
+                     "cancelled)",
+                     job->id);
+    } else {
+        log_warn("job %" PRId64 ": result not delivered (%s), its lease will expire", job->id,
+                 strerror(-rc));
+    }
+    free(path);
+}
+
+static char *client_info(struct yci_client *c, void *arg)
+{
+    (void)c;
+    struct runner *r = arg;
+    double load[3] = {0, 0, 0};
+    int nl = getloadavg(load, 3);
+    json_t *l = json_array();
+    for (int i = 0; i < (nl > 0 ? nl : 0); i++)
+        json_array_append_new(l, json_real(load[i]));
+    json_t *j = json_pack("{s:i, s:i, s:o, s:s, s:s}", "slots", r->slots, "running",
+                          atomic_load(&r->nrunning), "load", l, "hostname", r->hostname, "version",
+                          YCI_VERSION);
+    char *s = j ? json_dumps(j, JSON_COMPACT) : NULL;
+    json_decref(j);
+    return s;
+}
+
+static int prepare_workdir(struct runner *r, const char *workdir, struct buf *err)
+{
+    int ret = mkdir_p(workdir, 0755);
+    if (ret < 0) {
+        buf_setf(err, "cannot make the work directory '%s': %s", workdir, strerror(-ret));
+        return ret;
+    }
+    char *abs = realpath(workdir, NULL);
+    if (!abs) {
+        buf_setf(err, "'%s': %s", workdir, strerror(errno));
+        return -errno;
+    }
+    r->workdir = abs;
+    /* Spools of a previous run are of jobs whose leases have expired. */
+    const char *subdirs[] = {"cache", "ws", "spool"};
+    for (size_t i = 0; i < 3; i++) {
+        char *d = xasprintf("%s/%s", abs, subdirs[i]);
+        if (i == 2)
+            remove_tree(d);
+        ret = mkdir_p(d, 0755);
+        if (ret < 0)
+            buf_setf(err, "cannot make '%s': %s", d, strerror(-ret));
+        free(d);
+        if (ret < 0)
+            return ret;
+    }
+    return 0;
+}
+
+static void runner_destroy(struct runner *r)
+{
+    yci_client_free(r->client);
+    pthread_mutex_destroy(&r->mu);
+    free(r->running);
+    free(r->server_url);
+    free(r->workdir);
+    free(r->hostname);
+    free(r);
+}
+
+int runner_start(const struct runner_config *cfg, struct runner **out, struct buf *err)
+{
+    int ret;
+    if (!cfg->server_url || !*cfg->server_url) {
+        buf_setf(err, "no server URL");
+        return -EINVAL;
+    }
+    if (strncmp(cfg->server_url, "http://", 7) != 0 && strncmp(cfg->server_url, "https://", 8)) {
+        buf_setf(err, "bad server URL '%s': expected http://host:port", cfg->server_url);
+        return -EINVAL;
+    }
+    if (cfg->slots < 0 || cfg->slots > 1024 || cfg->heartbeat < 0) {
+        buf_setf(err, "bad slots or heartbeat");
+        return -EINVAL;
+    }
+
+    struct runner *r = xcalloc(1, sizeof *r);
+    pthread_mutex_init(&r->mu, NULL);
+    size_t ulen = strlen(cfg->server_url);
+    while (ulen > 1 && cfg->server_url[ulen - 1] == '/')
+        ulen--;
+    r->server_url = xstrndup(cfg->server_url, ulen);
+    r->slots = cfg->slots > 0 ? cfg->slots : 1;
+    r->running = xcalloc((size_t)r->slots, sizeof *r->running);
+    char host[256] = "";
+    if (gethostname(host, sizeof host - 1) < 0 || !*host)
+        snprintf(host, sizeof host, "localhost");
+    r->hostname = xstrdup(host);
+    atomic_init(&r->stopping, false);
+    atomic_init(&r->nrunning, 0);
+
+    ret = prepare_workdir(r, cfg->workdir && *cfg->workdir ? cfg->workdir : "yci-runner", err);
+    if (ret < 0)
+        goto fail;
+
+    struct yci_client_config cc = {
+        .server_url = r->server_url,
+        .registration_secret = cfg->registration_secret,
+        .name = cfg->name,
+        .labels = cfg->labels,
+        .nlabels = cfg->nlabels,
+        .slots = r->slots,
+        .heartbeat = cfg->heartbeat > 0 ? cfg->heartbeat : 10,
+        .claim_wait = cfg->claim_wait,
+    };
+    struct yci_error e;
+    ret = yci_client_new(&cc, &r->client, &e);
+    if (ret < 0) {
+        buf_setf(err, "%s", e.message);
+        goto fail;
+    }
+    /* One attempt now, so that a wrong secret is an error at once; an
+     * unreachable server is retried in the background. */
+    ret = yci_client_register(r->client, &e);
+    if (ret == -EACCES || ret == -EPROTO || ret == -EINVAL || ret == -ENOENT) {
+        buf_setf(err, "registration refused: %s", e.message);
+        goto fail;
+    }
+    if (ret < 0)
+        log_warn("cannot register yet (%s); retrying in the background", e.message);
+    else
+        log_info("registered with %s as runner %" PRId64 " (%d slot%s, work directory '%s')",
+                 r->server_url, yci_client_runner_id(r->client), r->slots, r->slots == 1 ? "" : "s",
+                 r->workdir);
+
+    r->handler = (struct yci_handler){
+        .do_job = do_job,
+        .cancel = on_cancel,
+        .client_info = client_info,
+        .finished = on_finished,
+        .arg = r,
+    };
+    ret = yci_client_start(r->client, &r->handler, &e);
+    if (ret < 0) {
+        buf_setf(err, "%s", e.message);
+        goto fail;
+    }
+    *out = r;
+    return 0;
+fail:
+    runner_destroy(r);
+    return ret;
+}
+
+void runner_free(struct runner *r)
+{
+    if (!r)
+        return;
+    atomic_store(&r->stopping, true);
+    /* Stops claiming, stops each running job through on_cancel (SIGTERM,
+     * SIGKILL after the grace period) and joins every thread. */
+    yci_client_stop(r->client);
+    runner_destroy(r);
+}

@@ -1,0 +1,72 @@
+/*
+ * exec — the executor of one job: makes its workspace at the exact commit,
+ * runs its commands, and appends their output to the job's spool file.
+ *
+ * The executor never touches the network (except git fetching from the
+ * server's mirror while the workspace is made): it reads the job's pipe and
+ * appends to the spool, so a slow or dead server never slows a job. Another
+ * thread (the uploader, runner.c) reads the spool by offset and sends it.
+ *
+ * Threads: exec_run() runs in the executor's own thread; exec_stop() and the
+ * progress fields (under mu) are for any thread. The struct is owned by the
+ * runner's slot thread, which joins the executor before exec_free().
+ *
+ * Processes: each command is `/bin/sh -c <command>` in its own process
+ * group, under a supervisor that kills whatever it leaves behind
+ * (os/spawn.h). On timeout or stop: SIGTERM to the group, SIGKILL to it and
+ * every descendant EXEC_KILL_GRACE_MS later.
+ */
+#ifndef YCI_RUNNER_EXEC_H
+#define YCI_RUNNER_EXEC_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "lib/buf.h"
+#include "yci/client.h"
+
+#define EXEC_KILL_GRACE_MS 5000
+/* The uploader is woken whenever this much new output is in the spool. */
+#define EXEC_WAKE_BYTES (64 * 1024)
+/* Bound on each git command while making a workspace. */
+#define EXEC_GIT_TIMEOUT_MS (10 * 60 * 1000)
+
+enum exec_stop_reason {
+    EXEC_RUNNING = 0,
+    EXEC_CANCELLED, /* the server asked, or the attempt went stale */
+    EXEC_SHUTDOWN,  /* the runner is stopping */
+};
+
+struct exec {
+    /* Inputs, set by exec_new(). */
+    const struct yci_job *job;
+    char *server_url;
+    char *workdir; /* absolute */
+    int slot;
+    int spool_fd;    /* O_APPEND; the executor only writes, the uploader preads */
+    int wake_fd;     /* eventfd, readable once a stop was asked */
+    atomic_int stop; /* enum exec_stop_reason */
+
+    pthread_mutex_t mu;
+    pthread_cond_t cond; /* signalled every EXEC_WAKE_BYTES and when done */
+    uint64_t written;    /* bytes in the spool */
+    bool done;
+
+    /* The result, valid once done. */
+    enum yci_status status;
+    int exit_code; /* -1: none */
+    struct buf error;
+};
+
+/* spool_fd is borrowed (the caller closes it after exec_free()). */
+int exec_new(const struct yci_job *job, const char *server_url, const char *workdir, int slot,
+             int spool_fd, struct exec **out, struct buf *err);
+void exec_free(struct exec *x);
+/* Run the job to the end: sets the result and done. */
+void exec_run(struct exec *x);
+/* Ask the job to stop (any thread; the first reason wins). */
+void exec_stop(struct exec *x, enum exec_stop_reason why);
+
+#endif
