@@ -223,6 +223,10 @@ static int remove_at(int parent, const char *name)
         return errno == ENOENT ? 0 : -errno;
     if (!S_ISDIR(st.st_mode))
         return unlinkat(parent, name, 0) < 0 && errno != ENOENT ? -errno : 0;
+    /* A job may have left a directory we cannot list or write: the owner
+     * may always give itself the rights back. */
+    if ((st.st_mode & 0700) != 0700)
+        fchmodat(parent, name, (st.st_mode & 07777) | 0700, 0);
     int fd = openat(parent, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
     if (fd < 0)
         return -errno;
@@ -234,9 +238,6 @@ static int remove_at(int parent, const char *name)
     }
     int ret = 0;
     struct dirent *de;
-    /* A job may have left a directory without write permission. */
-    if ((st.st_mode & 0700) != 0700)
-        fchmod(fd, 0700);
     while ((de = readdir(d))) {
         if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, ".."))
             continue;

@@ -289,19 +289,11 @@ out:
     return ret;
 }
 
-/* Empty ws of whatever the last job left, even read-only directories. */
+/* Empty ws of whatever the last job left (remove_tree copes with read-only
+ * directories). */
 static int clean_dir(struct exec *x, const char *path)
 {
     int ret = remove_tree(path);
-    if (ret == -EACCES || ret == -EPERM) {
-        const char *argv[] = {"chmod", "-R", "u+rwx", path, NULL};
-        struct spawn_opts o = {argv, NULL, NULL, SPAWN_NULL};
-        struct buf err = BUF_INIT;
-        int status;
-        spawn_run(&o, 60000, NULL, &status, &err);
-        buf_release(&err);
-        ret = remove_tree(path);
-    }
     if (ret < 0)
         set_result(x, YCI_ERROR, -1, "cannot remove the old workspace '%s': %s", path,
                    strerror(-ret));
