@@ -1,2 +1,10 @@
-/* placeholder: being written */
-int main(void) { return 0; }
+/*
+ * main — the yci command. Everything happens in cli/ (cli/cli.h).
+ */
+#include "cli/cli.h"
+#include "lib/banned.h"
+
+int main(int argc, char **argv)
+{
+    return cli_main(argc, argv);
+}
