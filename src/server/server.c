@@ -1,2 +1,240 @@
-/* placeholder: being written */
-typedef int yci_placeholder_server_t;
+/*
+ * server — starting and stopping the yci server (see server.h).
+ *
+ * Start order: data directory, secrets, store, log store, then the worker
+ * threads (results, scheduler, observer), and the HTTP server last, so a
+ * request never meets a half-built server. Stop order: the scheduler answers
+ * its waiting claims (and refuses new ones) while the HTTP server still runs;
+ * then the HTTP server stops; then the threads its handlers used.
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "lib/log.h"
+#include "lib/util.h"
+#include "lib/xalloc.h"
+#include "server/internal.h"
+#include "store/logstore.h"
+#include "store/store.h"
+#include "lib/banned.h"
+
+/* The lease a runner with the default heartbeat (10 s) gets. After a restart
+ * every running job keeps its lease for twice that, so runners have time to
+ * reconnect before anything is re-queued. */
+#define SERVER_DEFAULT_HEARTBEAT 10
+
+int64_t server_lease_ms(int heartbeat)
+{
+    int64_t ms = (int64_t)(heartbeat > 0 ? heartbeat : SERVER_DEFAULT_HEARTBEAT) * 3000;
+    return ms < 3000 ? 3000 : ms;
+}
+
+char *server_mirror_path(const struct server *srv, const char *name)
+{
+    return xasprintf("%s/%s.git", srv->mirrors_dir, name);
+}
+
+/* Read the secret in path, or make one (0600) when there is none. *made tells
+ * which. */
+static int load_secret(const char *path, char **out, bool *made, struct buf *err)
+{
+    struct buf b = BUF_INIT;
+    int rc = file_read(path, &b);
+    if (rc == 0) {
+        while (b.len > 0 &&
+               (b.data[b.len - 1] == '\n' || b.data[b.len - 1] == '\r' || b.data[b.len - 1] == ' '))
+            b.data[--b.len] = '\0';
+        if (b.len < 16) {
+            buf_setf(err, "%s holds no usable secret (too short); delete it to make a new one",
+                     path);
+            buf_release(&b);
+            return -EINVAL;
+        }
+        *out = buf_detach(&b, NULL);
+        *made = false;
+        return 0;
+    }
+    buf_release(&b);
+    if (rc != -ENOENT) {
+        buf_setf(err, "cannot read %s: %s", path, strerror(-rc));
+        return rc;
+    }
+    char *secret = random_token(32);
+    char *text = xasprintf("%s\n", secret);
+    rc = file_write_atomic(path, text, strlen(text), 0600);
+    free(text);
+    if (rc < 0) {
+        buf_setf(err, "cannot write %s: %s", path, strerror(-rc));
+        free(secret);
+        return rc;
+    }
+    *out = secret;
+    *made = true;
+    return 0;
+}
+
+/* "http://host:port" for clients, from the listen address and the bound port. */
+static char *make_url(const char *listen, uint16_t port)
+{
+    const char *colon = strrchr(listen, ':');
+    size_t hlen = colon ? (size_t)(colon - listen) : strlen(listen);
+    char *host = xstrndup(listen, hlen);
+    if (hlen == 0 || strcmp(host, "0.0.0.0") == 0 || strcmp(host, "*") == 0) {
+        free(host);
+        host = xstrdup("127.0.0.1");
+    } else if (strcmp(host, "[::]") == 0 || strcmp(host, "::") == 0) {
+        free(host);
+        host = xstrdup("[::1]");
+    }
+    char *url = xasprintf("http://%s:%u", host, (unsigned)port);
+    free(host);
+    return url;
+}
+
+int server_start(const struct server_config *cfg_in, struct server **out, struct buf *err)
+{
+    struct server *srv = xcalloc(1, sizeof(*srv));
+    srv->cfg = *cfg_in;
+    if (!srv->cfg.listen)
+        srv->cfg.listen = "127.0.0.1:8888";
+    if (!srv->cfg.data_dir)
+        srv->cfg.data_dir = "yci-data";
+    if (srv->cfg.poll_interval <= 0)
+        srv->cfg.poll_interval = 5;
+    if (srv->cfg.job_timeout <= 0)
+        srv->cfg.job_timeout = 3600;
+    srv->data_dir = xstrdup(srv->cfg.data_dir);
+    srv->cfg.data_dir = srv->data_dir;
+    srv->mirrors_dir = xasprintf("%s/mirrors", srv->data_dir);
+    srv->results_dir = xasprintf("%s/test_results", srv->data_dir);
+    srv->auth = auth_cache_new();
+
+    char *path = NULL;
+    int rc;
+    const char *dirs[] = {srv->data_dir, srv->mirrors_dir, srv->results_dir};
+    for (size_t i = 0; i < 3; i++) {
+        rc = mkdir_p(dirs[i], i == 0 ? 0700 : 0755);
+        if (rc < 0) {
+            buf_setf(err, "cannot create %s: %s", dirs[i], strerror(-rc));
+            goto fail;
+        }
+    }
+
+    bool made = false;
+    path = xasprintf("%s/admin-token", srv->data_dir);
+    rc = load_secret(path, &srv->admin_token, &made, err);
+    if (rc < 0)
+        goto fail;
+    free(path);
+    path = xasprintf("%s/registration-secret", srv->data_dir);
+    rc = load_secret(path, &srv->reg_secret, &made, err);
+    if (rc < 0)
+        goto fail;
+    if (made && !srv->cfg.quiet_secrets)
+        fprintf(stderr,
+                "yci: a new runner registration secret was made (kept in %s):\n"
+                "yci:     %s\n",
+                path, srv->reg_secret);
+    free(path);
+
+    path = xasprintf("%s/yci.db", srv->data_dir);
+    rc = store_open(path, &srv->store, err);
+    if (rc < 0)
+        goto fail;
+    free(path);
+    path = xasprintf("%s/logs", srv->data_dir);
+    rc = logstore_open(path, &srv->logs, err);
+    if (rc < 0)
+        goto fail;
+    free(path);
+    path = NULL;
+
+    rc = store_leases_grace(srv->store, 2 * server_lease_ms(SERVER_DEFAULT_HEARTBEAT));
+    if (rc < 0) {
+        buf_setf(err, "cannot extend the leases of running jobs: %s", strerror(-rc));
+        goto fail;
+    }
+
+    rc = results_new(srv, &srv->results, err);
+    if (rc < 0)
+        goto fail;
+    rc = sched_new(srv, &srv->sched, err);
+    if (rc < 0)
+        goto fail;
+    rc = observer_new(srv, &srv->observer, err);
+    if (rc < 0)
+        goto fail;
+
+    struct http_server_config hc = {
+        .listen = srv->cfg.listen,
+        .threads = srv->cfg.threads,
+        .max_body = 0,
+        .body_limit = api_body_limit,
+        .handler = api_handle,
+        .ctx = srv,
+    };
+    rc = http_server_start(&hc, &srv->http, err);
+    if (rc < 0)
+        goto fail;
+    srv->url = make_url(srv->cfg.listen, http_server_port(srv->http));
+    log_info("yci server %s listening on %s, data in '%s'", YCI_VERSION, srv->url, srv->data_dir);
+    *out = srv;
+    return 0;
+
+fail:
+    free(path);
+    server_free(srv);
+    return rc < 0 ? rc : -EIO;
+}
+
+void server_free(struct server *srv)
+{
+    if (!srv)
+        return;
+    /* Answer the long-polls and refuse new ones, then stop the HTTP server
+     * (its shutdown may still call the scheduler's cancel callback, so the
+     * scheduler is freed after it), then the threads that handlers use. */
+    sched_stop(srv->sched);
+    http_server_free(srv->http);
+    srv->http = NULL;
+    observer_free(srv->observer);
+    srv->observer = NULL;
+    sched_free(srv->sched);
+    srv->sched = NULL;
+    results_free(srv->results);
+    srv->results = NULL;
+    logstore_free(srv->logs);
+    store_free(srv->store);
+    auth_cache_free(srv->auth);
+    free(srv->admin_token);
+    free(srv->reg_secret);
+    free(srv->url);
+    free(srv->mirrors_dir);
+    free(srv->results_dir);
+    free(srv->data_dir);
+    free(srv);
+}
+
+uint16_t server_port(const struct server *srv)
+{
+    return http_server_port(srv->http);
+}
+
+const char *server_url(const struct server *srv)
+{
+    return srv->url;
+}
+
+const char *server_admin_token(const struct server *srv)
+{
+    return srv->admin_token;
+}
+
+const char *server_registration_secret(const struct server *srv)
+{
+    return srv->reg_secret;
+}

@@ -1,0 +1,126 @@
+/*
+ * server/internal — what the parts of the server share, private to src/server/.
+ *
+ * struct server is owned by server.c. The other parts (api.c, sched.c,
+ * observer.c, results.c, auth.c) reach the store, the log store and each
+ * other through it. Every part is started before the HTTP server and stopped
+ * after it (see server_free()), so a request handler may use any of them.
+ */
+#ifndef YCI_SERVER_INTERNAL_H
+#define YCI_SERVER_INTERNAL_H
+
+#include <jansson.h>
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "http/server.h"
+#include "lib/buf.h"
+#include "server/server.h"
+
+struct store;
+struct logstore;
+struct sched;
+struct observer;
+struct results;
+struct auth_cache;
+
+struct server {
+    struct server_config cfg;
+    char *data_dir;
+    char *mirrors_dir; /* <data>/mirrors */
+    char *results_dir; /* <data>/test_results */
+    char *url;
+    char *admin_token;
+    char *reg_secret;
+    struct store *store;
+    struct logstore *logs;
+    struct auth_cache *auth;
+    struct sched *sched;
+    struct observer *observer;
+    struct results *results;
+    struct http_server *http;
+};
+
+/* The bare mirror of a repository: <data>/mirrors/<name>.git (newly allocated).
+ * name must have passed name_valid(). */
+char *server_mirror_path(const struct server *srv, const char *name);
+
+/* The default lease of a runner, in ms, for a heartbeat interval in seconds:
+ * three intervals, at least 3 s. */
+int64_t server_lease_ms(int heartbeat);
+
+/*
+ * api.c — the HTTP request handler and the per-route body limits.
+ */
+void api_handle(struct http_request *req, void *ctx);
+size_t api_body_limit(const char *method, const char *path, void *ctx);
+
+/*
+ * web.c — the minimal HTML pages (a later issue builds the real dashboard).
+ */
+void web_index(struct server *srv, struct http_request *req);
+void web_build(struct server *srv, struct http_request *req, int64_t build_id);
+void web_not_found(struct http_request *req);
+
+/*
+ * auth.c — tokens.
+ *
+ * The runner cache remembers (token hash → runner id, labels, heartbeat)
+ * so the hot runner calls (claim, log, finish) cost no store read. Runners
+ * are never deleted or re-keyed, so entries never go stale.
+ */
+struct auth_runner {
+    int64_t id;
+    int heartbeat;
+    int64_t lease_ms;
+    json_t *labels; /* borrowed from the cache: valid until auth_cache_free */
+    char *name;
+};
+
+struct auth_cache *auth_cache_new(void);
+void auth_cache_free(struct auth_cache *c);
+/* SHA-256 of token as 64 lowercase hex characters (out must hold 65). */
+void auth_token_hash(const char *token, char out[65]);
+/* The bearer token of the request, or NULL. */
+const char *auth_bearer(struct http_request *req);
+/* The runner a token belongs to (from the cache or the store), or NULL. */
+const struct auth_runner *auth_runner_lookup(struct server *srv, const char *token);
+
+/*
+ * sched.c — long-poll claims and lease expiry.
+ */
+int sched_new(struct server *srv, struct sched **out, struct buf *err);
+/* Answer every waiting claim with 204 and refuse new ones (503); join the thread. */
+void sched_stop(struct sched *s);
+void sched_free(struct sched *s);
+/* Jobs may have become available: serve the waiting claims soon. Cheap. */
+void sched_kick(struct sched *s);
+/* Handle a claim for runner r: answer at once or suspend the request for up to
+ * wait_s seconds. Always answers the request (now or later). */
+void sched_claim(struct sched *s, struct http_request *req, const struct auth_runner *r,
+                 int wait_s);
+/* Turn a claimed job (from store_job_claim) into the claim response body. */
+void sched_claim_json(struct server *srv, json_t *job);
+
+/*
+ * observer.c — watches repositories.
+ */
+int observer_new(struct server *srv, struct observer **out, struct buf *err);
+void observer_free(struct observer *o);
+/* Ask for a poll of one repository (repo id) now; requests coalesce. */
+void observer_request(struct observer *o, int64_t repo_id);
+
+/*
+ * results.c — <data>/test_results/<commit>, written by a worker thread.
+ */
+int results_new(struct server *srv, struct results **out, struct buf *err);
+/* Write what is queued, then stop. */
+void results_free(struct results *r);
+/* The build reached a final state: write its result file soon. */
+void results_build_done(struct results *r, int64_t build_id);
+/* Jobs were given up (lease expiries): write the result files of the builds in
+ * state error that finished at or after since_ms (wall clock). */
+void results_recent_errors(struct results *r, int64_t since_ms);
+
+#endif

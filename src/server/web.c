@@ -1,0 +1,249 @@
+/*
+ * web — two small server-rendered HTML pages: the recent builds (GET /) and
+ * one build with its jobs (GET /builds/{id}), linking to the raw logs.
+ *
+ * Everything that comes from a user or a repository (names, branches, error
+ * messages) is HTML-escaped, and the Content-Security-Policy forbids scripts
+ * and every other resource, so even a missed escape could not run code. The
+ * real dashboard arrives with a later issue; this is kept small on purpose.
+ */
+#include <inttypes.h>
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+
+#include "lib/buf.h"
+#include "server/internal.h"
+#include "store/store.h"
+#include "lib/banned.h"
+
+static const char *const csp = "default-src 'none'; style-src 'unsafe-inline'";
+
+static void esc(struct buf *b, const char *s)
+{
+    if (!s)
+        return;
+    for (; *s; s++) {
+        switch (*s) {
+        case '&':
+            buf_adds(b, "&amp;");
+            break;
+        case '<':
+            buf_adds(b, "&lt;");
+            break;
+        case '>':
+            buf_adds(b, "&gt;");
+            break;
+        case '"':
+            buf_adds(b, "&quot;");
+            break;
+        case '\'':
+            buf_adds(b, "&#39;");
+            break;
+        default:
+            buf_addch(b, *s);
+        }
+    }
+}
+
+static void esc_field(struct buf *b, json_t *o, const char *key, const char *dflt)
+{
+    const char *s = json_string_value(json_object_get(o, key));
+    esc(b, s ? s : dflt);
+}
+
+static void add_time(struct buf *b, json_t *v)
+{
+    if (!json_is_integer(v)) {
+        buf_adds(b, "-");
+        return;
+    }
+    time_t t = (time_t)(json_integer_value(v) / 1000);
+    struct tm tm;
+    char text[32];
+    gmtime_r(&t, &tm);
+    strftime(text, sizeof(text), "%Y-%m-%d %H:%M:%S", &tm);
+    buf_adds(b, text);
+}
+
+static void add_duration(struct buf *b, json_t *v)
+{
+    if (json_is_integer(v))
+        buf_addf(b, "%.1f s", (double)json_integer_value(v) / 1000.0);
+    else
+        buf_adds(b, "-");
+}
+
+static void page_start(struct buf *b, const char *title)
+{
+    buf_adds(b, "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+                "<meta name=\"viewport\" content=\"width=device-width\"><title>");
+    esc(b, title);
+    buf_adds(b, "</title><style>"
+                "body{font:14px/1.4 system-ui,sans-serif;margin:1.5em;color:#222}"
+                "table{border-collapse:collapse}td,th{padding:.2em .8em;text-align:left;"
+                "border-bottom:1px solid #ddd}code{font-size:13px}"
+                ".passed{color:#080}.failed,.error,.timed_out{color:#b00}"
+                ".running,.queued{color:#a60}.cancelled{color:#666}"
+                "</style></head><body>\n<p><a href=\"/\">yci</a></p>\n");
+}
+
+static void respond_page(struct http_request *req, int status, struct buf *b)
+{
+    buf_adds(b, "</body></html>\n");
+    http_add_header(req, "Content-Security-Policy", csp);
+    http_add_header(req, "X-Content-Type-Options", "nosniff");
+    http_add_header(req, "Cache-Control", "no-cache");
+    http_respond_buf(req, status, "text/html; charset=utf-8", b);
+}
+
+static void status_cell(struct buf *b, json_t *o)
+{
+    const char *s = json_string_value(json_object_get(o, "status"));
+    buf_adds(b, "<td class=\"");
+    esc(b, s ? s : "");
+    buf_adds(b, "\">");
+    esc(b, s ? s : "?");
+    buf_adds(b, "</td>");
+}
+
+void web_not_found(struct http_request *req)
+{
+    struct buf b = BUF_INIT;
+    page_start(&b, "not found");
+    buf_adds(&b, "<h1>Not found</h1>\n");
+    respond_page(req, 404, &b);
+}
+
+void web_index(struct server *srv, struct http_request *req)
+{
+    json_t *filter = json_pack("{s:i}", "limit", 50);
+    json_t *builds = store_build_list(srv->store, filter);
+    json_decref(filter);
+    struct buf b = BUF_INIT;
+    page_start(&b, "yci: builds");
+    buf_adds(&b, "<h1>Recent builds</h1>\n");
+    if (json_array_size(builds) == 0) {
+        buf_adds(&b, "<p>No builds yet.</p>\n");
+    } else {
+        buf_adds(&b, "<table><tr><th>build</th><th>repository</th><th>branch</th>"
+                     "<th>commit</th><th>status</th><th>created (UTC)</th><th>duration</th>"
+                     "</tr>\n");
+        size_t i;
+        json_t *bd;
+        json_array_foreach(builds, i, bd)
+        {
+            int64_t id = json_integer_value(json_object_get(bd, "id"));
+            const char *commit = json_string_value(json_object_get(bd, "commit"));
+            buf_addf(&b, "<tr><td><a href=\"/builds/%" PRId64 "\">#%" PRId64 "</a></td><td>", id,
+                     id);
+            esc_field(&b, bd, "repo", "-");
+            buf_adds(&b, "</td><td>");
+            esc_field(&b, bd, "branch", "-");
+            buf_adds(&b, "</td><td><code>");
+            if (commit) {
+                char short_sha[13];
+                snprintf(short_sha, sizeof(short_sha), "%s", commit);
+                esc(&b, short_sha);
+            } else {
+                buf_adds(&b, "-");
+            }
+            buf_adds(&b, "</code></td>");
+            status_cell(&b, bd);
+            buf_adds(&b, "<td>");
+            add_time(&b, json_object_get(bd, "created"));
+            buf_adds(&b, "</td><td>");
+            add_duration(&b, json_object_get(bd, "duration_ms"));
+            buf_adds(&b, "</td></tr>\n");
+        }
+        buf_adds(&b, "</table>\n");
+    }
+    json_decref(builds);
+    respond_page(req, 200, &b);
+}
+
+void web_build(struct server *srv, struct http_request *req, int64_t build_id)
+{
+    json_t *bd = store_build_get(srv->store, build_id);
+    if (!bd) {
+        web_not_found(req);
+        return;
+    }
+    struct buf b = BUF_INIT;
+    char title[64];
+    snprintf(title, sizeof(title), "yci: build %" PRId64, build_id);
+    page_start(&b, title);
+    buf_addf(&b, "<h1>Build #%" PRId64 "</h1>\n<table>", build_id);
+    static const char *const keys[] = {"repo", "branch", "commit"};
+    for (size_t i = 0; i < 3; i++) {
+        buf_addf(&b, "<tr><th>%s</th><td><code>", keys[i]);
+        esc_field(&b, bd, keys[i], "-");
+        buf_adds(&b, "</code></td></tr>");
+    }
+    buf_adds(&b, "<tr><th>status</th>");
+    status_cell(&b, bd);
+    buf_adds(&b, "</tr><tr><th>created (UTC)</th><td>");
+    add_time(&b, json_object_get(bd, "created"));
+    buf_adds(&b, "</td></tr><tr><th>duration</th><td>");
+    add_duration(&b, json_object_get(bd, "duration_ms"));
+    buf_adds(&b, "</td></tr>");
+    if (json_string_value(json_object_get(bd, "error"))) {
+        buf_adds(&b, "<tr><th>error</th><td>");
+        esc_field(&b, bd, "error", "");
+        buf_adds(&b, "</td></tr>");
+    }
+    buf_addf(&b, "</table>\n<p><a href=\"/api/builds/%" PRId64 "\">JSON</a></p>\n", build_id);
+
+    json_t *jobs = json_object_get(bd, "jobs");
+    buf_adds(&b, "<h2>Jobs</h2>\n<table><tr><th>job</th><th>name</th><th>status</th>"
+                 "<th>exit code</th><th>duration</th><th>runner</th><th>attempt</th>"
+                 "<th>log</th></tr>\n");
+    size_t i;
+    json_t *job;
+    json_array_foreach(jobs, i, job)
+    {
+        int64_t id = json_integer_value(json_object_get(job, "id"));
+        buf_addf(&b, "<tr><td>%" PRId64 "</td><td>", id);
+        esc_field(&b, job, "name", "?");
+        buf_adds(&b, "</td>");
+        status_cell(&b, job);
+        json_t *code = json_object_get(job, "exit_code");
+        if (json_is_integer(code))
+            buf_addf(&b, "<td>%" PRId64 "</td><td>", (int64_t)json_integer_value(code));
+        else
+            buf_adds(&b, "<td>-</td><td>");
+        add_duration(&b, json_object_get(job, "duration_ms"));
+        buf_adds(&b, "</td><td>");
+        esc_field(&b, job, "runner", "-");
+        buf_addf(&b,
+                 "</td><td>%" PRId64 "</td><td><a href=\"/api/jobs/%" PRId64
+                 "/log\">log</a></td></tr>\n",
+                 (int64_t)json_integer_value(json_object_get(job, "attempt")), id);
+        if (json_string_value(json_object_get(job, "error"))) {
+            buf_adds(&b, "<tr><td></td><td colspan=\"7\">");
+            esc_field(&b, job, "error", "");
+            buf_adds(&b, "</td></tr>\n");
+        }
+    }
+    buf_adds(&b, "</table>\n");
+
+    json_t *events = json_object_get(bd, "events");
+    if (json_array_size(events) > 0) {
+        buf_adds(&b, "<h2>Events</h2>\n<ul>\n");
+        json_t *ev;
+        json_array_foreach(events, i, ev)
+        {
+            buf_adds(&b, "<li>");
+            add_time(&b, json_object_get(ev, "time"));
+            json_t *jid = json_object_get(ev, "job_id");
+            if (json_is_integer(jid) && json_integer_value(jid) > 0)
+                buf_addf(&b, " job %" PRId64, (int64_t)json_integer_value(jid));
+            buf_adds(&b, ": ");
+            esc_field(&b, ev, "message", "");
+            buf_adds(&b, "</li>\n");
+        }
+        buf_adds(&b, "</ul>\n");
+    }
+    json_decref(bd);
+    respond_page(req, 200, &b);
+}

@@ -1,0 +1,258 @@
+/*
+ * test_pipeline — the default pipeline rule on real git repositories, and the
+ * git module under it (mirror, fetch, refs, blobs).
+ *
+ * Each test makes a repository in a temporary directory with the git program
+ * (argv only, through os/spawn.h), commits some files, and asks what the
+ * commit runs.
+ */
+#include <errno.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+#include <jansson.h>
+
+#include "git/git.h"
+#include "lib/buf.h"
+#include "lib/util.h"
+#include "lib/xalloc.h"
+#include "os/spawn.h"
+#include "server/pipeline.h"
+#include "lib/banned.h"
+
+struct repo {
+    char dir[64];  /* the temporary directory */
+    char *work;    /* <dir>/work: a non-bare repository */
+    char *git_dir; /* <dir>/work/.git */
+};
+
+/* Run git in the work tree; its output (trimmed) in out if not NULL. */
+static void git(struct repo *r, struct buf *out, const char *first, ...)
+{
+    const char *argv[32] = {"git",
+                            "-C",
+                            r->work,
+                            "-c",
+                            "user.name=t",
+                            "-c",
+                            "user.email=t@example.com",
+                            "-c",
+                            "init.defaultBranch=main"};
+    size_t n = 9;
+    va_list ap;
+    va_start(ap, first);
+    for (const char *a = first; a && n < 31; a = va_arg(ap, const char *))
+        argv[n++] = a;
+    va_end(ap);
+    argv[n] = NULL;
+    struct spawn_opts opts = {.argv = argv, .out_fd = SPAWN_PIPE};
+    struct buf o = BUF_INIT, err = BUF_INIT;
+    int status = 0;
+    int rc = spawn_run(&opts, 60000, &o, &status, &err);
+    if (rc < 0 || spawn_exit_code(status) != 0)
+        fail_msg("git %s failed: %s%s", first, err.data ? err.data : "", o.data ? o.data : "");
+    while (o.len && (o.data[o.len - 1] == '\n' || o.data[o.len - 1] == ' '))
+        o.data[--o.len] = '\0';
+    if (out)
+        buf_add(out, o.data ? o.data : "", o.len);
+    buf_release(&o);
+    buf_release(&err);
+}
+
+static void write_file(struct repo *r, const char *rel, const char *text)
+{
+    char *path = xasprintf("%s/%s", r->work, rel);
+    char *slash = strrchr(path, '/');
+    *slash = '\0';
+    assert_int_equal(mkdir_p(path, 0755), 0);
+    *slash = '/';
+    assert_int_equal(file_write_atomic(path, text, strlen(text), 0644), 0);
+    free(path);
+}
+
+/* Commit everything; the new commit's id in sha. */
+static void commit(struct repo *r, char sha[41])
+{
+    struct buf out = BUF_INIT;
+    git(r, NULL, "add", "-A", NULL);
+    git(r, NULL, "commit", "-q", "--allow-empty", "-m", "c", NULL);
+    git(r, &out, "rev-parse", "HEAD", NULL);
+    assert_true(sha_valid(out.data));
+    memcpy(sha, out.data, 41);
+    buf_release(&out);
+}
+
+static int setup(void **state)
+{
+    struct repo *r = xcalloc(1, sizeof(*r));
+    snprintf(r->dir, sizeof(r->dir), "/tmp/yci-test-pipeline-XXXXXX");
+    if (!mkdtemp(r->dir))
+        return -1;
+    r->work = xasprintf("%s/work", r->dir);
+    r->git_dir = xasprintf("%s/.git", r->work);
+    mkdir_p(r->work, 0755);
+    git(r, NULL, "init", "-q", NULL);
+    *state = r;
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    struct repo *r = *state;
+    remove_tree(r->dir);
+    free(r->work);
+    free(r->git_dir);
+    free(r);
+    return 0;
+}
+
+/* The one job of jobs: its name and its single command. */
+static void assert_one_job(json_t *jobs, const char *name, const char *command)
+{
+    assert_true(json_is_array(jobs));
+    assert_int_equal(json_array_size(jobs), 1);
+    json_t *job = json_array_get(jobs, 0);
+    assert_string_equal(json_string_value(json_object_get(job, "name")), name);
+    json_t *cmds = json_object_get(job, "commands");
+    assert_int_equal(json_array_size(cmds), 1);
+    assert_string_equal(json_string_value(json_array_get(cmds, 0)), command);
+}
+
+static void test_tests_folder(void **state)
+{
+    struct repo *r = *state;
+    char sha[41];
+    write_file(r, "tests/test_a.py", "import unittest\n");
+    write_file(r, "Makefile", "check:\n\ttrue\n"); /* tests/ wins */
+    commit(r, sha);
+    json_t *jobs = NULL;
+    struct buf err = BUF_INIT;
+    assert_int_equal(pipeline_for_commit(r->git_dir, sha, &jobs, &err), 0);
+    assert_one_job(jobs, "tests", "python3 -m unittest discover -s tests -v");
+    json_decref(jobs);
+    buf_release(&err);
+}
+
+static void test_makefile(void **state)
+{
+    struct repo *r = *state;
+    char sha[41];
+    json_t *jobs = NULL;
+    struct buf err = BUF_INIT;
+
+    /* "tests" as a file is not a tests/ folder; test: only → make test */
+    write_file(r, "tests", "not a folder\n");
+    write_file(r, "Makefile", "all:\n\ttrue\ncheck := nothing\n\ntest :\n\ttrue\n");
+    commit(r, sha);
+    assert_int_equal(pipeline_for_commit(r->git_dir, sha, &jobs, &err), 0);
+    assert_one_job(jobs, "test", "make test");
+    json_decref(jobs);
+
+    /* check: and test: → make check */
+    write_file(r, "Makefile", "test:\n\ttrue\ncheck: all\n\ttrue\n");
+    commit(r, sha);
+    assert_int_equal(pipeline_for_commit(r->git_dir, sha, &jobs, &err), 0);
+    assert_one_job(jobs, "check", "make check");
+    json_decref(jobs);
+    buf_release(&err);
+}
+
+static void test_nothing(void **state)
+{
+    struct repo *r = *state;
+    char sha[41];
+    json_t *jobs = NULL;
+    struct buf err = BUF_INIT;
+    write_file(r, "README", "hello\n");
+    write_file(r, "Makefile", "all:\n\ttrue\n# check: in a comment\n");
+    commit(r, sha);
+    assert_int_equal(pipeline_for_commit(r->git_dir, sha, &jobs, &err), -EINVAL);
+    assert_null(jobs);
+    char *want = xasprintf("no pipeline found at %s: yci looked for a tests/ folder (run with "
+                           "python3 -m unittest discover) and a Makefile with a check or test "
+                           "target",
+                           sha);
+    assert_string_equal(err.data, want);
+    free(want);
+
+    /* A commit the repository does not have is a git error, not a config error. */
+    buf_reset(&err);
+    int rc =
+        pipeline_for_commit(r->git_dir, "0123456789012345678901234567890123456789", &jobs, &err);
+    assert_true(rc < 0 && rc != -EINVAL);
+    assert_true(err.len > 0);
+    buf_release(&err);
+}
+
+static void test_git_mirror(void **state)
+{
+    struct repo *r = *state;
+    char sha[41];
+    struct buf err = BUF_INIT, blob = BUF_INIT;
+    write_file(r, "tests/x.py", "print(1)\n");
+    commit(r, sha);
+    git(r, NULL, "branch", "feature", NULL);
+
+    char *mirror = xasprintf("%s/mirror.git", r->dir);
+    assert_int_equal(git_mirror_init(mirror, &err), 0);
+    assert_int_equal(git_mirror_init(mirror, &err), 0); /* again: nothing to do */
+    const char *const refspecs[] = {GIT_REFSPEC_HEADS};
+    assert_int_equal(git_mirror_fetch(mirror, r->work, refspecs, 1, &err), 0);
+    json_t *heads = NULL;
+    assert_int_equal(git_list_refs(mirror, "refs/heads/", &heads, &err), 0);
+    assert_int_equal(json_object_size(heads), 2);
+    assert_string_equal(json_string_value(json_object_get(heads, "refs/heads/main")), sha);
+    assert_string_equal(json_string_value(json_object_get(heads, "refs/heads/feature")), sha);
+    assert_int_equal(git_mirror_fix_head(mirror, heads, &err), 0);
+    json_decref(heads);
+
+    assert_int_equal(git_path_type(mirror, sha, "tests", &err), GIT_PATH_TREE);
+    assert_int_equal(git_path_type(mirror, sha, "tests/x.py", &err), GIT_PATH_BLOB);
+    assert_int_equal(git_path_type(mirror, sha, "nope", &err), GIT_PATH_NONE);
+    assert_int_equal(git_read_blob(mirror, sha, "tests/x.py", 100, &blob, &err), 0);
+    assert_string_equal(blob.data, "print(1)\n");
+    assert_int_equal(git_read_blob(mirror, sha, "tests/x.py", 3, &blob, &err), -EFBIG);
+    assert_int_equal(git_read_blob(mirror, sha, "nope", 100, &blob, &err), -ENOENT);
+
+    /* A deleted branch is pruned; a vanished origin is a clear error. */
+    git(r, NULL, "branch", "-D", "feature", NULL);
+    assert_int_equal(git_mirror_fetch(mirror, r->work, refspecs, 1, &err), 0);
+    assert_int_equal(git_list_refs(mirror, "refs/heads/", &heads, &err), 0);
+    assert_int_equal(json_object_size(heads), 1);
+    json_decref(heads);
+    char *gone = xasprintf("%s/gone", r->dir);
+    buf_reset(&err);
+    assert_true(git_mirror_fetch(mirror, gone, refspecs, 1, &err) < 0);
+    assert_non_null(strstr(err.data, "does not appear to be a git repository"));
+    assert_int_equal(git_mirror_fetch(mirror, "--upload-pack=touch", refspecs, 1, &err), -EINVAL);
+
+    struct buf adv = BUF_INIT;
+    assert_int_equal(git_upload_pack_advertise(mirror, &adv, &err), 0);
+    assert_memory_equal(adv.data, "001e# service=git-upload-pack\n0000", 34);
+    assert_non_null(memmem(adv.data, adv.len, "refs/heads/main", 15));
+    buf_release(&adv);
+
+    free(gone);
+    free(mirror);
+    buf_release(&blob);
+    buf_release(&err);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_tests_folder, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_makefile, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_nothing, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_git_mirror, setup, teardown),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
