@@ -107,17 +107,27 @@ int server_start(const struct server_config *cfg_in, struct server **out, struct
         srv->cfg.poll_interval = 5;
     if (srv->cfg.job_timeout <= 0)
         srv->cfg.job_timeout = 3600;
-    srv->data_dir = xstrdup(srv->cfg.data_dir);
-    srv->cfg.data_dir = srv->data_dir;
-    srv->mirrors_dir = xasprintf("%s/mirrors", srv->data_dir);
-    srv->results_dir = xasprintf("%s/test_results", srv->data_dir);
     srv->auth = auth_cache_new();
 
     char *path = NULL;
-    int rc;
-    const char *dirs[] = {srv->data_dir, srv->mirrors_dir, srv->results_dir};
-    for (size_t i = 0; i < 3; i++) {
-        rc = mkdir_p(dirs[i], i == 0 ? 0700 : 0755);
+    int rc = mkdir_p(srv->cfg.data_dir, 0700);
+    if (rc < 0) {
+        buf_setf(err, "cannot create %s: %s", srv->cfg.data_dir, strerror(-rc));
+        goto fail;
+    }
+    /* Absolute from here on: git and the jobs run in other directories. */
+    srv->data_dir = realpath(srv->cfg.data_dir, NULL);
+    if (!srv->data_dir) {
+        rc = -errno;
+        buf_setf(err, "cannot resolve %s: %s", srv->cfg.data_dir, strerror(-rc));
+        goto fail;
+    }
+    srv->cfg.data_dir = srv->data_dir;
+    srv->mirrors_dir = xasprintf("%s/mirrors", srv->data_dir);
+    srv->results_dir = xasprintf("%s/test_results", srv->data_dir);
+    const char *dirs[] = {srv->mirrors_dir, srv->results_dir};
+    for (size_t i = 0; i < 2; i++) {
+        rc = mkdir_p(dirs[i], 0755);
         if (rc < 0) {
             buf_setf(err, "cannot create %s: %s", dirs[i], strerror(-rc));
             goto fail;
