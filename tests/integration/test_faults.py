@@ -1,0 +1,117 @@
+"""kill -9 of runners and of the server: nothing is lost, nothing is done
+twice, runners come back by themselves, output written while the server was
+away is spooled and replayed."""
+
+import pytest
+
+from conftest import wait_until
+
+
+def lines(prefix, a, b):
+    return b"".join(b"%s-%d\n" % (prefix.encode(), i) for i in range(a, b + 1))
+
+
+def wait_file(path, timeout=60):
+    wait_until(path.exists, timeout, what="%s to exist" % path)
+
+
+@pytest.mark.slow
+def test_runner_killed_mid_job_the_job_finishes_elsewhere(ctx, server, tmp_path):
+    first = ctx.runner(server, name="first").start()
+    started = tmp_path / "started"
+    # A long job (6 s).
+    cmd = "touch %s; sleep 6; echo job-completed" % started
+    build, jobs = server.submit_jobs([{"name": "long", "commands": [cmd]}])
+    jid = jobs[0]["id"]
+    j = wait_until(lambda: (lambda j: j if j["status"] == "running" else None)(server.job(jid)),
+                   30, what="the job to run on the first runner")
+    assert j["runner"] == "first" and j["attempt"] == 1, j
+    wait_file(started, 30)
+
+    first.kill9()
+    second = ctx.runner(server, name="second").start()
+    done = server.wait_job(jid, timeout=60)
+    assert done["status"] == "passed", done
+    assert done["attempt"] >= 2 and done["infra_retries"] >= 1, done
+    assert done["runner"] == "second", done
+    assert b"job-completed" in server.log(jid)
+
+    b = server.wait_build(build["id"])
+    assert b["status"] == "passed" and len(b["jobs"]) == 1, b
+    msgs = [e["message"].lower() for e in b["events"] if e.get("job_id") in (None, jid)]
+    assert any("lease" in m for m in msgs), b["events"]
+    # The first runner is shown dead; the second alive.
+    wait_until(lambda: not first.record()["alive"], 15, what="the dead runner marked not alive")
+    assert second.record()["alive"]
+
+
+@pytest.mark.slow
+def test_server_killed_mid_builds_nothing_is_lost(ctx, tmp_path):
+    server = ctx.server().start()
+    runner = ctx.runner(server, slots=2).start()
+    n_lines = 40
+    cmds = []
+    for i in range(5):
+        cmds.append({"name": "b%d" % i, "commands": [
+            "for i in $(seq 1 %d); do echo b%d-$i; sleep 0.05; done; touch %s/done-b%d"
+            % (n_lines, i, tmp_path, i)]})
+    builds = [server.submit_jobs([c]) for c in cmds]
+    job_ids = [jobs[0]["id"] for _, jobs in builds]
+
+    # Kill the server while two jobs run and three wait.
+    def running():
+        js = [server.job(j) for j in job_ids]
+        r = [j for j in js if j["status"] == "running" and j["log_size"] > 0]
+        return r if len(r) == 2 else None
+    was_running = wait_until(running, 30, what="two jobs running and logging")
+    server.kill9()
+    # Let the running jobs finish while the server is away.
+    for j in was_running:
+        wait_file(tmp_path / ("done-" + j["name"]), 30)
+    server.restart()
+
+    # The same runner process comes back by itself and everything finishes.
+    for (b, jobs) in builds:
+        done = server.wait_build(b["id"], timeout=90)
+        assert done["status"] == "passed", done
+    for b, jobs in builds:
+        j = server.job(jobs[0]["id"])
+        want = lines(j["name"], 1, n_lines)
+        log = server.log(j["id"])
+        assert want in log, "log of %s incomplete:\n%r" % (j["name"], log[-500:])
+        assert j["log_size"] == len(log)
+    # The results held by the runner while the server was down arrived: the
+    # jobs that were running were not run again.
+    for j in was_running:
+        again = server.job(j["id"])
+        assert again["attempt"] == 1 and again["runner"] == runner.rname, again
+    assert runner.alive()
+    assert runner.record()["alive"]
+
+
+@pytest.mark.slow
+def test_output_written_while_the_server_is_down_is_replayed(ctx, tmp_path):
+    server = ctx.server().start()
+    ctx.runner(server).start()
+    half, go, done = tmp_path / "half", tmp_path / "go", tmp_path / "done"
+    cmd = ("for i in $(seq 1 100); do echo line-$i; done; touch %s; "
+           "k=0; while [ ! -f %s ] && [ $k -lt 600 ]; do sleep 0.05; k=$((k+1)); done; "
+           "for i in $(seq 101 300); do echo line-$i; sleep 0.005; done; touch %s"
+           % (half, go, done))
+    _, jobs = server.submit_jobs([{"name": "talker", "commands": [cmd]}])
+    jid = jobs[0]["id"]
+    wait_file(half, 30)
+    want_first = lines("line", 1, 100)
+    wait_until(lambda: want_first in server.log(jid), 20,
+               what="the first 100 lines to reach the server")
+    server.kill9()
+    go.touch()
+    wait_file(done, 30)  # lines 101..300 printed while no server listens
+    server.restart()
+
+    job = server.wait_job(jid, timeout=60)
+    assert job["status"] == "passed", job
+    log = server.log(jid)
+    assert lines("line", 1, 300) in log, "log incomplete: %r" % log[-300:]
+    assert log.count(b"line-150\n") == 1, "a replayed chunk was appended twice"
+    assert job["attempt"] == 1, job

@@ -1,0 +1,216 @@
+"""Jobs that misbehave: huge output, no end, children that outlive them.
+The log is kept whole, the timeout fires, no process is left behind.
+
+The helper tests/helpers/misbehave (built beside yci) is used when it exists;
+otherwise the same behaviour comes from small Python scripts."""
+
+import hashlib
+import os
+import re
+import subprocess
+
+import pytest
+
+from conftest import PY, marker, pids_matching, wait_until
+
+LINE_LEN = 100
+FIFTY_MB = 50 * 1024 * 1024
+
+
+def gen_lines_script(tmp, n):
+    """A script printing n numbered lines of exactly LINE_LEN bytes."""
+    path = tmp / "lines.py"
+    path.write_text(
+        "import sys\n"
+        "w = sys.stdout.buffer.write\n"
+        "pad = b'abcdefghijklmnopqrstuvwxyz0123456789' * 3\n"
+        "for i in range(%d):\n"
+        "    w(b'%%09d ' %% i + pad[:%d] + b'\\n')\n" % (n, LINE_LEN - 11))
+    return path
+
+
+def alive(pid):
+    """True if pid is a live process (not gone, not a zombie)."""
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_50_mb_of_output_is_kept_whole(ctx, server, runner, tmp_path):
+    # Numbered lines rather than misbehave's --bytes (all 'x'): a chunk lost,
+    # repeated or reordered changes the checksum, not only the size.
+    cmd = [PY, str(gen_lines_script(tmp_path, FIFTY_MB // LINE_LEN))]
+    # What the job prints, produced here the same way.
+    expected = subprocess.run(cmd, stdout=subprocess.PIPE, check=True, timeout=120).stdout
+    assert len(expected) == FIFTY_MB
+    again = subprocess.run(cmd, stdout=subprocess.PIPE, check=True, timeout=120).stdout
+    assert hashlib.sha256(again).digest() == hashlib.sha256(expected).digest(), \
+        "the generator is not deterministic"
+    del again
+
+    _, jobs = server.submit_jobs([{"name": "big", "commands": [" ".join(cmd)], "timeout": 240}])
+    job = server.wait_job(jobs[0]["id"], timeout=240)
+    assert job["status"] == "passed", job
+    log = server.log(job["id"])
+    # The log may frame the output (a header line, say), but not lose or
+    # change a byte of it.
+    assert job["log_size"] == len(log)
+    assert len(log) >= FIFTY_MB and len(log) - FIFTY_MB < 4096, len(log)
+    at = log.find(expected[:4096])
+    assert at >= 0, "the start of the output is not in the log"
+    got = log[at:at + FIFTY_MB]
+    assert hashlib.sha256(got).hexdigest() == hashlib.sha256(expected).hexdigest(), \
+        "the log differs from what was printed (first difference at byte %d)" % next(
+            (i for i in range(0, len(got), 4096) if got[i:i + 4096] != expected[i:i + 4096]), -1)
+    # A ranged read returns the same bytes.
+    part = server.log(job["id"], offset=at + 1000000, limit=1000)
+    assert part == expected[1000000:1001000]
+
+
+def test_a_job_that_never_ends_times_out_and_is_gone(ctx, server, runner, misbehave, tmp_path):
+    mark = marker()
+    if misbehave:
+        prog = tmp_path / mark
+        os.symlink(misbehave, prog)
+        cmd = "%s --sleep 1000 --ignore-term" % prog
+    else:
+        cmd = ("%s -c 'import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
+               "print(\"started\", flush=True); time.sleep(1000)' %s" % (PY, mark))
+    _, jobs = server.submit_jobs([{"name": "forever", "commands": [cmd], "timeout": 2}])
+    jid = jobs[0]["id"]
+    wait_until(lambda: pids_matching(mark), 30, what="the job's process to start")
+    job = server.wait_job(jid, timeout=60)
+    assert job["status"] == "timed_out", job
+    assert 2000 <= job["duration_ms"] < 30000, job
+    wait_until(lambda: not pids_matching(mark), 20,
+               what="the timed-out job's processes (TERM ignored) to be killed")
+
+
+def test_exit_code_and_env_are_reported(ctx, server, runner, misbehave):
+    if misbehave:
+        cmd = "%s --lines 5 --exit 7" % misbehave
+    else:
+        cmd = "for i in 1 2 3 4 5; do echo line $i; done; exit 7"
+    _, jobs = server.submit_jobs([
+        {"name": "seven", "commands": [cmd]},
+        {"name": "env", "commands": ['echo "value=[$YCI_TEST_VAR]"', "echo second-command"],
+         "env": {"YCI_TEST_VAR": "hello world"}},
+        {"name": "stops", "commands": ["echo one", "false", "echo never-printed"]},
+    ])
+    j = {x["name"]: x for x in jobs}
+    seven = server.wait_job(j["seven"]["id"])
+    assert seven["status"] == "failed" and seven["exit_code"] == 7, seven
+    env = server.wait_job(j["env"]["id"])
+    assert env["status"] == "passed" and env["exit_code"] == 0, env
+    log = server.log(env["id"])
+    assert b"value=[hello world]" in log and b"second-command" in log, log
+    stops = server.wait_job(j["stops"]["id"])
+    assert stops["status"] == "failed" and stops["exit_code"] == 1, stops
+    assert b"never-printed" not in server.log(stops["id"])
+    b = server.build(seven["build_id"])
+    assert b["status"] == "failed", b
+
+
+CHILDREN = r'''
+import os, signal, sys, time
+mode, go, mark = sys.argv[1], sys.argv[2], sys.argv[3]
+
+def wait_go():
+    for _ in range(600):
+        if os.path.exists(go):
+            return
+        time.sleep(0.05)
+
+def linger(pidfile):
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    with open(pidfile + ".tmp", "w") as f:
+        f.write(str(os.getpid()))
+    os.rename(pidfile + ".tmp", pidfile)
+    time.sleep(1000)
+    os._exit(0)
+
+if mode == "background":          # a child in the job's process group
+    if os.fork() == 0:
+        linger(go + ".pid")
+else:                              # a grandchild in a session of its own
+    if os.fork() == 0:
+        os.setsid()
+        if os.fork() == 0:
+            if mode == "setsid-quiet":
+                fd = os.open(os.devnull, os.O_RDWR)
+                for i in (0, 1, 2):
+                    os.dup2(fd, i)
+            linger(go + ".pid")
+        os._exit(0)
+print("parent waiting", flush=True)
+wait_go()
+print("parent exits", flush=True)
+'''
+
+
+@pytest.mark.parametrize("mode", ["background", "setsid-quiet", "setsid-holding-stdout"])
+def test_children_that_outlive_the_job_are_killed(ctx, server, runner, tmp_path, mode):
+    mark = marker()
+    script = tmp_path / "children.py"
+    script.write_text(CHILDREN)
+    go = tmp_path / "go"
+    pidfile = tmp_path / "go.pid"
+    _, jobs = server.submit_jobs([{"name": "forks", "timeout": 60,
+                                   "commands": ["%s %s %s %s %s" % (PY, script, mode, go, mark)]}])
+    # The left-behind process exists while the job runs...
+    wait_until(pidfile.exists, 30, what="the child to start")
+    pid = int(pidfile.read_text())
+    assert alive(pid) and pid in pids_matching(mark)
+    go.touch()
+    job = server.wait_job(jobs[0]["id"], timeout=45)
+    # ...the job itself ended normally (not by its timeout)...
+    assert job["status"] == "passed", job
+    assert job["duration_ms"] < 30000, job
+    assert b"parent exits" in server.log(job["id"])
+    # ...and nothing of it is left.
+    wait_until(lambda: not alive(pid) and not pids_matching(mark), 20,
+               what="the %s child (pid %d) to be killed" % (mode, pid))
+
+
+@pytest.mark.parametrize("flags", ["--grandchild", "--grandchild --setsid --ignore-term"])
+def test_grandchild_of_misbehave_is_killed(ctx, server, runner, misbehave, tmp_path, flags):
+    if not misbehave:
+        pytest.skip("tests/helpers/misbehave is not built (the Python variant above runs)")
+    mark = marker()
+    prog = tmp_path / mark
+    os.symlink(misbehave, prog)
+    _, jobs = server.submit_jobs([{"name": "gc", "timeout": 60,
+                                   "commands": ["%s %s --sleep 2" % (prog, flags)]}])
+    jid = jobs[0]["id"]
+    m = wait_until(lambda: re.search(rb"grandchild (\d+)", server.log(jid)), 30,
+                   what="misbehave to print its grandchild's pid")
+    pid = int(m.group(1))
+    assert alive(pid) and pid in pids_matching(mark)
+    job = server.wait_job(jid, timeout=45)
+    assert job["status"] == "passed", job
+    assert job["duration_ms"] < 30000, job
+    wait_until(lambda: not alive(pid) and not pids_matching(mark), 20,
+               what="the grandchild (pid %d) to be killed" % pid)
+
+
+def test_cancel_kills_the_running_job(ctx, server, runner, tmp_path):
+    mark = marker()
+    cmd = "%s -c 'import time; print(\"up\", flush=True); time.sleep(1000)' %s" % (PY, mark)
+    build, jobs = server.submit_jobs([{"name": "long", "commands": [cmd]}])
+    wait_until(lambda: pids_matching(mark), 30, what="the job to start")
+    r = server.post("/api/builds/%s/cancel" % build["id"])
+    assert r.status == 200 and r.json()["cancelled"] == 1, r
+    job = server.wait_job(jobs[0]["id"], timeout=10)
+    assert job["status"] == "cancelled", job
+    wait_until(lambda: not pids_matching(mark), 20, what="the cancelled job's process to die")
+    b = server.wait_build(build["id"], timeout=10)
+    assert b["status"] == "cancelled", b
+    assert any("cancel" in e["message"].lower() for e in server.build(build["id"])["events"])
+    # The runner is free again.
+    _, more = server.submit_jobs(["true"])
+    assert server.wait_job(more[0]["id"])["status"] == "passed"

@@ -1,0 +1,187 @@
+"""The scheduler and the runner protocol: labels, slots, runner records,
+leases and attempts (spoken to directly, as a runner would), cancellation by
+heartbeat, idempotent log chunks and finishes."""
+
+import os
+import platform
+
+from conftest import wait_until
+
+
+def by_name(jobs):
+    return {j["name"]: j for j in jobs}
+
+
+def register(server, name="proto", labels=None, heartbeat=1):
+    r = server.post("/api/runners/register",
+                    {"name": name, "labels": labels or {},
+                     "platform": {"os": "Linux", "release": "test", "machine": "x86_64"},
+                     "slots": 1, "heartbeat": heartbeat}, token=server.secret)
+    assert r.status == 201, r
+    reg = r.json()
+    assert isinstance(reg["token"], str) and reg["token"], reg
+    assert reg["lease_seconds"] >= 3, reg
+    return reg
+
+
+def claim(server, token, wait=10):
+    return server.post("/api/runners/claim?wait=%d" % wait, {}, token=token,
+                       timeout=wait + 10)
+
+
+def test_labelled_job_goes_only_to_a_runner_with_its_labels(ctx, server):
+    wrong = ctx.runner(server, name="no-gpu", labels={"gpu": "no", "os": "linux"}).start()
+    _, jobs = server.submit_jobs([
+        {"name": "needs-gpu", "commands": ["echo ran-on-gpu"], "labels": {"gpu": "yes"}},
+        {"name": "anywhere", "commands": ["echo ran-anywhere"]},
+    ])
+    j = by_name(jobs)
+    done = server.wait_job(j["anywhere"]["id"])
+    assert done["status"] == "passed" and done["runner"] == wrong.rname, done
+    # A later job too: the runner kept claiming and still did not get it.
+    _, later = server.submit_jobs(["true"])
+    assert server.wait_job(later[0]["id"])["status"] == "passed"
+    gpu = server.job(j["needs-gpu"]["id"])
+    assert gpu["status"] == "queued" and gpu["runner"] in (None, ""), gpu
+
+    right = ctx.runner(server, name="has-gpu", labels={"gpu": "yes", "os": "linux"}).start()
+    gpu = server.wait_job(j["needs-gpu"]["id"])
+    assert gpu["status"] == "passed" and gpu["runner"] == right.rname, gpu
+    assert gpu["labels"] == {"gpu": "yes"}, gpu
+    assert b"ran-on-gpu" in server.log(gpu["id"])
+
+
+def test_two_slots_run_two_jobs_at_once(ctx, server, tmp_path):
+    runner = ctx.runner(server, slots=2).start()
+    go = tmp_path / "go"
+    # Each job waits (at most 60 s) for a file the test makes once both run.
+    cmd = ("touch %s/started-$JOBNAME; i=0; while [ ! -f %s ] && [ $i -lt 1200 ]; "
+           "do sleep 0.05; i=$((i+1)); done; test -f %s" % (tmp_path, go, go))
+    _, jobs = server.submit_jobs([{"name": n, "commands": [cmd], "env": {"JOBNAME": n}}
+                                  for n in ("one", "two")])
+
+    def both_running():
+        js = [server.job(j["id"]) for j in jobs]
+        return js if all(x["status"] == "running" for x in js) else None
+    js = wait_until(both_running, 30, what="both jobs running at once")
+    assert all(x["runner"] == runner.rname for x in js), js
+    rec = runner.record()
+    assert rec["slots"] == 2 and len(rec["jobs"]) == 2, rec
+    wait_until(lambda: all((tmp_path / ("started-" + n)).exists() for n in ("one", "two")), 10,
+               what="both jobs to start their command")
+    go.touch()
+    for j in jobs:
+        assert server.wait_job(j["id"])["status"] == "passed"
+
+
+def test_runner_record(ctx, server):
+    r = ctx.runner(server, name="rec", slots=3, labels={"arch": "x", "team": "core"}).start()
+    rec = wait_until(lambda: (lambda x: x if x and x["alive"] else None)(r.record()), 10)
+    assert rec["labels"] == {"arch": "x", "team": "core"}, rec
+    assert rec["slots"] == 3 and rec["heartbeat"] == 1, rec
+    u = os.uname()
+    assert rec["platform"]["os"] == u.sysname, rec
+    assert rec["platform"]["release"] == u.release, rec
+    assert rec["platform"]["machine"] == platform.machine(), rec
+    # Heartbeats keep last_seen moving, and carry client_info.
+    seen = rec["last_seen"]
+    wait_until(lambda: r.record()["last_seen"] > seen, 10, what="a heartbeat")
+    rec = wait_until(lambda: (lambda x: x if x["client_info"] is not None else None)(r.record()),
+                     10, what="client_info from a heartbeat")
+    assert isinstance(rec["client_info"], dict) and rec["client_info"], rec
+    # Dead: not alive once its leases would have expired.
+    r.kill9()
+    wait_until(lambda: not r.record()["alive"], 15, what="the killed runner to be not alive")
+
+
+def test_stale_attempt_writes_are_refused_and_the_result_recorded_once(ctx, server):
+    reg = register(server, "doomed")
+    tok = reg["token"]
+    build, jobs = server.submit_jobs([{"name": "j", "commands": ["echo from-the-successor"]}])
+    r = claim(server, tok)
+    assert r.status == 200, r
+    job = r.json()
+    jid = job["id"]
+    assert job["attempt"] == 1 and job["build_id"] == build["id"] and job["fetch_url"] is None
+    assert job["commands"] == ["echo from-the-successor"], job
+
+    path = "/api/jobs/%s/log?attempt=1&offset=%d"
+    r = server.post(path % (jid, 0), b"zombie-1\n", token=tok)
+    assert r.status == 200 and r.json()["size"] == 9, r
+    r = server.post(path % (jid, 0), b"zombie-1\n", token=tok)  # a retried chunk
+    assert r.status == 200 and r.json()["size"] == 9, r
+    r = server.post(path % (jid, 100), b"gap", token=tok)  # past the end
+    assert r.status == 409 and r.json()["size"] == 9, r
+    assert server.log(jid) == b"zombie-1\n"
+
+    # This runner now goes silent: its lease expires, the job is queued again.
+    requeued = wait_until(lambda: (lambda j: j if j["status"] == "queued" or j["attempt"] >= 2
+                                   else None)(server.job(jid)),
+                          reg["lease_seconds"] + 15, 0.1, what="the job to be re-queued")
+    assert requeued["status"] in ("queued", "running"), requeued
+    assert requeued["infra_retries"] >= 1, requeued
+    heir = ctx.runner(server, name="heir").start()
+    done = server.wait_job(jid)
+    assert done["status"] == "passed" and done["attempt"] == 2, done
+    assert done["runner"] == heir.rname and done["infra_retries"] >= 1, done
+
+    # The presumed-dead runner comes back and writes: refused.
+    r = server.post(path % (jid, 9), b"late\n", token=tok)
+    assert r.status == 409, r
+    body = r.json()
+    assert "stale" in body["error"] and body["attempt"] == 2, body
+    r = server.post("/api/jobs/%s/finish" % jid,
+                    {"attempt": 1, "status": "failed", "exit_code": 1, "error": None}, token=tok)
+    assert r.status == 409 and "error" in r.json(), r
+
+    after = server.job(jid)
+    for k in ("status", "attempt", "exit_code", "finished", "runner", "log_size"):
+        assert after[k] == done[k], (k, after, done)
+    log = server.log(jid)
+    assert b"from-the-successor" in log and b"zombie" not in log and b"late" not in log
+    b = server.build(build["id"])
+    assert b["status"] == "passed", b
+    assert any("lease" in e["message"].lower() for e in b["events"]), b["events"]
+
+
+def test_finish_is_idempotent_and_cancel_comes_back_in_the_heartbeat(ctx, server):
+    tok = register(server, "proto")["token"]
+    _, jobs = server.submit_jobs(["true", "true"])
+
+    # Finish twice: 200 both times, the second changes nothing.
+    j1 = claim(server, tok).json()
+    r = server.post("/api/jobs/%s/log?attempt=%d&offset=0" % (j1["id"], j1["attempt"]),
+                    b"hello\n", token=tok)
+    assert r.status == 200, r
+    fin = {"attempt": j1["attempt"], "status": "passed", "exit_code": 0, "error": None}
+    r1 = server.post("/api/jobs/%s/finish" % j1["id"], fin, token=tok)
+    assert r1.status == 200 and r1.json()["status"] == "passed", r1
+    r2 = server.post("/api/jobs/%s/finish" % j1["id"],
+                     dict(fin, status="failed", exit_code=1), token=tok)
+    assert r2.status == 200, r2
+    now = server.job(j1["id"])
+    assert now["status"] == "passed" and now["exit_code"] == 0, now
+    assert now["finished"] == r1.json()["finished"], (now, r1.json())
+
+    # Cancel a running job: the next heartbeat tells the runner; finish is refused.
+    j2 = claim(server, tok).json()
+    assert j2["id"] != j1["id"]
+    r = server.post("/api/jobs/%s/cancel" % j2["id"])
+    assert r.status == 200 and r.json()["status"] == "cancelled", r
+    r = server.post("/api/runners/heartbeat",
+                    {"client_info": {"load": 0.5}, "jobs": [{"id": j2["id"],
+                                                             "attempt": j2["attempt"]}]},
+                    token=tok)
+    assert r.status == 200, r
+    assert {"id": j2["id"], "attempt": j2["attempt"]} in r.json()["cancel"], r.json()
+    r = server.post("/api/jobs/%s/finish" % j2["id"],
+                    {"attempt": j2["attempt"], "status": "passed", "exit_code": 0}, token=tok)
+    assert r.status == 409, r
+    assert server.job(j2["id"])["status"] == "cancelled"
+
+    # Nothing left: a claim waits and answers 204.
+    r = claim(server, tok, wait=1)
+    assert r.status == 204, r
+    # client_info sent by the heartbeat is shown on the runner.
+    rec = [x for x in server.runners() if x["name"] == "proto"][0]
+    assert rec["client_info"] == {"load": 0.5}, rec
