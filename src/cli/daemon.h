@@ -7,11 +7,9 @@
 #include <stdbool.h>
 #include <stddef.h>
 
-/* How long a runner's claim long-polls. runner_free() may wait for a claim
- * in flight, so this bounds how long Ctrl-C takes; a claim is still answered
- * at once when a job is queued, so a short wait costs one idle request per
- * slot every few seconds and nothing in latency. */
-#define CLI_CLAIM_WAIT 5
+/* How long a runner's claim long-polls. A stopping runner cancels its claims
+ * in flight (within about a second), so this does not bound Ctrl-C. */
+#define CLI_CLAIM_WAIT 30
 
 /* --data, else $YCI_DATA, else "yci-data". */
 const char *cli_data_dir(const char *opt);

@@ -85,6 +85,7 @@ struct yci_client {
     bool bg_started;
     bool running; /* inside yci_client_run() */
     bool stop;
+    atomic_int cancel_claims; /* set by stop: claims in flight give up at once */
     bool push;
     int run_rc;
 };
@@ -188,20 +189,24 @@ static void conn_put(struct yci_client *c, struct http_client *h)
     http_client_free(h);
 }
 
-/* One request. token NULL: the runner token. 0 when an answer came. */
-static int request(struct yci_client *c, const char *token, const char *method, const char *path,
-                   const char *ctype, const void *body, size_t len, long timeout_ms,
-                   struct http_result *res, struct yci_error *err)
+/* One request. token NULL: the runner token. 0 when an answer came. A
+ * cancellable request (a claim) ends early with -ECANCELED once stop is asked;
+ * the others (log, finish) are left to complete. */
+static int request_ex(struct yci_client *c, const char *token, const char *method,
+                      const char *path, const char *ctype, const void *body, size_t len,
+                      long timeout_ms, bool cancellable, struct http_result *res,
+                      struct yci_error *err)
 {
     struct buf e = BUF_INIT;
     struct http_client *h = conn_get(c, token);
+    http_client_set_cancel(h, cancellable ? &c->cancel_claims : NULL);
     int rc = http_client_request(h, method, path, ctype, body, len, timeout_ms, res, &e);
     if (rc < 0) {
         if (e.len)
             set_err(err, "%s", e.data);
         else
             set_err(err, "%s %s%s: %s", method, c->server_url, path, strerror(-rc));
-        if (rc != -ECONNREFUSED && rc != -ETIMEDOUT)
+        if (rc != -ECONNREFUSED && rc != -ETIMEDOUT && rc != -ECANCELED)
             rc = -EIO;
         /* A broken connection is not worth keeping. */
         http_client_free(h);
@@ -210,6 +215,13 @@ static int request(struct yci_client *c, const char *token, const char *method, 
     }
     buf_release(&e);
     return rc;
+}
+
+static int request(struct yci_client *c, const char *token, const char *method, const char *path,
+                   const char *ctype, const void *body, size_t len, long timeout_ms,
+                   struct http_result *res, struct yci_error *err)
+{
+    return request_ex(c, token, method, path, ctype, body, len, timeout_ms, false, res, err);
 }
 
 /* Map an unexpected status to an error code, with the server's message. */
@@ -601,8 +613,8 @@ int yci_client_claim(struct yci_client *c, int wait_seconds, struct yci_job **ou
     char path[64];
     snprintf(path, sizeof path, "/api/runners/claim?wait=%d", wait_seconds);
     struct http_result res = HTTP_RESULT_INIT;
-    int rc = request(c, NULL, "POST", path, "application/json", "{}", 2,
-                     (wait_seconds + 15) * 1000L, &res, err);
+    int rc = request_ex(c, NULL, "POST", path, "application/json", "{}", 2,
+                        (wait_seconds + 15) * 1000L, true, &res, err);
     if (rc < 0)
         goto out;
     if (res.status == 204) {
@@ -1040,6 +1052,7 @@ int yci_client_start(struct yci_client *c, const struct yci_handler *handler, st
 
 void yci_client_stop(struct yci_client *c)
 {
+    atomic_store(&c->cancel_claims, 1);
     pthread_mutex_lock(&c->mu);
     c->stop = true;
     pthread_cond_broadcast(&c->cond);

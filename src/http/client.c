@@ -9,6 +9,7 @@
 
 #include <curl/curl.h>
 #include <errno.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -26,6 +27,7 @@ struct http_client {
     char *base_url;
     char *auth; /* "Authorization: Bearer ..." or NULL */
     char errbuf[CURL_ERROR_SIZE];
+    const atomic_int *cancel; /* see http_client_set_cancel() */
 };
 
 void http_result_release(struct http_result *res)
@@ -112,6 +114,19 @@ static size_t on_header(char *data, size_t size, size_t nmemb, void *arg)
     return n;
 }
 
+void http_client_set_cancel(struct http_client *c, const atomic_int *flag)
+{
+    c->cancel = flag;
+}
+
+static int on_progress(void *arg, curl_off_t dltotal, curl_off_t dlnow, curl_off_t ultotal,
+                       curl_off_t ulnow)
+{
+    (void)dltotal, (void)dlnow, (void)ultotal, (void)ulnow;
+    const struct http_client *c = arg;
+    return atomic_load(c->cancel) ? 1 : 0;
+}
+
 int http_client_request(struct http_client *c, const char *method, const char *path,
                         const char *content_type, const void *body, size_t len, long timeout_ms,
                         struct http_result *res, struct buf *err)
@@ -140,6 +155,11 @@ int http_client_request(struct http_client *c, const char *method, const char *p
     curl_easy_setopt(h, CURLOPT_WRITEDATA, res);
     curl_easy_setopt(h, CURLOPT_HEADERFUNCTION, on_header);
     curl_easy_setopt(h, CURLOPT_HEADERDATA, res);
+    if (c->cancel) {
+        curl_easy_setopt(h, CURLOPT_NOPROGRESS, 0L);
+        curl_easy_setopt(h, CURLOPT_XFERINFOFUNCTION, on_progress);
+        curl_easy_setopt(h, CURLOPT_XFERINFODATA, c);
+    }
 
     bool has_body = body != NULL || len > 0;
     if (!strcmp(method, "GET") && !has_body) {
@@ -178,6 +198,9 @@ int http_client_request(struct http_client *c, const char *method, const char *p
             break;
         case CURLE_OPERATION_TIMEDOUT:
             r = -ETIMEDOUT;
+            break;
+        case CURLE_ABORTED_BY_CALLBACK:
+            r = -ECANCELED;
             break;
         default:
             r = -EIO;

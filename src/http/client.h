@@ -7,12 +7,13 @@
  *
  * Return values: 0 when an HTTP response arrived (whatever its status, which
  * is in res->status), a negative errno-style value when none did (connection
- * refused: -ECONNREFUSED, timeout: -ETIMEDOUT, anything else: -EIO), with a
+ * refused: -ECONNREFUSED, timeout: -ETIMEDOUT, cancelled: -ECANCELED, anything else: -EIO), with a
  * message in err.
  */
 #ifndef YCI_HTTP_CLIENT_H
 #define YCI_HTTP_CLIENT_H
 
+#include <stdatomic.h>
 #include <stddef.h>
 
 #include "../lib/buf.h"
@@ -35,6 +36,12 @@ struct http_client *http_client_new(const char *base_url, const char *token);
 void http_client_free(struct http_client *c);
 void http_client_set_token(struct http_client *c, const char *token);
 const char *http_client_base_url(const struct http_client *c);
+
+/* Make requests of c cancellable: while *flag is non-zero, a request in
+ * flight ends within about a second with -ECANCELED (curl's progress callback
+ * looks at the flag). flag must outlive c; NULL turns this off. Used so that a
+ * stopping runner does not wait out its claim long-poll. */
+void http_client_set_cancel(struct http_client *c, const atomic_int *flag);
 
 /* One request. content_type may be NULL when there is no body. timeout_ms
  * bounds the whole request (0: no limit); connecting is bounded separately

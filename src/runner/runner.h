@@ -45,7 +45,7 @@ struct runner_config {
     const char *workdir; /* default "yci-runner" */
     int heartbeat;       /* seconds; default 10 */
     int claim_wait;      /* seconds a claim long-polls; default 30. runner_free()
-                            may wait this long for a claim in flight. */
+                            cancels a claim in flight (within about a second). */
 };
 
 /* Start; on failure *out is untouched and err says why. Strings in cfg are
