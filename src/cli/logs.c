@@ -28,20 +28,6 @@ bool cli_job_status_final(const char *s)
                  strcmp(s, "cancelled") == 0 || strcmp(s, "timed_out") == 0);
 }
 
-static int write_all(const char *p, size_t n)
-{
-    while (n) {
-        ssize_t w = write(STDOUT_FILENO, p, n);
-        if (w < 0 && errno == EINTR)
-            continue;
-        if (w < 0)
-            return -errno;
-        p += w;
-        n -= (size_t)w;
-    }
-    return 0;
-}
-
 /* Print the log of (job, attempt) from *offset up to its current end; attempt
  * 0 means the server's current one. Returns 0 or 1 (error printed). */
 static int print_from(struct cli_api *api, int64_t job, int64_t attempt, int64_t *offset)
@@ -58,7 +44,7 @@ static int print_from(struct cli_api *api, int64_t job, int64_t attempt, int64_t
             break;
         if (res.body.len == 0)
             break;
-        int r = write_all(res.body.data, res.body.len);
+        int r = fd_write_all(STDOUT_FILENO, res.body.data, res.body.len);
         if (r < 0) {
             if (r != -EPIPE)
                 fprintf(stderr, "yci: cannot write the log: %s\n", strerror(-r));

@@ -161,6 +161,22 @@ int file_read(const char *path, struct buf *b)
     return ret;
 }
 
+int fd_write_all(int fd, const void *data, size_t len)
+{
+    const char *p = data;
+    while (len > 0) {
+        ssize_t n = write(fd, p, len);
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            return -errno;
+        }
+        p += n;
+        len -= (size_t)n;
+    }
+    return 0;
+}
+
 int file_write_atomic(const char *path, const void *data, size_t len, unsigned mode)
 {
     char *tmp = xasprintf("%s.tmp.%ld", path, (long)getpid());
@@ -170,18 +186,7 @@ int file_write_atomic(const char *path, const void *data, size_t len, unsigned m
         ret = -errno;
         goto out;
     }
-    const char *p = data;
-    while (len > 0) {
-        ssize_t n = write(fd, p, len);
-        if (n < 0) {
-            if (errno == EINTR)
-                continue;
-            ret = -errno;
-            break;
-        }
-        p += n;
-        len -= (size_t)n;
-    }
+    ret = fd_write_all(fd, data, len);
     if (ret == 0 && fsync(fd) < 0)
         ret = -errno;
     if (close(fd) < 0 && ret == 0)

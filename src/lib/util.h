@@ -37,6 +37,8 @@ int random_bytes(void *out, size_t n);
 /* A new random token: 2*nbytes lowercase hex characters. */
 char *random_token(size_t nbytes);
 
+/* Write all len bytes to fd (restarting after EINTR and short writes); 0 or -errno. */
+int fd_write_all(int fd, const void *data, size_t len);
 /* Read a whole file into b (appending); 0 or -errno. */
 int file_read(const char *path, struct buf *b);
 /* Write a file atomically (temp file + fsync + rename) with the given mode. */

@@ -1023,22 +1023,6 @@ static void h_git_info_refs(struct call *c)
     free(mirror);
 }
 
-static int write_all(int fd, const void *data, size_t len)
-{
-    const char *p = data;
-    while (len > 0) {
-        ssize_t n = write(fd, p, len);
-        if (n < 0) {
-            if (errno == EINTR)
-                continue;
-            return -errno;
-        }
-        p += n;
-        len -= (size_t)n;
-    }
-    return 0;
-}
-
 /* Inflate a gzip body into fd, at most max bytes; -E2BIG past it, -EINVAL on
  * bad data. */
 static int gunzip_to_fd(const char *in, size_t len, int fd, size_t max)
@@ -1066,7 +1050,7 @@ static int gunzip_to_fd(const char *in, size_t len, int fd, size_t max)
             rc = -E2BIG;
             break;
         }
-        rc = write_all(fd, out, got);
+        rc = fd_write_all(fd, out, got);
         if (rc < 0 || z == Z_STREAM_END)
             break;
         if (got == 0 && zs.avail_in == 0) {
@@ -1108,7 +1092,7 @@ static void h_git_upload_pack(struct call *c)
         http_respond_error(c->req, 415, "unsupported Content-Encoding \"%s\"", enc);
         goto out;
     } else {
-        rc = write_all(fd, body, len);
+        rc = fd_write_all(fd, body, len);
         if (rc < 0) {
             http_respond_error(c->req, 500, "buffering the request: %s", strerror(-rc));
             goto out;

@@ -90,22 +90,6 @@ static const char *str_or(json_t *o, const char *key, const char *dflt)
     return s ? s : dflt;
 }
 
-static int write_all(int fd, const void *data, size_t len)
-{
-    const char *p = data;
-    while (len > 0) {
-        ssize_t n = write(fd, p, len);
-        if (n < 0) {
-            if (errno == EINTR)
-                continue;
-            return -errno;
-        }
-        p += n;
-        len -= (size_t)n;
-    }
-    return 0;
-}
-
 static int copy_log(struct logstore *ls, int fd, int64_t job_id, int attempt)
 {
     int in = -1;
@@ -126,14 +110,14 @@ static int copy_log(struct logstore *ls, int fd, int64_t job_id, int attempt)
             break;
         }
         last = chunk[n - 1];
-        rc = write_all(fd, chunk, (size_t)n);
+        rc = fd_write_all(fd, chunk, (size_t)n);
         if (rc < 0)
             break;
         size -= (uint64_t)n;
     }
     close(in);
     if (rc == 0 && last != '\n' && last != 0)
-        rc = write_all(fd, "\n", 1);
+        rc = fd_write_all(fd, "\n", 1);
     return rc;
 }
 
@@ -196,7 +180,7 @@ static int write_result(struct results *r, int64_t build_id, struct buf *err)
         buf_setf(err, "cannot create %s: %s", tmp, strerror(errno));
         goto out;
     }
-    rc = write_all(fd, b.data, b.len);
+    rc = fd_write_all(fd, b.data, b.len);
     json_array_foreach(jobs, i, job)
     {
         if (rc < 0)
@@ -206,7 +190,7 @@ static int write_result(struct results *r, int64_t build_id, struct buf *err)
         buf_reset(&b);
         buf_addf(&b, "\n=== job %" PRId64 " %s (attempt %d) ===\n", job_id,
                  str_or(job, "name", "?"), attempt);
-        rc = write_all(fd, b.data, b.len);
+        rc = fd_write_all(fd, b.data, b.len);
         if (rc == 0 && attempt > 0)
             rc = copy_log(srv->logs, fd, job_id, attempt);
     }
