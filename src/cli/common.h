@@ -34,6 +34,7 @@ enum {
     OPT_LISTEN,
     OPT_POLL_INTERVAL,
     OPT_JOB_TIMEOUT,
+    OPT_MAX_JOBS,
     OPT_SECRET,
     OPT_LABEL,
     OPT_SLOTS,

@@ -58,6 +58,7 @@ int cli_cmd_server(int argc, char **argv)
         {"data", required_argument, NULL, OPT_DATA},
         {"poll-interval", required_argument, NULL, OPT_POLL_INTERVAL},
         {"job-timeout", required_argument, NULL, OPT_JOB_TIMEOUT},
+        {"max-jobs-per-build", required_argument, NULL, OPT_MAX_JOBS},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0}};
     const char *cmd = "server";
@@ -82,6 +83,11 @@ int cli_cmd_server(int argc, char **argv)
         case OPT_JOB_TIMEOUT:
             if (parse_int(optarg, 1, 7 * 86400, &cfg.job_timeout) < 0)
                 return cli_usage(cmd, "invalid --job-timeout '%s' (1 to 604800 seconds)", optarg);
+            break;
+        case OPT_MAX_JOBS:
+            if (parse_int(optarg, 1, YCI_MAX_JOBS_PER_BUILD_CAP, &cfg.max_jobs_per_build) < 0)
+                return cli_usage(cmd, "invalid --max-jobs-per-build '%s' (1 to %d)", optarg,
+                                 YCI_MAX_JOBS_PER_BUILD_CAP);
             break;
         default:
             return 2;

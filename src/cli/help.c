@@ -63,7 +63,7 @@ static const struct cli_help helps[] = {
 
     {"server",
      "Usage: yci server [--listen HOST:PORT] [--data DIR] [--poll-interval S]\n"
-     "                  [--job-timeout S]\n"
+     "                  [--job-timeout S] [--max-jobs-per-build N]\n"
      "\n"
      "Run the yci server: the HTTP API and dashboard, the observer that polls the\n"
      "watched repositories, the scheduler that hands jobs to runners, and the git\n"
@@ -76,7 +76,9 @@ static const struct cli_help helps[] = {
      "                        port 0 picks a free port)\n"
      "  --data DIR            data directory (default: $YCI_DATA, else ./yci-data)\n"
      "  --poll-interval S     seconds between two polls of a repository (default: 5)\n"
-     "  --job-timeout S       timeout in seconds of jobs that set none (default: 3600)\n" HELP_OPT},
+     "  --job-timeout S       timeout in seconds of jobs that set none (default: 3600)\n"
+     "  --max-jobs-per-build N  most jobs in a build, after .yci.yml matrices are\n"
+     "                        expanded (default: 256, at most 10000)\n" HELP_OPT},
 
     {"runner", "Usage: yci runner --server URL [--secret S] [--data DIR] [--name N]\n"
                "                  [--label KEY=VALUE]... [--slots N] [--workdir DIR]\n"
@@ -101,7 +103,7 @@ static const struct cli_help helps[] = {
                "  --heartbeat S         seconds between heartbeats (default: 10)\n" HELP_OPT},
 
     {"up", "Usage: yci up [--listen HOST:PORT] [--data DIR] [--slots N] [--label KEY=VALUE]...\n"
-           "              [--no-demo]\n"
+           "              [--no-demo] [--max-jobs-per-build N]\n"
            "\n"
            "Run the server and a local runner in one process: the embedded default. The\n"
            "runner works in DIR/runner and talks HTTP to the server like any other.\n"
@@ -116,7 +118,8 @@ static const struct cli_help helps[] = {
            "  --data DIR            data directory (default: $YCI_DATA, else ./yci-data)\n"
            "  --slots N             jobs run at once (default: the number of CPUs)\n"
            "  --label KEY=VALUE     a label of the local runner; repeat for several\n"
-           "  --no-demo             do not create the demo repository\n" HELP_OPT},
+           "  --no-demo             do not create the demo repository\n"
+           "  --max-jobs-per-build N  most jobs in a build (default: 256; see yci server)\n" HELP_OPT},
 
     {"repo", "Usage: yci repo add PATH|URL [--name N]\n"
              "       yci repo list\n"

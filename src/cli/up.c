@@ -15,6 +15,7 @@
 #include "cli/daemon.h"
 #include "cli/demo.h"
 #include "cli/sigwatch.h"
+#include "lib/limits.h"
 #include "lib/log.h"
 #include "lib/util.h"
 #include "lib/xalloc.h"
@@ -230,6 +231,8 @@ int cli_cmd_up(int argc, char **argv)
                                              {"slots", required_argument, NULL, OPT_SLOTS},
                                              {"label", required_argument, NULL, OPT_LABEL},
                                              {"no-demo", no_argument, NULL, OPT_NO_DEMO},
+                                             {"max-jobs-per-build", required_argument, NULL,
+                                              OPT_MAX_JOBS},
                                              {"help", no_argument, NULL, 'h'},
                                              {NULL, 0, NULL, 0}};
     const char *cmd = "up";
@@ -269,6 +272,13 @@ int cli_cmd_up(int argc, char **argv)
             break;
         case OPT_NO_DEMO:
             demo = false;
+            break;
+        case OPT_MAX_JOBS:
+            if (parse_int(optarg, 1, YCI_MAX_JOBS_PER_BUILD_CAP, &scfg.max_jobs_per_build) < 0) {
+                cli_usage(cmd, "invalid --max-jobs-per-build '%s' (1 to %d)", optarg,
+                          YCI_MAX_JOBS_PER_BUILD_CAP);
+                goto out;
+            }
             break;
         default:
             goto out;

@@ -17,8 +17,10 @@
 #define YCI_MAX_JSON_DEPTH 32
 /* Longest a claim may wait for a job, in seconds. */
 #define YCI_MAX_CLAIM_WAIT 60
-/* Jobs in one build. */
+/* Jobs in one build (yci server --max-jobs-per-build), and the most that flag
+ * may allow (the store's own check). */
 #define YCI_MAX_JOBS_PER_BUILD 256
+#define YCI_MAX_JOBS_PER_BUILD_CAP 10000
 /* Registered runners. */
 #define YCI_MAX_RUNNERS 10000
 /* Labels on one runner or job, and the length of a key or value. */

@@ -488,7 +488,7 @@ static void build_from_branch(struct call *c, json_t *body)
         http_respond_error(c->req, 404, "no branch \"%s\" in repository \"%s\"", branch, repo_name);
         goto out;
     }
-    rc = pipeline_for_commit(mirror, sha, &jobs, &perr);
+    rc = pipeline_for_commit(mirror, sha, ref, c->srv->cfg.max_jobs_per_build, &jobs, NULL, &perr);
     if (rc < 0 && rc != -EINVAL) {
         log_error("repo '%s': reading the pipeline at %s: %s", repo_name, sha, perr.data);
         http_respond_error(c->req, 500, "%s", perr.data);
@@ -501,9 +501,13 @@ static void build_from_branch(struct call *c, json_t *body)
         respond_store_error(c->req, rc, "build", &err);
         goto out;
     }
+    bool no_jobs = jobs && json_array_size(jobs) == 0;
+    const char *why = perr.len ? perr.data : no_jobs ? PIPELINE_NO_JOBS : NULL;
     log_info("build %" PRId64 " created for '%s' %s at %s (asked for)%s%s", id, repo_name, ref, sha,
-             perr.len ? ": " : "", perr.len ? perr.data : "");
-    if (jobs)
+             why ? ": " : "", why ? why : "");
+    if (no_jobs && store_event_add(c->srv->store, id, 0, PIPELINE_NO_JOBS) < 0)
+        log_warn("build %" PRId64 ": recording its event failed, ignoring", id);
+    if (jobs && !no_jobs)
         sched_kick(c->srv->sched);
     else
         results_build_done(c->srv->results, id);
@@ -541,9 +545,9 @@ static void h_builds_create(struct call *c)
         goto out;
     }
     size_t n = json_array_size(jobs);
-    if (n == 0 || n > YCI_MAX_JOBS_PER_BUILD) {
-        http_respond_error(c->req, 400, "field \"jobs\" must hold 1 to %d jobs",
-                           YCI_MAX_JOBS_PER_BUILD);
+    int max_jobs = c->srv->cfg.max_jobs_per_build;
+    if (n == 0 || n > (size_t)max_jobs) {
+        http_respond_error(c->req, 400, "field \"jobs\" must hold 1 to %d jobs", max_jobs);
         goto out;
     }
     size_t i;

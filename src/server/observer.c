@@ -105,7 +105,8 @@ static int poll_repo(struct observer *o, json_t *repo, struct buf *err)
         json_t *jobs = NULL;
         struct buf perr = BUF_INIT;
         /* Many refs often point at one commit (100 branches pushed at once):
-         * compute each commit's pipeline once per poll. */
+         * compute each commit's pipeline once per poll, unless it depends on
+         * the branch (a .yci.yml's branch filters). */
         json_t *cached = json_object_get(pipelines, sha);
         if (json_is_array(cached)) {
             jobs = json_incref(cached);
@@ -114,13 +115,17 @@ static int poll_repo(struct observer *o, json_t *repo, struct buf *err)
             buf_adds(&perr, json_string_value(cached));
             rc = -EINVAL;
         } else {
-            rc = pipeline_for_commit(mirror, sha, &jobs, &perr);
+            bool per_ref = true;
+            rc = pipeline_for_commit(mirror, sha, ref, srv->cfg.max_jobs_per_build, &jobs, &per_ref,
+                                     &perr);
             if (rc < 0 && rc != -EINVAL) {
                 buf_setf(err, "reading the pipeline of %s at %s: %s", ref, sha, perr.data);
                 buf_release(&perr);
                 goto out;
             }
-            if (rc == 0)
+            if (per_ref)
+                ; /* not cached */
+            else if (rc == 0)
                 json_object_set(pipelines, sha, jobs);
             else
                 json_object_set_new(pipelines, sha, json_string(perr.data));
@@ -129,6 +134,7 @@ static int poll_repo(struct observer *o, json_t *repo, struct buf *err)
         struct buf serr = BUF_INIT;
         int adv = store_head_advance(srv->store, repo_id, ref, old, sha, jobs,
                                      rc == -EINVAL ? perr.data : NULL, &build_id, &serr);
+        bool no_jobs = rc == 0 && json_array_size(jobs) == 0;
         json_decref(jobs);
         if (adv < 0) {
             buf_setf(err, "recording %s at %s: %s", ref, sha,
@@ -142,6 +148,12 @@ static int poll_repo(struct observer *o, json_t *repo, struct buf *err)
             if (rc == -EINVAL) {
                 log_warn("build %" PRId64 " created for '%s' %s at %s: %s", build_id, name, ref,
                          sha, perr.data);
+                results_build_done(srv->results, build_id);
+            } else if (no_jobs) {
+                log_info("build %" PRId64 " created for '%s' %s at %s: %s", build_id, name, ref,
+                         sha, PIPELINE_NO_JOBS);
+                if (store_event_add(srv->store, build_id, 0, PIPELINE_NO_JOBS) < 0)
+                    log_warn("build %" PRId64 ": recording its event failed, ignoring", build_id);
                 results_build_done(srv->results, build_id);
             } else {
                 log_info("build %" PRId64 " created for '%s' %s at %s", build_id, name, ref, sha);

@@ -7,6 +7,7 @@
 
 #include "git/git.h"
 #include "lib/buf.h"
+#include "pipeline/pipeline.h"
 #include "lib/banned.h"
 
 static json_t *one_job(const char *name, const char *command)
@@ -82,13 +83,62 @@ static int rule_makefile(const char *mirror, const char *commit, json_t **jobs, 
     return 0;
 }
 
-int pipeline_for_commit(const char *mirror, const char *commit, json_t **jobs, struct buf *err)
+/* ref → what branch filters match: refs/heads/X → X, other refs whole. */
+static const char *filter_name(const char *ref)
 {
+    if (ref && strncmp(ref, "refs/heads/", 11) == 0)
+        return ref + 11;
+    return ref;
+}
+
+/* The .yci.yml rule: 0 when the commit has none, 1 with its jobs, or a
+ * negative errno (-EINVAL: a problem in the file, err is the build's error). */
+static int rule_yml(const char *mirror, const char *commit, const char *ref, int max_jobs,
+                    json_t **jobs, struct buf *err)
+{
+    int r = git_path_type(mirror, commit, PIPELINE_YML, err);
+    if (r < 0)
+        return r;
+    if (r == GIT_PATH_NONE)
+        return 0;
+    if (r != GIT_PATH_BLOB) {
+        buf_setf(err, "%s is a directory, not a file", PIPELINE_YML);
+        return -EINVAL;
+    }
+    struct buf text = BUF_INIT;
+    r = git_read_blob(mirror, commit, PIPELINE_YML, PIPELINE_MAX_YML, &text, err);
+    if (r == -EFBIG) {
+        buf_setf(err, "%s: the file is larger than %d bytes", PIPELINE_YML, PIPELINE_MAX_YML);
+        return -EINVAL;
+    }
+    if (r < 0)
+        return r;
+    json_t *parsed = NULL;
+    r = pipeline_parse_yml(text.data ? text.data : "", text.len, PIPELINE_YML, filter_name(ref),
+                           max_jobs, &parsed, err);
+    buf_release(&text);
+    if (r < 0)
+        return r;
+    *jobs = json_incref(json_object_get(parsed, "jobs"));
+    json_decref(parsed);
+    return 1;
+}
+
+int pipeline_for_commit(const char *mirror, const char *commit, const char *ref, int max_jobs,
+                        json_t **jobs, bool *per_ref, struct buf *err)
+{
+    if (per_ref)
+        *per_ref = true;
+    int r = rule_yml(mirror, commit, ref, max_jobs, jobs, err);
+    if (r != 0)
+        return r < 0 ? r : 0;
+    if (per_ref)
+        *per_ref = false;
     typedef int (*rule_fn)(const char *, const char *, json_t **, struct buf *);
     static const rule_fn rules[] = {rule_tests_dir, rule_makefile};
     for (size_t i = 0; i < sizeof(rules) / sizeof(rules[0]); i++) {
         json_t *out = NULL;
-        int r = rules[i](mirror, commit, &out, err);
+        r = rules[i](mirror, commit, &out, err);
         if (r < 0)
             return r;
         if (r > 0) {
@@ -97,8 +147,8 @@ int pipeline_for_commit(const char *mirror, const char *commit, json_t **jobs, s
         }
     }
     buf_setf(err,
-             "no pipeline found at %s: yci looked for a tests/ folder (run with python3 -m "
-             "unittest discover) and a Makefile with a check or test target",
+             "no pipeline found at %s: yci looked for a .yci.yml file, a tests/ folder (run "
+             "with python3 -m unittest discover) and a Makefile with a check or test target",
              commit);
     return -EINVAL;
 }

@@ -5,31 +5,53 @@
  * the job descriptions of the build (the shape store.h documents). The server
  * only reads files from the mirror; nothing from the repository is executed.
  *
- * The rules, tried in order (each new source of configuration — .yci.yml, a
- * .yci.py plan job — becomes one more rule in front of the default):
- *   1. a tests/ folder → one job "tests":
+ * The rules, tried in order (a .yci.py plan job will become one more rule
+ * after .yci.yml):
+ *   1. a .yci.yml file → its jobs, parsed and expanded by src/pipeline
+ *      (docs/pipelines.md), for the ref's branch; a problem in the file is
+ *      the build's error ".yci.yml:LINE:COLUMN: ..."
+ *   2. a tests/ folder → one job "tests":
  *      python3 -m unittest discover -s tests -v
- *   2. a Makefile (GNUmakefile, makefile, Makefile: make's own order) with a
+ *   3. a Makefile (GNUmakefile, makefile, Makefile: make's own order) with a
  *      check: or test: target → one job "check" (make check) or "test"
  *      (make test); check wins
- *   3. otherwise the build fails with a message saying what yci looked for.
+ *   4. otherwise the build fails with a message saying what yci looked for.
  */
 #ifndef YCI_SERVER_PIPELINE_H
 #define YCI_SERVER_PIPELINE_H
 
 #include <jansson.h>
+#include <stdbool.h>
 
 #include "lib/buf.h"
 
 /* Largest build file (e.g. a Makefile) the pipeline rules read. */
 #define PIPELINE_MAX_FILE (1024 * 1024)
 
+/* The event of a build whose .yci.yml has no job for its branch. */
+#define PIPELINE_NO_JOBS "no jobs for this branch: the branch filters of .yci.yml exclude every job"
+
+/* The name of the declarative pipeline file at the root of a repository. */
+#define PIPELINE_YML ".yci.yml"
+
 /*
- * Returns 0 and a new JSON array of job descriptions in *jobs; or -EINVAL when
- * the commit has no valid pipeline, with the message for the build's error in
- * err (the build is created in state error); or another negative errno when
- * git itself failed (err says how; no build should be created, try again).
+ * The jobs of commit, built for ref ("refs/heads/main"; the branch filters of
+ * .yci.yml see "main", and the full ref for refs that are not branches; NULL:
+ * filters drop nothing). max_jobs is the most jobs a build may have (<= 0:
+ * YCI_MAX_JOBS_PER_BUILD).
+ *
+ * Returns 0 and a new JSON array of job descriptions in *jobs — empty when a
+ * .yci.yml has no job for this branch (the caller makes a build without jobs
+ * that is passed at once); or -EINVAL when the commit has no valid pipeline,
+ * with the message for the build's error in err (the build is created in
+ * state error); or another negative errno when git itself failed (err says
+ * how; no build should be created, try again).
+ *
+ * *per_ref (may be NULL) is set on every return: true when the outcome came
+ * from .yci.yml and so may differ between refs at the same commit; false when
+ * it holds for every ref at this commit (callers may cache it by commit).
  */
-int pipeline_for_commit(const char *mirror, const char *commit, json_t **jobs, struct buf *err);
+int pipeline_for_commit(const char *mirror, const char *commit, const char *ref, int max_jobs,
+                        json_t **jobs, bool *per_ref, struct buf *err);
 
 #endif

@@ -14,6 +14,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "lib/limits.h"
 #include "lib/log.h"
 #include "lib/util.h"
 #include "lib/xalloc.h"
@@ -107,6 +108,10 @@ int server_start(const struct server_config *cfg_in, struct server **out, struct
         srv->cfg.poll_interval = 5;
     if (srv->cfg.job_timeout <= 0)
         srv->cfg.job_timeout = 3600;
+    if (srv->cfg.max_jobs_per_build <= 0)
+        srv->cfg.max_jobs_per_build = YCI_MAX_JOBS_PER_BUILD;
+    if (srv->cfg.max_jobs_per_build > YCI_MAX_JOBS_PER_BUILD_CAP)
+        srv->cfg.max_jobs_per_build = YCI_MAX_JOBS_PER_BUILD_CAP;
     srv->auth = auth_cache_new();
 
     char *path = NULL;

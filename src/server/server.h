@@ -32,9 +32,11 @@ struct server_config {
     int job_timeout;       /* seconds, for jobs that set none; default 3600 */
     unsigned threads;      /* HTTP threads; 0: 2 */
     bool quiet_secrets;    /* do not print a newly made registration secret */
+    int max_jobs_per_build; /* after matrix expansion; 0: YCI_MAX_JOBS_PER_BUILD (256),
+                               at most YCI_MAX_JOBS_PER_BUILD_CAP */
 };
 
-#define SERVER_CONFIG_INIT {NULL, NULL, 5, 3600, 0, false}
+#define SERVER_CONFIG_INIT {NULL, NULL, 5, 3600, 0, false, 0}
 
 /* Start serving; on failure *out is untouched and err says why. */
 int server_start(const struct server_config *cfg, struct server **out, struct buf *err);

@@ -673,8 +673,8 @@ static int job_check(json_t *jobs, size_t i, struct buf *err)
     return 0;
 }
 
-/* Job descriptions as store.h describes them. A build with a configuration
- * error may come without jobs; any other needs at least one. */
+/* Job descriptions as store.h describes them. An empty array is a build with
+ * nothing to run (passed at once, or in error when error is set). */
 static int jobs_check(json_t *jobs, const char *error, struct buf *err)
 {
     if (error && (!jobs || json_array_size(jobs) == 0))
@@ -684,12 +684,8 @@ static int jobs_check(json_t *jobs, const char *error, struct buf *err)
         return -EINVAL;
     }
     size_t n = json_array_size(jobs);
-    if (n == 0) {
-        buf_setf(err, "a build needs at least one job");
-        return -EINVAL;
-    }
-    if (n > YCI_MAX_JOBS_PER_BUILD) {
-        buf_setf(err, "too many jobs: %zu (at most %d in a build)", n, YCI_MAX_JOBS_PER_BUILD);
+    if (n > YCI_MAX_JOBS_PER_BUILD_CAP) {
+        buf_setf(err, "too many jobs: %zu (at most %d in a build)", n, YCI_MAX_JOBS_PER_BUILD_CAP);
         return -EINVAL;
     }
     for (size_t i = 0; i < n; i++)
@@ -785,7 +781,9 @@ static const char *branch_of(const char *ref)
     return ref;
 }
 
-/* Insert a build and its jobs (already checked); inside a transaction. */
+/* Insert a build and its jobs (already checked); inside a transaction. jobs
+ * NULL: the caller adds them (a rebuild); an empty array: the build has
+ * nothing to run and is passed at once (unless error is set). */
 static int build_insert(struct store *st, int64_t repo_id, const char *ref, const char *commit,
                         json_t *jobs, const char *error, int64_t rebuild_of, const char *origin,
                         int64_t now, int64_t *build_id, struct buf *err)
@@ -795,10 +793,11 @@ static int build_insert(struct store *st, int64_t repo_id, const char *ref, cons
     bind_text(s, 2, ref);
     bind_text(s, 3, branch_of(ref));
     bind_text(s, 4, commit);
-    bind_text(s, 5, error ? "error" : "queued");
+    bool empty = jobs && json_array_size(jobs) == 0;
+    bind_text(s, 5, error ? "error" : empty ? "passed" : "queued");
     bind_text(s, 6, error);
     sqlite3_bind_int64(s, 7, now);
-    if (error)
+    if (error || empty)
         sqlite3_bind_int64(s, 8, now);
     bind_id(s, 9, rebuild_of);
     bind_text(s, 10, origin);
@@ -1332,9 +1331,8 @@ int store_build_rebuild(struct store *st, int64_t id, int64_t *new_id)
 
     /* No jobs to insert here: they are copied below, as stored. A build
      * that had a configuration error (and so no jobs) is copied with it. */
-    json_t *none = json_array();
-    r = build_insert(st, repo_id, ref, commit, none, error, id, "rebuild", now, &nid, NULL);
-    json_decref(none);
+    r = build_insert(st, repo_id, ref, commit, NULL, error, id, "rebuild", now, &nid, NULL);
+    bool had_error = error != NULL;
     free(ref);
     free(commit);
     free(error);
@@ -1347,6 +1345,17 @@ int store_build_rebuild(struct store *st, int64_t id, int64_t *new_id)
     if (exec_q(s) != 0) {
         r = -EIO;
         goto out;
+    }
+    if (!had_error && sqlite3_changes(st->db) == 0) {
+        /* A build with nothing to run (branch filters): so is its rebuild. */
+        s = q(st, Q_BUILD_SET_STATE);
+        sqlite3_bind_int64(s, 1, nid);
+        bind_text(s, 2, "passed");
+        sqlite3_bind_int64(s, 3, now);
+        if (exec_q(s) != 0) {
+            r = -EIO;
+            goto out;
+        }
     }
     char *msg = xasprintf("rebuild of build %" PRId64, id);
     r = event_add(st, nid, 0, now, msg);

@@ -26,7 +26,8 @@
  * transaction as every job change: any job queued or running → running
  * (queued if none has started yet); else any failed or timed_out → failed;
  * else any error → error; else any cancelled → cancelled; else passed. A
- * build created with a configuration error has no jobs and state error.
+ * build created with a configuration error has no jobs and state error; one
+ * created with an empty list of jobs and no error is passed at once.
  */
 #ifndef YCI_STORE_STORE_H
 #define YCI_STORE_STORE_H
@@ -78,7 +79,9 @@ int store_head_delete(struct store *st, int64_t repo_id, const char *ref);
  * returns 0 (another poll got there first). Otherwise the head becomes new_sha
  * and, unless a build of (repo, ref, new_sha) exists already, a build is
  * created: with the jobs (an array of job descriptions) when error is NULL,
- * or with no jobs, state "error" and that error message otherwise. Returns 1
+ * or with no jobs, state "error" and that error message otherwise. An empty
+ * array of jobs without error (a .yci.yml with no job for the branch) makes a
+ * build in state "passed", finished at once. Returns 1
  * and sets *build_id when a build was created.
  */
 int store_head_advance(struct store *st, int64_t repo_id, const char *ref, const char *old_sha,

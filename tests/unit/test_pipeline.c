@@ -135,7 +135,7 @@ static void test_tests_folder(void **state)
     commit(r, sha);
     json_t *jobs = NULL;
     struct buf err = BUF_INIT;
-    assert_int_equal(pipeline_for_commit(r->git_dir, sha, &jobs, &err), 0);
+    assert_int_equal(pipeline_for_commit(r->git_dir, sha, NULL, 0, &jobs, NULL, &err), 0);
     assert_one_job(jobs, "tests", "python3 -m unittest discover -s tests -v");
     json_decref(jobs);
     buf_release(&err);
@@ -152,14 +152,14 @@ static void test_makefile(void **state)
     write_file(r, "tests", "not a folder\n");
     write_file(r, "Makefile", "all:\n\ttrue\ncheck := nothing\n\ntest :\n\ttrue\n");
     commit(r, sha);
-    assert_int_equal(pipeline_for_commit(r->git_dir, sha, &jobs, &err), 0);
+    assert_int_equal(pipeline_for_commit(r->git_dir, sha, NULL, 0, &jobs, NULL, &err), 0);
     assert_one_job(jobs, "test", "make test");
     json_decref(jobs);
 
     /* check: and test: → make check */
     write_file(r, "Makefile", "test:\n\ttrue\ncheck: all\n\ttrue\n");
     commit(r, sha);
-    assert_int_equal(pipeline_for_commit(r->git_dir, sha, &jobs, &err), 0);
+    assert_int_equal(pipeline_for_commit(r->git_dir, sha, NULL, 0, &jobs, NULL, &err), 0);
     assert_one_job(jobs, "check", "make check");
     json_decref(jobs);
     buf_release(&err);
@@ -174,21 +174,108 @@ static void test_nothing(void **state)
     write_file(r, "README", "hello\n");
     write_file(r, "Makefile", "all:\n\ttrue\n# check: in a comment\n");
     commit(r, sha);
-    assert_int_equal(pipeline_for_commit(r->git_dir, sha, &jobs, &err), -EINVAL);
+    assert_int_equal(pipeline_for_commit(r->git_dir, sha, NULL, 0, &jobs, NULL, &err), -EINVAL);
     assert_null(jobs);
-    char *want = xasprintf("no pipeline found at %s: yci looked for a tests/ folder (run with "
-                           "python3 -m unittest discover) and a Makefile with a check or test "
-                           "target",
+    char *want = xasprintf("no pipeline found at %s: yci looked for a .yci.yml file, a tests/ "
+                           "folder (run with python3 -m unittest discover) and a Makefile with "
+                           "a check or test target",
                            sha);
     assert_string_equal(err.data, want);
     free(want);
 
     /* A commit the repository does not have is a git error, not a config error. */
     buf_reset(&err);
-    int rc =
-        pipeline_for_commit(r->git_dir, "0123456789012345678901234567890123456789", &jobs, &err);
+    int rc = pipeline_for_commit(r->git_dir, "0123456789012345678901234567890123456789", NULL, 0,
+                                 &jobs, NULL, &err);
     assert_true(rc < 0 && rc != -EINVAL);
     assert_true(err.len > 0);
+    buf_release(&err);
+}
+
+/* .yci.yml wins over the default rule; its branch filters see the ref's
+ * branch; its problems are the build's error with file, line and column. */
+static void test_yml(void **state)
+{
+    struct repo *r = *state;
+    char sha[41];
+    json_t *jobs = NULL;
+    struct buf err = BUF_INIT;
+    bool per_ref = false;
+    write_file(r, "tests/x.py", "print(1)\n");
+    write_file(r, ".yci.yml",
+               "jobs:\n"
+               "  t:\n"
+               "    run: [./a, ./b]\n"
+               "    matrix: {A: [1, 2]}\n"
+               "    timeout: 5\n"
+               "    labels: {os: linux}\n"
+               "  deploy:\n"
+               "    run: ./deploy\n"
+               "    branches: {only: main}\n");
+    commit(r, sha);
+    assert_int_equal(
+        pipeline_for_commit(r->git_dir, sha, "refs/heads/main", 0, &jobs, &per_ref, &err), 0);
+    assert_true(per_ref);
+    assert_int_equal(json_array_size(jobs), 3);
+    json_t *j = json_array_get(jobs, 1);
+    assert_string_equal(json_string_value(json_object_get(j, "name")), "t (2)");
+    assert_string_equal(json_string_value(json_array_get(json_object_get(j, "commands"), 1)),
+                        "./b");
+    assert_string_equal(json_string_value(json_object_get(json_object_get(j, "env"), "A")), "2");
+    assert_string_equal(json_string_value(json_object_get(json_object_get(j, "labels"), "os")),
+                        "linux");
+    assert_int_equal(json_integer_value(json_object_get(j, "timeout")), 5);
+    json_decref(jobs);
+
+    /* Another branch: deploy is dropped; the job limit is passed on. */
+    jobs = NULL;
+    assert_int_equal(
+        pipeline_for_commit(r->git_dir, sha, "refs/heads/dev", 0, &jobs, &per_ref, &err), 0);
+    assert_int_equal(json_array_size(jobs), 2);
+    json_decref(jobs);
+    jobs = NULL;
+    assert_int_equal(
+        pipeline_for_commit(r->git_dir, sha, "refs/heads/dev", 1, &jobs, &per_ref, &err), -EINVAL);
+    assert_null(jobs);
+    assert_non_null(strstr(err.data, "limit of 1 job"));
+
+    /* Only filtered jobs: an empty list, not an error. */
+    write_file(r, ".yci.yml", "jobs:\n  d:\n    run: x\n    branches: {only: main}\n");
+    commit(r, sha);
+    assert_int_equal(
+        pipeline_for_commit(r->git_dir, sha, "refs/heads/dev", 0, &jobs, &per_ref, &err), 0);
+    assert_int_equal(json_array_size(jobs), 0);
+    json_decref(jobs);
+    jobs = NULL;
+
+    /* A problem in the file. */
+    buf_reset(&err);
+    write_file(r, ".yci.yml", "jobs:\n  t:\n    run: x\n    tiemout: 5\n");
+    commit(r, sha);
+    assert_int_equal(
+        pipeline_for_commit(r->git_dir, sha, "refs/heads/main", 0, &jobs, &per_ref, &err), -EINVAL);
+    assert_null(jobs);
+    assert_true(per_ref);
+    assert_string_equal(err.data,
+                        ".yci.yml:4:5: unknown key 'tiemout' in job 't' (did you mean 'timeout'?)");
+
+    /* A directory named .yci.yml. */
+    buf_reset(&err);
+    git(r, NULL, "rm", "-q", ".yci.yml", NULL);
+    write_file(r, ".yci.yml/x", "x\n");
+    commit(r, sha);
+    assert_int_equal(
+        pipeline_for_commit(r->git_dir, sha, "refs/heads/main", 0, &jobs, &per_ref, &err), -EINVAL);
+    assert_string_equal(err.data, ".yci.yml is a directory, not a file");
+
+    /* No .yci.yml: the default rule, the same for every ref. */
+    git(r, NULL, "rm", "-q", "-r", ".yci.yml", NULL);
+    commit(r, sha);
+    assert_int_equal(
+        pipeline_for_commit(r->git_dir, sha, "refs/heads/main", 0, &jobs, &per_ref, &err), 0);
+    assert_false(per_ref);
+    assert_one_job(jobs, "tests", "python3 -m unittest discover -s tests -v");
+    json_decref(jobs);
     buf_release(&err);
 }
 
@@ -252,6 +339,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_tests_folder, setup, teardown),
         cmocka_unit_test_setup_teardown(test_makefile, setup, teardown),
         cmocka_unit_test_setup_teardown(test_nothing, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_yml, setup, teardown),
         cmocka_unit_test_setup_teardown(test_git_mirror, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -414,7 +414,6 @@ static void test_bad_jobs(void **state)
 {
     struct fixture *f = *state;
     expect_bad(f->st, "{}", "array");
-    expect_bad(f->st, "[]", "at least one job");
     expect_bad(f->st, "[1]", "job 1: must be an object");
     expect_bad(f->st, "[{\"commands\": [\"x\"]}]", "job 1: \"name\"");
     expect_bad(f->st, "[{\"name\": \"\", \"commands\": [\"x\"]}]", "job 1: \"name\"");
@@ -456,7 +455,7 @@ static void test_bad_jobs(void **state)
 
     /* Too many jobs. */
     json_t *many = json_array();
-    for (int i = 0; i <= YCI_MAX_JOBS_PER_BUILD; i++) {
+    for (int i = 0; i <= YCI_MAX_JOBS_PER_BUILD_CAP; i++) {
         char n[16];
         snprintf(n, sizeof(n), "j%d", i);
         json_array_append_new(many, json_pack("{s:s, s:[s]}", "name", n, "commands", "true"));
@@ -471,13 +470,27 @@ static void test_bad_jobs(void **state)
     assert_int_equal(store_build_create(f->st, 0, NULL, NULL, j, NULL, &id, &err), 0);
     json_decref(many);
 
+    /* No jobs and no error: nothing to run, passed at once; so is a rebuild. */
+    id = build_new(f->st, 0, NULL, "[]");
+    json_t *b = store_build_get(f->st, id);
+    assert_string_equal(json_string_value(json_object_get(b, "status")), "passed");
+    assert_true(json_is_integer(json_object_get(b, "finished")));
+    assert_int_equal(json_array_size(json_object_get(b, "jobs")), 0);
+    json_decref(b);
+    int64_t rid = 0;
+    assert_int_equal(store_build_rebuild(f->st, id, &rid), 0);
+    b = store_build_get(f->st, rid);
+    assert_string_equal(json_string_value(json_object_get(b, "status")), "passed");
+    assert_true(json_is_integer(json_object_get(b, "finished")));
+    json_decref(b);
+
     /* Good, with every optional key; null counts as absent. */
     id = build_new(f->st, 0, NULL,
                    "[{\"name\": \"full\", \"commands\": [\"make\", \"make check\"], \"env\": "
                    "{\"CC\": \"gcc\", \"_X1\": \"\"}, \"labels\": {\"os\": \"linux\"}, "
                    "\"timeout\": 600}, {\"name\": \"min\", \"commands\": [\"true\"], "
                    "\"env\": null, \"labels\": null, \"timeout\": null}]");
-    json_t *b = store_build_get(f->st, id);
+    b = store_build_get(f->st, id);
     json_t *full = json_array_get(json_object_get(b, "jobs"), 0);
     assert_string_equal(sval(json_object_get(full, "env"), "CC"), "gcc");
     assert_string_equal(sval(json_object_get(full, "labels"), "os"), "linux");
