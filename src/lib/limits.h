@@ -32,6 +32,10 @@
 #define YCI_MAX_CLIENT_INFO 16384
 /* How many times a job whose lease expired is re-queued before it is an error. */
 #define YCI_MAX_INFRA_RETRIES 3
+/* A job's own retries after failed attempts ("retry": {"count"}), and the
+ * longest increment between them, in seconds (as .yci.yml allows). */
+#define YCI_MAX_JOB_RETRIES 10
+#define YCI_MAX_RETRY_INCREMENT (7 * 24 * 3600)
 /* Builds returned by one list request. */
 #define YCI_MAX_LIST 1000
 

@@ -488,7 +488,7 @@ static void build_from_branch(struct call *c, json_t *body)
         http_respond_error(c->req, 404, "no branch \"%s\" in repository \"%s\"", branch, repo_name);
         goto out;
     }
-    rc = pipeline_for_commit(mirror, sha, ref, c->srv->cfg.max_jobs_per_build, &jobs, NULL, &perr);
+    rc = pipeline_for_commit(mirror, sha, ref, c->srv->cfg.max_jobs_per_build, &jobs, NULL, NULL, &perr);
     if (rc < 0 && rc != -EINVAL) {
         log_error("repo '%s': reading the pipeline at %s: %s", repo_name, sha, perr.data);
         http_respond_error(c->req, 500, "%s", perr.data);

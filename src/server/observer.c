@@ -108,6 +108,7 @@ static int poll_repo(struct observer *o, json_t *repo, struct buf *err)
          * compute each commit's pipeline once per poll, unless it depends on
          * the branch (a .yci.yml's branch filters). */
         json_t *cached = json_object_get(pipelines, sha);
+        bool cancel_superseded = true; /* what every cached (not per-ref) outcome says */
         if (json_is_array(cached)) {
             jobs = json_incref(cached);
             rc = 0;
@@ -117,7 +118,7 @@ static int poll_repo(struct observer *o, json_t *repo, struct buf *err)
         } else {
             bool per_ref = true;
             rc = pipeline_for_commit(mirror, sha, ref, srv->cfg.max_jobs_per_build, &jobs, &per_ref,
-                                     &perr);
+                                     &cancel_superseded, &perr);
             if (rc < 0 && rc != -EINVAL) {
                 buf_setf(err, "reading the pipeline of %s at %s: %s", ref, sha, perr.data);
                 buf_release(&perr);
@@ -133,7 +134,8 @@ static int poll_repo(struct observer *o, json_t *repo, struct buf *err)
         int64_t build_id = 0;
         struct buf serr = BUF_INIT;
         int adv = store_head_advance(srv->store, repo_id, ref, old, sha, jobs,
-                                     rc == -EINVAL ? perr.data : NULL, &build_id, &serr);
+                                     rc == -EINVAL ? perr.data : NULL, cancel_superseded,
+                                     &build_id, &serr);
         bool no_jobs = rc == 0 && json_array_size(jobs) == 0;
         json_decref(jobs);
         if (adv < 0) {

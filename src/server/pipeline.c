@@ -94,7 +94,7 @@ static const char *filter_name(const char *ref)
 /* The .yci.yml rule: 0 when the commit has none, 1 with its jobs, or a
  * negative errno (-EINVAL: a problem in the file, err is the build's error). */
 static int rule_yml(const char *mirror, const char *commit, const char *ref, int max_jobs,
-                    json_t **jobs, struct buf *err)
+                    json_t **jobs, bool *cancel_superseded, struct buf *err)
 {
     int r = git_path_type(mirror, commit, PIPELINE_YML, err);
     if (r < 0)
@@ -120,16 +120,20 @@ static int rule_yml(const char *mirror, const char *commit, const char *ref, int
     if (r < 0)
         return r;
     *jobs = json_incref(json_object_get(parsed, "jobs"));
+    if (cancel_superseded)
+        *cancel_superseded = json_is_true(json_object_get(parsed, "cancel_superseded"));
     json_decref(parsed);
     return 1;
 }
 
 int pipeline_for_commit(const char *mirror, const char *commit, const char *ref, int max_jobs,
-                        json_t **jobs, bool *per_ref, struct buf *err)
+                        json_t **jobs, bool *per_ref, bool *cancel_superseded, struct buf *err)
 {
     if (per_ref)
         *per_ref = true;
-    int r = rule_yml(mirror, commit, ref, max_jobs, jobs, err);
+    if (cancel_superseded)
+        *cancel_superseded = true;
+    int r = rule_yml(mirror, commit, ref, max_jobs, jobs, cancel_superseded, err);
     if (r != 0)
         return r < 0 ? r : 0;
     if (per_ref)

@@ -50,8 +50,12 @@
  * *per_ref (may be NULL) is set on every return: true when the outcome came
  * from .yci.yml and so may differ between refs at the same commit; false when
  * it holds for every ref at this commit (callers may cache it by commit).
+ *
+ * *cancel_superseded (may be NULL) is set on every return: the .yci.yml's
+ * cancel_superseded, true when there is none (or it could not be read): the
+ * new build of a branch cancels the unfinished jobs of its older builds.
  */
 int pipeline_for_commit(const char *mirror, const char *commit, const char *ref, int max_jobs,
-                        json_t **jobs, bool *per_ref, struct buf *err);
+                        json_t **jobs, bool *per_ref, bool *cancel_superseded, struct buf *err);
 
 #endif

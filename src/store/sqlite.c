@@ -62,9 +62,11 @@
 #define LIST_DEFAULT 50
 
 /*
- * Migrations. Jobs carry some columns the scheduler does not use yet:
- * not_before (a retry's delay), needs (JSON array of job names), max_retries,
- * retry_delay and retries (IncrementalRetry of failed jobs), flaky.
+ * Migrations. Jobs carry not_before (a retry's delay: no claim before),
+ * needs (JSON array of job names), max_retries, retry_delay (seconds) and
+ * retries (IncrementalRetry of failed attempts), flaky (passed on a retry),
+ * and waiting (1 while some needed job has not passed: such a job is queued
+ * but out of the claim's index, so waiting jobs cost the claim nothing).
  */
 static const char *const migrations[] = {
     /* 1: the first schema */
@@ -149,15 +151,20 @@ static const char *const migrations[] = {
     "  message TEXT NOT NULL"
     ");"
     "CREATE INDEX events_by_build ON events(build_id, id);",
+    /* 2: needs (jobs waiting for others leave the claim's index) */
+    "ALTER TABLE jobs ADD COLUMN waiting INTEGER NOT NULL DEFAULT 0;"
+    "DROP INDEX jobs_queued;"
+    "CREATE INDEX jobs_queued ON jobs(id) WHERE status = 'queued' AND waiting = 0;",
 };
 #define N_MIGRATIONS ((int)(sizeof(migrations) / sizeof(migrations[0])))
 
 #define JOB_COLS                                                                                   \
     "j.id, j.build_id, j.name, j.status, j.attempt, j.commands, j.env, j.labels, j.timeout, "      \
     "r.name, j.runner_id, j.exit_code, j.error, j.created, j.started, j.finished, "                \
-    "j.infra_retries, j.lease_expires"
+    "j.infra_retries, j.lease_expires, j.retries, j.max_retries, j.flaky, j.needs, "              \
+    "j.not_before, j.waiting, j.retry_delay"
 #define JOB_FROM " FROM jobs j LEFT JOIN runners r ON r.id = j.runner_id"
-#define JOB_NCOLS 18
+#define JOB_NCOLS 25
 
 #define BUILD_COLS                                                                                 \
     "b.id, p.name, b.ref, b.branch, b.commit_sha, b.status, b.error, b.created, b.started, "       \
@@ -204,6 +211,12 @@ enum q {
     Q_CLAIM_TAKE,
     Q_CLAIM_GET,
     Q_JOB_FINISH,
+    Q_JOB_RETRY,
+    Q_WAITING_LIST,
+    Q_JOB_BY_NAME,
+    Q_JOB_RELEASE,
+    Q_JOB_CANCEL_NEED,
+    Q_SUPERSEDED,
     Q_LEASES_EXPIRED,
     Q_JOB_REQUEUE,
     Q_JOB_GIVEUP,
@@ -238,8 +251,9 @@ static const char *const sql[Q_COUNT] = {
         "INSERT INTO builds(repo_id, ref, branch, commit_sha, status, error, created, "
         "finished, rebuild_of, origin) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, "
         "?10)",
-    [Q_JOB_INSERT] = "INSERT INTO jobs(build_id, name, commands, env, labels, timeout, created) "
-                     "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+    [Q_JOB_INSERT] = "INSERT INTO jobs(build_id, name, commands, env, labels, timeout, created, "
+                     "needs, max_retries, retry_delay, waiting) "
+                     "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?8 IS NOT NULL)",
     [Q_BUILD_GET] = "SELECT " BUILD_COLS BUILD_FROM " WHERE b.id = ?1",
     [Q_BUILD_JOBS] = "SELECT " JOB_COLS JOB_FROM " WHERE j.build_id = ?1 ORDER BY j.id",
     [Q_BUILD_EVENTS] = "SELECT time, job_id, message FROM events WHERE build_id = ?1 ORDER BY id",
@@ -256,21 +270,22 @@ static const char *const sql[Q_COUNT] = {
                       "WHERE id = ?1 AND (status <> 'running' OR started IS NULL)",
     [Q_BUILD_ROW] = "SELECT repo_id, ref, branch, commit_sha, error FROM builds WHERE id = ?1",
     [Q_JOBS_COPY] = "INSERT INTO jobs(build_id, name, commands, env, labels, timeout, needs, "
-                    "max_retries, retry_delay, created) "
+                    "max_retries, retry_delay, waiting, created) "
                     "SELECT ?1, name, commands, env, labels, timeout, needs, max_retries, "
-                    "retry_delay, ?2 FROM jobs WHERE build_id = ?3 ORDER BY id",
+                    "retry_delay, needs IS NOT NULL, ?2 FROM jobs WHERE build_id = ?3 ORDER BY id",
     [Q_BUILD_CANCEL] = "UPDATE jobs SET status = 'cancelled', finished = ?2, lease_expires = NULL "
                        "WHERE build_id = ?1 AND status IN ('queued', 'running')",
     [Q_EVENT_INSERT] =
         "INSERT INTO events(build_id, job_id, time, message) VALUES (?1, ?2, ?3, ?4)",
     [Q_JOB_GET] = "SELECT " JOB_COLS JOB_FROM " WHERE j.id = ?1",
-    [Q_JOB_STATE] = "SELECT status, attempt, runner_id, build_id, name FROM jobs WHERE id = ?1",
+    [Q_JOB_STATE] = "SELECT status, attempt, runner_id, build_id, name, retries, max_retries, "
+                    "retry_delay FROM jobs WHERE id = ?1",
     [Q_JOB_CANCEL] = "UPDATE jobs SET status = 'cancelled', finished = ?2, lease_expires = NULL "
                      "WHERE id = ?1 AND status IN ('queued', 'running')",
     /* INDEXED BY: the claim must read the partial index of queued jobs, never
      * a range of the table (which holds every finished job too). */
     [Q_CLAIM_SCAN] = "SELECT id, labels FROM jobs INDEXED BY jobs_queued "
-                     "WHERE status = 'queued' AND id > ?1 AND not_before <= ?2 "
+                     "WHERE status = 'queued' AND waiting = 0 AND id > ?1 AND not_before <= ?2 "
                      "ORDER BY id LIMIT " /* CLAIM_BATCH */ "64",
     [Q_CLAIM_TAKE] = "UPDATE jobs SET status = 'running', attempt = attempt + 1, runner_id = ?2, "
                      "lease_expires = ?3, started = ?4, finished = NULL, exit_code = NULL, "
@@ -279,7 +294,21 @@ static const char *const sql[Q_COUNT] = {
                     " JOIN builds b ON b.id = j.build_id LEFT JOIN repos p ON p.id = b.repo_id "
                     "WHERE j.id = ?1",
     [Q_JOB_FINISH] = "UPDATE jobs SET status = ?2, exit_code = ?3, error = ?4, finished = ?5, "
-                     "lease_expires = NULL WHERE id = ?1 AND status = 'running'",
+                     "lease_expires = NULL, flaky = (?2 = 'passed' AND retries > 0) "
+                     "WHERE id = ?1 AND status = 'running'",
+    /* runner_id stays: a repeated finish of this attempt by its runner is
+     * recognised (idempotent), and the job shows where it last ran. */
+    [Q_JOB_RETRY] = "UPDATE jobs SET status = 'queued', retries = retries + 1, not_before = ?2, "
+                    "exit_code = ?3, error = ?4, finished = ?5, lease_expires = NULL "
+                    "WHERE id = ?1 AND status = 'running'",
+    [Q_WAITING_LIST] = "SELECT id, name, needs FROM jobs INDEXED BY jobs_by_build "
+                       "WHERE build_id = ?1 AND status = 'queued' AND waiting = 1 ORDER BY id",
+    [Q_JOB_BY_NAME] = "SELECT status FROM jobs WHERE build_id = ?1 AND name = ?2",
+    [Q_JOB_RELEASE] = "UPDATE jobs SET waiting = 0 WHERE id = ?1",
+    [Q_JOB_CANCEL_NEED] = "UPDATE jobs SET status = 'cancelled', waiting = 0, finished = ?2, "
+                          "error = ?3 WHERE id = ?1 AND status = 'queued'",
+    [Q_SUPERSEDED] = "SELECT id FROM builds INDEXED BY builds_by_commit WHERE repo_id = ?1 AND "
+                     "ref = ?2 AND id < ?3 AND status IN ('queued', 'running') ORDER BY id",
     [Q_LEASES_EXPIRED] = "SELECT j.id, j.build_id, j.name, j.attempt, j.infra_retries, r.name "
                          "FROM jobs j INDEXED BY jobs_running "
                          "LEFT JOIN runners r ON r.id = j.runner_id "
@@ -482,6 +511,17 @@ static json_t *job_from_row(sqlite3_stmt *s)
     json_object_set_new(j, "duration_ms", duration(s, 14, 15));
     json_object_set_new(j, "infra_retries", col_int(s, 16));
     json_object_set_new(j, "lease_expires", col_int(s, 17));
+    json_object_set_new(j, "retries", col_int(s, 18));
+    json_object_set_new(j, "max_retries", col_int(s, 19));
+    json_object_set_new(j, "retry_increment", col_int(s, 24));
+    json_object_set_new(j, "flaky", json_boolean(sqlite3_column_int(s, 20) != 0));
+    json_t *needs = col_json(s, 21);
+    json_object_set_new(j, "needs", json_is_array(needs) ? needs : json_array());
+    if (!json_is_array(needs))
+        json_decref(needs);
+    int64_t not_before = sqlite3_column_int64(s, 22);
+    json_object_set_new(j, "not_before", not_before ? json_integer(not_before) : json_null());
+    json_object_set_new(j, "waiting", json_boolean(sqlite3_column_int(s, 23) != 0));
     return j;
 }
 
@@ -670,7 +710,104 @@ static int job_check(json_t *jobs, size_t i, struct buf *err)
         buf_setf(err, "%s: \"timeout\" must be a non-negative integer (seconds)", who);
         return -EINVAL;
     }
+
+    json_t *retry = opt(job, "retry");
+    if (retry) {
+        json_t *count = opt(retry, "count"), *inc = opt(retry, "increment");
+        if (!json_is_object(retry) || (count && !json_is_integer(count)) ||
+            (inc && !json_is_integer(inc)) ||
+            (count && (json_integer_value(count) < 0 ||
+                       json_integer_value(count) > YCI_MAX_JOB_RETRIES)) ||
+            (inc && (json_integer_value(inc) < 0 ||
+                     json_integer_value(inc) > YCI_MAX_RETRY_INCREMENT))) {
+            buf_setf(err,
+                     "%s: \"retry\" must be {\"count\": 0 to %d, \"increment\": 0 to %d "
+                     "seconds}",
+                     who, YCI_MAX_JOB_RETRIES, YCI_MAX_RETRY_INCREMENT);
+            return -EINVAL;
+        }
+    }
+
+    json_t *needs = opt(job, "needs");
+    if (needs) {
+        if (!json_is_array(needs)) {
+            buf_setf(err, "%s: \"needs\" must be an array of job names", who);
+            return -EINVAL;
+        }
+        json_array_foreach(needs, idx, v) {
+            if (!json_is_string(v)) {
+                buf_setf(err, "%s: \"needs\" must be an array of job names", who);
+                return -EINVAL;
+            }
+            bool found = false;
+            for (size_t k = 0; k < json_array_size(jobs) && !found; k++)
+                found = k != i && json_equal(json_object_get(json_array_get(jobs, k), "name"), v);
+            if (!found) {
+                buf_setf(err, "%s: \"needs\" names '%.100s', which is no other job of the build",
+                         who, json_string_value(v));
+                return -EINVAL;
+            }
+        }
+    }
     return 0;
+}
+
+/*
+ * No cycle in "needs" (a cycle would wait for ever): Kahn's algorithm, run
+ * after every job was checked (names unique, needs naming jobs).
+ */
+static int needs_check(json_t *jobs, struct buf *err)
+{
+    size_t n = json_array_size(jobs), done = 0;
+    json_t *index = json_object(); /* name → position */
+    size_t *missing = xcalloc(n ? n : 1, sizeof(*missing));
+    size_t *ready = xcalloc(n ? n : 1, sizeof(*ready));
+    size_t nready = 0;
+    for (size_t i = 0; i < n; i++) {
+        json_t *job = json_array_get(jobs, i);
+        json_object_set_new(index, json_string_value(json_object_get(job, "name")),
+                            json_integer((json_int_t)i));
+        missing[i] = json_array_size(opt(job, "needs"));
+        if (!missing[i])
+            ready[nready++] = i;
+    }
+    /* dependents: for each job, which jobs need it (edges reversed). */
+    json_t *dependents = json_array();
+    for (size_t i = 0; i < n; i++)
+        json_array_append_new(dependents, json_array());
+    for (size_t i = 0; i < n; i++) {
+        size_t k;
+        json_t *v;
+        json_array_foreach(opt(json_array_get(jobs, i), "needs"), k, v) {
+            size_t at = (size_t)json_integer_value(json_object_get(index, json_string_value(v)));
+            json_array_append_new(json_array_get(dependents, at), json_integer((json_int_t)i));
+        }
+    }
+    while (nready) {
+        size_t i = ready[--nready], k;
+        json_t *v;
+        done++;
+        json_array_foreach(json_array_get(dependents, i), k, v) {
+            size_t d = (size_t)json_integer_value(v);
+            if (--missing[d] == 0)
+                ready[nready++] = d;
+        }
+    }
+    int r = 0;
+    if (done < n) {
+        for (size_t i = 0; i < n; i++)
+            if (missing[i]) {
+                buf_setf(err, "job '%s': \"needs\" makes a cycle",
+                         json_string_value(json_object_get(json_array_get(jobs, i), "name")));
+                break;
+            }
+        r = -EINVAL;
+    }
+    json_decref(dependents);
+    json_decref(index);
+    free(missing);
+    free(ready);
+    return r;
 }
 
 /* Job descriptions as store.h describes them. An empty array is a build with
@@ -691,7 +828,7 @@ static int jobs_check(json_t *jobs, const char *error, struct buf *err)
     for (size_t i = 0; i < n; i++)
         if (job_check(jobs, i, err) < 0)
             return -EINVAL;
-    return 0;
+    return needs_check(jobs, err);
 }
 
 /* ---- shared pieces of transactions -------------------------------------- */
@@ -773,6 +910,158 @@ static int build_update(struct store *st, int64_t build_id, int64_t now, bool *d
     return 0;
 }
 
+/* How a needed job that did not pass ended, for its dependents' error. */
+static const char *need_outcome(const char *status)
+{
+    if (strcmp(status, "failed") == 0)
+        return "failed";
+    if (strcmp(status, "timed_out") == 0)
+        return "timed out";
+    if (strcmp(status, "cancelled") == 0)
+        return "was cancelled";
+    return "ended in error";
+}
+
+struct waiting_job {
+    int64_t id;
+    char *name, *needs;
+};
+
+/*
+ * Settle the build's waiting jobs (queued, with needs not all passed yet)
+ * after one of its jobs reached a final state; inside a transaction, before
+ * build_update. A waiting job whose needed jobs have all passed is released
+ * to the claim (*released counts them); one whose needed job ended any other
+ * way is cancelled with the error "needed job 'NAME' failed", which may in
+ * turn cancel the jobs that need it, hence the loop. Cheap when the build has
+ * no waiting job: one index probe.
+ */
+static int needs_resolve(struct store *st, int64_t build_id, int64_t now, int *released)
+{
+    bool again = true;
+    int r = 0;
+    while (again && r == 0) {
+        again = false;
+        struct waiting_job *w = NULL;
+        size_t n = 0, cap = 0;
+        sqlite3_stmt *s = q(st, Q_WAITING_LIST);
+        sqlite3_bind_int64(s, 1, build_id);
+        int rc;
+        while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+            if (n == cap) {
+                cap = cap ? 2 * cap : 8;
+                w = xrealloc(w, cap * sizeof(*w));
+            }
+            w[n].id = sqlite3_column_int64(s, 0);
+            w[n].name = xstrdup(col_str(s, 1) ? col_str(s, 1) : "");
+            w[n].needs = xstrdup(col_str(s, 2) ? col_str(s, 2) : "[]");
+            n++;
+        }
+        sqlite3_reset(s);
+        if (rc != SQLITE_DONE)
+            r = -EIO;
+        for (size_t i = 0; i < n && r == 0; i++) {
+            json_t *needs = json_loads(w[i].needs, 0, NULL);
+            bool pending = false;
+            char *why = NULL;
+            size_t k;
+            json_t *v;
+            json_array_foreach(needs, k, v) {
+                s = q(st, Q_JOB_BY_NAME);
+                sqlite3_bind_int64(s, 1, build_id);
+                bind_text(s, 2, json_string_value(v));
+                rc = sqlite3_step(s);
+                if (rc == SQLITE_ROW) {
+                    const char *status = col_str(s, 0) ? col_str(s, 0) : "";
+                    if (!status_final(status))
+                        pending = true;
+                    else if (strcmp(status, "passed") != 0)
+                        why = xasprintf("needed job '%s' %s", json_string_value(v),
+                                        need_outcome(status));
+                } else if (rc != SQLITE_DONE) {
+                    r = -EIO;
+                }
+                /* SQLITE_DONE: no such job (checked at creation): not waited for. */
+                sqlite3_reset(s);
+                if (why || r < 0)
+                    break;
+            }
+            json_decref(needs);
+            if (r == 0 && why) {
+                s = q(st, Q_JOB_CANCEL_NEED);
+                sqlite3_bind_int64(s, 1, w[i].id);
+                sqlite3_bind_int64(s, 2, now);
+                bind_text(s, 3, why);
+                r = exec_q(s) == 0 ? 0 : -EIO;
+                if (r == 0) {
+                    char *msg = xasprintf("job %" PRId64 " (%s): cancelled: %s", w[i].id,
+                                          w[i].name, why);
+                    r = event_add(st, build_id, w[i].id, now, msg);
+                    free(msg);
+                }
+                again = true; /* its own dependents may now be cancelled */
+            } else if (r == 0 && !pending) {
+                s = q(st, Q_JOB_RELEASE);
+                sqlite3_bind_int64(s, 1, w[i].id);
+                r = exec_q(s) == 0 ? 0 : -EIO;
+                if (r == 0 && released)
+                    (*released)++;
+            }
+            free(why);
+        }
+        for (size_t i = 0; i < n; i++) {
+            free(w[i].name);
+            free(w[i].needs);
+        }
+        free(w);
+    }
+    return r;
+}
+
+/*
+ * Cancel the queued and running jobs of older builds of (repo, ref) than
+ * build_id ("cancel_superseded"); inside a transaction. Each such build gets
+ * the event "superseded by build N".
+ */
+static int supersede(struct store *st, int64_t repo_id, const char *ref, int64_t build_id,
+                     int64_t now)
+{
+    int64_t *ids = NULL;
+    size_t n = 0, cap = 0;
+    sqlite3_stmt *s = q(st, Q_SUPERSEDED);
+    sqlite3_bind_int64(s, 1, repo_id);
+    bind_text(s, 2, ref);
+    sqlite3_bind_int64(s, 3, build_id);
+    int rc;
+    while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+        if (n == cap) {
+            cap = cap ? 2 * cap : 4;
+            ids = xrealloc(ids, cap * sizeof(*ids));
+        }
+        ids[n++] = sqlite3_column_int64(s, 0);
+    }
+    sqlite3_reset(s);
+    int r = rc == SQLITE_DONE ? 0 : -EIO;
+    for (size_t i = 0; i < n && r == 0; i++) {
+        s = q(st, Q_BUILD_CANCEL);
+        sqlite3_bind_int64(s, 1, ids[i]);
+        sqlite3_bind_int64(s, 2, now);
+        if (exec_q(s) != 0) {
+            r = -EIO;
+            break;
+        }
+        int cancelled = sqlite3_changes(st->db);
+        char *msg = xasprintf("superseded by build %" PRId64 ": %d job%s cancelled", build_id,
+                              cancelled, cancelled == 1 ? "" : "s");
+        r = event_add(st, ids[i], 0, now, msg);
+        free(msg);
+        if (r == 0)
+            r = build_update(st, ids[i], now, NULL);
+    }
+    free(ids);
+    return r;
+}
+
 /* ref → branch: refs/heads/X → X; other refs stay whole. */
 static const char *branch_of(const char *ref)
 {
@@ -809,8 +1098,12 @@ static int build_insert(struct store *st, int64_t repo_id, const char *ref, cons
     json_t *job;
     json_array_foreach(jobs, i, job) {
         json_t *env = opt(job, "env"), *labels = opt(job, "labels"), *t = opt(job, "timeout");
+        json_t *needs = opt(job, "needs"), *retry = opt(job, "retry");
+        json_t *count = opt(retry, "count"), *inc = opt(retry, "increment");
         char *cmds = dump(json_object_get(job, "commands"));
         char *envs = env ? dump(env) : NULL, *labs = labels ? dump(labels) : NULL;
+        /* No needs is NULL: the insert makes a job with needs "waiting". */
+        char *nds = json_array_size(needs) ? dump(needs) : NULL;
         s = q(st, Q_JOB_INSERT);
         sqlite3_bind_int64(s, 1, id);
         bind_text(s, 2, json_string_value(json_object_get(job, "name")));
@@ -819,10 +1112,14 @@ static int build_insert(struct store *st, int64_t repo_id, const char *ref, cons
         bind_text(s, 5, labs ? labs : "{}");
         sqlite3_bind_int64(s, 6, t ? json_integer_value(t) : 0);
         sqlite3_bind_int64(s, 7, now);
+        bind_text(s, 8, nds);
+        sqlite3_bind_int64(s, 9, count ? json_integer_value(count) : 0);
+        sqlite3_bind_int64(s, 10, inc ? json_integer_value(inc) : 0);
         int rc = exec_q(s);
         free(cmds);
         free(envs);
         free(labs);
+        free(nds);
         if (rc != 0)
             return db_error(st, err, "create job");
     }
@@ -1112,8 +1409,8 @@ out:
 }
 
 int store_head_advance(struct store *st, int64_t repo_id, const char *ref, const char *old_sha,
-                       const char *new_sha, json_t *jobs, const char *error, int64_t *build_id,
-                       struct buf *err)
+                       const char *new_sha, json_t *jobs, const char *error,
+                       bool cancel_superseded, int64_t *build_id, struct buf *err)
 {
     if (!ref || !*ref || !new_sha || !*new_sha) {
         buf_setf(err, "a head needs a ref and a commit");
@@ -1175,6 +1472,10 @@ int store_head_advance(struct store *st, int64_t repo_id, const char *ref, const
         r = build_insert(st, repo_id, ref, new_sha, jobs, error, 0, "observer", now, &id, err);
         if (r < 0)
             goto out;
+        if (cancel_superseded && supersede(st, repo_id, ref, id, now) < 0) {
+            r = db_error(st, err, "cancel superseded builds");
+            goto out;
+        }
     } else if (rc != SQLITE_ROW) {
         r = db_error(st, err, "find build");
         goto out;
@@ -1455,6 +1756,8 @@ struct job_state {
     int64_t runner_id;
     int64_t build_id;
     char name[MAX_JOB_NAME + 1];
+    int retries, max_retries;
+    int64_t retry_delay; /* seconds */
 };
 
 static int job_state(struct store *st, int64_t id, struct job_state *js)
@@ -1468,6 +1771,9 @@ static int job_state(struct store *st, int64_t id, struct job_state *js)
         js->runner_id = sqlite3_column_int64(s, 2);
         js->build_id = sqlite3_column_int64(s, 3);
         snprintf(js->name, sizeof(js->name), "%s", col_str(s, 4) ? col_str(s, 4) : "");
+        js->retries = sqlite3_column_int(s, 5);
+        js->max_retries = sqlite3_column_int(s, 6);
+        js->retry_delay = sqlite3_column_int64(s, 7);
     }
     sqlite3_reset(s);
     return rc == SQLITE_ROW ? 0 : rc == SQLITE_DONE ? -ENOENT : -EIO;
@@ -1494,6 +1800,8 @@ int store_job_cancel(struct store *st, int64_t id)
     char *msg = xasprintf("job %" PRId64 " (%s) cancelled", id, js.name);
     r = event_add(st, js.build_id, id, now, msg);
     free(msg);
+    if (r == 0)
+        r = needs_resolve(st, js.build_id, now, NULL);
     if (r == 0)
         r = build_update(st, js.build_id, now, NULL);
     if (r == 0)
@@ -1634,15 +1942,48 @@ int store_job_finish(struct store *st, int64_t job_id, int attempt, int64_t runn
     r = job_state(st, job_id, &js);
     if (r < 0)
         goto out;
-    if (js.attempt != attempt || js.runner_id != runner_id || strcmp(js.status, "cancelled") == 0 ||
-        strcmp(js.status, "queued") == 0) {
+    if (js.attempt != attempt || js.runner_id != runner_id || strcmp(js.status, "cancelled") == 0) {
         r = -ESTALE;
+        goto out;
+    }
+    if (strcmp(js.status, "queued") == 0) {
+        /* Queued for a retry after this very attempt (the retry keeps the
+         * runner): finishing it again changes nothing. A job re-queued by an
+         * expired lease has no runner, and was refused above. */
+        if (js.retries == 0)
+            r = -ESTALE;
         goto out;
     }
     if (status_final(js.status))
         goto out; /* finished already: r == 0, nothing changes */
 
-    sqlite3_stmt *s = q(st, Q_JOB_FINISH);
+    bool test_failed = strcmp(status, "failed") == 0 || strcmp(status, "timed_out") == 0;
+    sqlite3_stmt *s;
+    if (test_failed && js.retries < js.max_retries) {
+        /* IncrementalRetry: retry n waits increment × n. */
+        int n = js.retries + 1;
+        int64_t wait_s = js.retry_delay * n;
+        s = q(st, Q_JOB_RETRY);
+        sqlite3_bind_int64(s, 1, job_id);
+        sqlite3_bind_int64(s, 2, now + wait_s * 1000);
+        sqlite3_bind_int(s, 3, exit_code);
+        bind_text(s, 4, error);
+        sqlite3_bind_int64(s, 5, now);
+        if (exec_q(s) != 0) {
+            r = -EIO;
+            goto out;
+        }
+        char *msg = xasprintf("job %" PRId64 " (%s): %s, retry %d of %d in %" PRId64 " s", job_id,
+                              js.name, strcmp(status, "failed") == 0 ? "failed" : "timed out", n,
+                              js.max_retries, wait_s);
+        r = event_add(st, js.build_id, job_id, now, msg);
+        free(msg);
+        if (r == 0)
+            r = tx_commit(st, NULL);
+        goto out;
+    }
+
+    s = q(st, Q_JOB_FINISH);
     sqlite3_bind_int64(s, 1, job_id);
     bind_text(s, 2, status);
     sqlite3_bind_int(s, 3, exit_code);
@@ -1652,7 +1993,9 @@ int store_job_finish(struct store *st, int64_t job_id, int attempt, int64_t runn
         r = -EIO;
         goto out;
     }
-    r = build_update(st, js.build_id, now, &done);
+    r = needs_resolve(st, js.build_id, now, NULL);
+    if (r == 0)
+        r = build_update(st, js.build_id, now, &done);
     if (r == 0)
         r = tx_commit(st, NULL);
 out:
@@ -1736,6 +2079,8 @@ int store_leases_expire(struct store *st, int max_retries, int *requeued)
             r = -EIO;
         if (r == 0)
             r = event_add(st, e->build_id, e->id, now, msg);
+        if (r == 0 && give_up)
+            r = needs_resolve(st, e->build_id, now, NULL);
         if (r == 0 && give_up)
             r = build_update(st, e->build_id, now, NULL);
         free(msg);

@@ -67,10 +67,24 @@ int store_head_delete(struct store *st, int64_t repo_id, const char *ref);
 /*
  * A job as the caller describes it when creating a build:
  *   {"name": "tests", "commands": ["cmd", ...], "env": {"K": "V"},
- *    "labels": {"os": "linux"}, "timeout": seconds (0: the server default)}
+ *    "labels": {"os": "linux"}, "timeout": seconds (0: the server default),
+ *    "retry": {"count": 0..10, "increment": seconds}, "needs": ["lint", ...]}
  * All keys but "name" and "commands" optional. The store checks shapes (names
- * unique in the build, strings where strings belong) and returns -EINVAL with
- * a message otherwise.
+ * unique in the build, strings where strings belong, needs naming other jobs
+ * of the build and making no cycle) and returns -EINVAL with a message
+ * otherwise.
+ *
+ * retry: an attempt that ends failed or timed_out while the job has retries
+ * left (not error, not cancelled) puts the job back in the queue, claimable
+ * from now + increment × n seconds for retry n, with the build event
+ * "job N (NAME): failed, retry n of COUNT in S s". A job that passes after a
+ * retry is "passed" with "flaky": true. Every attempt keeps its log.
+ *
+ * needs: a job with needs is queued but "waiting" (out of the claim's index)
+ * until every needed job has passed; it is released in the transaction that
+ * finishes the last of them. When a needed job ends any other way the job is
+ * cancelled with the error "needed job 'NAME' failed" (or "timed out", "was
+ * cancelled", "ended in error"), which cancels the jobs that need it in turn.
  */
 
 /*
@@ -81,12 +95,16 @@ int store_head_delete(struct store *st, int64_t repo_id, const char *ref);
  * created: with the jobs (an array of job descriptions) when error is NULL,
  * or with no jobs, state "error" and that error message otherwise. An empty
  * array of jobs without error (a .yci.yml with no job for the branch) makes a
- * build in state "passed", finished at once. Returns 1
+ * build in state "passed", finished at once. When a build is created and
+ * cancel_superseded is true, the queued and running jobs of the older builds
+ * of (repo, ref) are cancelled in the same transaction, each such build
+ * getting the event "superseded by build N: K jobs cancelled" (runners learn
+ * at their next heartbeat, as for store_build_cancel). Returns 1
  * and sets *build_id when a build was created.
  */
 int store_head_advance(struct store *st, int64_t repo_id, const char *ref, const char *old_sha,
-                       const char *new_sha, json_t *jobs, const char *error, int64_t *build_id,
-                       struct buf *err);
+                       const char *new_sha, json_t *jobs, const char *error,
+                       bool cancel_superseded, int64_t *build_id, struct buf *err);
 
 /*
  * A build not tied to the observer: repo_id 0 means no repository (jobs run
@@ -121,7 +139,10 @@ int store_event_add(struct store *st, int64_t build_id, int64_t job_id, const ch
  * JSON of a job: {"id", "build_id", "name", "status", "attempt", "commands",
  * "env", "labels", "timeout", "runner" (name or null), "runner_id",
  * "exit_code", "error", "created", "started", "finished", "duration_ms",
- * "infra_retries", "lease_expires"}
+ * "infra_retries", "lease_expires", "retries" (retries used so far),
+ * "max_retries", "retry_increment" (seconds), "flaky" (passed on a retry),
+ * "needs" (array of names), "waiting" (queued until its needs pass),
+ * "not_before" (no claim before this time, or null)}
  */
 json_t *store_job_get(struct store *st, int64_t id);
 int store_job_cancel(struct store *st, int64_t id);
@@ -145,8 +166,9 @@ int store_job_check(struct store *st, int64_t job_id, int attempt, int64_t runne
 
 /*
  * Finish an attempt. status is one of passed, failed, error, timed_out.
- * Idempotent: finishing the current attempt again returns 0 and changes
- * nothing. -ESTALE when attempt is not the current one, or the job was
+ * failed and timed_out with retries left re-queue the job (see "retry"
+ * above; the build stays running). Idempotent: finishing the current attempt
+ * again returns 0 and changes nothing, also once it is queued for a retry. -ESTALE when attempt is not the current one, or the job was
  * cancelled meanwhile (its state stays cancelled). *build_done is set to
  * true when this made the build reach a final state.
  */

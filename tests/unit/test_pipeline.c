@@ -135,7 +135,7 @@ static void test_tests_folder(void **state)
     commit(r, sha);
     json_t *jobs = NULL;
     struct buf err = BUF_INIT;
-    assert_int_equal(pipeline_for_commit(r->git_dir, sha, NULL, 0, &jobs, NULL, &err), 0);
+    assert_int_equal(pipeline_for_commit(r->git_dir, sha, NULL, 0, &jobs, NULL, NULL, &err), 0);
     assert_one_job(jobs, "tests", "python3 -m unittest discover -s tests -v");
     json_decref(jobs);
     buf_release(&err);
@@ -152,14 +152,14 @@ static void test_makefile(void **state)
     write_file(r, "tests", "not a folder\n");
     write_file(r, "Makefile", "all:\n\ttrue\ncheck := nothing\n\ntest :\n\ttrue\n");
     commit(r, sha);
-    assert_int_equal(pipeline_for_commit(r->git_dir, sha, NULL, 0, &jobs, NULL, &err), 0);
+    assert_int_equal(pipeline_for_commit(r->git_dir, sha, NULL, 0, &jobs, NULL, NULL, &err), 0);
     assert_one_job(jobs, "test", "make test");
     json_decref(jobs);
 
     /* check: and test: → make check */
     write_file(r, "Makefile", "test:\n\ttrue\ncheck: all\n\ttrue\n");
     commit(r, sha);
-    assert_int_equal(pipeline_for_commit(r->git_dir, sha, NULL, 0, &jobs, NULL, &err), 0);
+    assert_int_equal(pipeline_for_commit(r->git_dir, sha, NULL, 0, &jobs, NULL, NULL, &err), 0);
     assert_one_job(jobs, "check", "make check");
     json_decref(jobs);
     buf_release(&err);
@@ -174,7 +174,7 @@ static void test_nothing(void **state)
     write_file(r, "README", "hello\n");
     write_file(r, "Makefile", "all:\n\ttrue\n# check: in a comment\n");
     commit(r, sha);
-    assert_int_equal(pipeline_for_commit(r->git_dir, sha, NULL, 0, &jobs, NULL, &err), -EINVAL);
+    assert_int_equal(pipeline_for_commit(r->git_dir, sha, NULL, 0, &jobs, NULL, NULL, &err), -EINVAL);
     assert_null(jobs);
     char *want = xasprintf("no pipeline found at %s: yci looked for a .yci.yml file, a tests/ "
                            "folder (run with python3 -m unittest discover) and a Makefile with "
@@ -186,7 +186,7 @@ static void test_nothing(void **state)
     /* A commit the repository does not have is a git error, not a config error. */
     buf_reset(&err);
     int rc = pipeline_for_commit(r->git_dir, "0123456789012345678901234567890123456789", NULL, 0,
-                                 &jobs, NULL, &err);
+                                 &jobs, NULL, NULL, &err);
     assert_true(rc < 0 && rc != -EINVAL);
     assert_true(err.len > 0);
     buf_release(&err);
@@ -214,7 +214,7 @@ static void test_yml(void **state)
                "    branches: {only: main}\n");
     commit(r, sha);
     assert_int_equal(
-        pipeline_for_commit(r->git_dir, sha, "refs/heads/main", 0, &jobs, &per_ref, &err), 0);
+        pipeline_for_commit(r->git_dir, sha, "refs/heads/main", 0, &jobs, &per_ref, NULL, &err), 0);
     assert_true(per_ref);
     assert_int_equal(json_array_size(jobs), 3);
     json_t *j = json_array_get(jobs, 1);
@@ -230,12 +230,12 @@ static void test_yml(void **state)
     /* Another branch: deploy is dropped; the job limit is passed on. */
     jobs = NULL;
     assert_int_equal(
-        pipeline_for_commit(r->git_dir, sha, "refs/heads/dev", 0, &jobs, &per_ref, &err), 0);
+        pipeline_for_commit(r->git_dir, sha, "refs/heads/dev", 0, &jobs, &per_ref, NULL, &err), 0);
     assert_int_equal(json_array_size(jobs), 2);
     json_decref(jobs);
     jobs = NULL;
     assert_int_equal(
-        pipeline_for_commit(r->git_dir, sha, "refs/heads/dev", 1, &jobs, &per_ref, &err), -EINVAL);
+        pipeline_for_commit(r->git_dir, sha, "refs/heads/dev", 1, &jobs, &per_ref, NULL, &err), -EINVAL);
     assert_null(jobs);
     assert_non_null(strstr(err.data, "limit of 1 job"));
 
@@ -243,7 +243,7 @@ static void test_yml(void **state)
     write_file(r, ".yci.yml", "jobs:\n  d:\n    run: x\n    branches: {only: main}\n");
     commit(r, sha);
     assert_int_equal(
-        pipeline_for_commit(r->git_dir, sha, "refs/heads/dev", 0, &jobs, &per_ref, &err), 0);
+        pipeline_for_commit(r->git_dir, sha, "refs/heads/dev", 0, &jobs, &per_ref, NULL, &err), 0);
     assert_int_equal(json_array_size(jobs), 0);
     json_decref(jobs);
     jobs = NULL;
@@ -253,7 +253,7 @@ static void test_yml(void **state)
     write_file(r, ".yci.yml", "jobs:\n  t:\n    run: x\n    tiemout: 5\n");
     commit(r, sha);
     assert_int_equal(
-        pipeline_for_commit(r->git_dir, sha, "refs/heads/main", 0, &jobs, &per_ref, &err), -EINVAL);
+        pipeline_for_commit(r->git_dir, sha, "refs/heads/main", 0, &jobs, &per_ref, NULL, &err), -EINVAL);
     assert_null(jobs);
     assert_true(per_ref);
     assert_string_equal(err.data,
@@ -265,14 +265,14 @@ static void test_yml(void **state)
     write_file(r, ".yci.yml/x", "x\n");
     commit(r, sha);
     assert_int_equal(
-        pipeline_for_commit(r->git_dir, sha, "refs/heads/main", 0, &jobs, &per_ref, &err), -EINVAL);
+        pipeline_for_commit(r->git_dir, sha, "refs/heads/main", 0, &jobs, &per_ref, NULL, &err), -EINVAL);
     assert_string_equal(err.data, ".yci.yml is a directory, not a file");
 
     /* No .yci.yml: the default rule, the same for every ref. */
     git(r, NULL, "rm", "-q", "-r", ".yci.yml", NULL);
     commit(r, sha);
     assert_int_equal(
-        pipeline_for_commit(r->git_dir, sha, "refs/heads/main", 0, &jobs, &per_ref, &err), 0);
+        pipeline_for_commit(r->git_dir, sha, "refs/heads/main", 0, &jobs, &per_ref, NULL, &err), 0);
     assert_false(per_ref);
     assert_one_job(jobs, "tests", "python3 -m unittest discover -s tests -v");
     json_decref(jobs);

@@ -184,6 +184,14 @@ static bool has_event(struct store *st, int64_t build_id, const char *text)
 
 /* ---- repositories and heads ---- */
 
+/* Finish the job's current attempt on runner r. */
+static void finish(struct store *st, json_t *job, int64_t r, const char *status)
+{
+    assert_int_equal(store_job_finish(st, ival(job, "id"), (int)ival(job, "attempt"), r, status,
+                                      strcmp(status, "passed") == 0 ? 0 : 1, NULL, NULL),
+                     0);
+}
+
 static void test_repos(void **state)
 {
     struct fixture *f = *state;
@@ -252,31 +260,33 @@ static void test_head_advance(void **state)
 
     /* New branch: no stored head. */
     assert_int_equal(
-        store_head_advance(f->st, repo, "refs/heads/main", NULL, SHA_A, jobs, NULL, &b1, &err), 1);
+        store_head_advance(f->st, repo, "refs/heads/main", NULL, SHA_A, jobs, NULL, true, &b1, &err), 1);
     assert_true(b1 > 0);
     /* The same observation twice (a second poll racing): nothing. */
     assert_int_equal(
-        store_head_advance(f->st, repo, "refs/heads/main", NULL, SHA_A, jobs, NULL, &bx, &err), 0);
+        store_head_advance(f->st, repo, "refs/heads/main", NULL, SHA_A, jobs, NULL, true, &bx, &err), 0);
     assert_int_equal(bx, 0);
     /* Head is A already, and a build of A exists: nothing. */
     assert_int_equal(
-        store_head_advance(f->st, repo, "refs/heads/main", SHA_A, SHA_A, jobs, NULL, &bx, &err), 0);
+        store_head_advance(f->st, repo, "refs/heads/main", SHA_A, SHA_A, jobs, NULL, true, &bx, &err), 0);
     /* Stale old_sha: no build, head unchanged. */
     assert_int_equal(
-        store_head_advance(f->st, repo, "refs/heads/main", SHA_C, SHA_B, jobs, NULL, &bx, &err), 0);
+        store_head_advance(f->st, repo, "refs/heads/main", SHA_C, SHA_B, jobs, NULL, true, &bx, &err), 0);
     assert_int_equal(bx, 0);
     json_t *heads = store_heads_get(f->st, repo);
     assert_string_equal(sval(heads, "refs/heads/main"), SHA_A);
     json_decref(heads);
     assert_int_equal(count_builds(f->st), 1);
 
-    /* A real advance. */
+    /* A real advance (without cancel_superseded: see test_superseded). */
     assert_int_equal(
-        store_head_advance(f->st, repo, "refs/heads/main", SHA_A, SHA_B, jobs, NULL, &b2, &err), 1);
+        store_head_advance(f->st, repo, "refs/heads/main", SHA_A, SHA_B, jobs, NULL, false, &b2,
+                           &err),
+        1);
     assert_true(b2 > b1);
     /* Force-push back to A: the head moves, but A was built already. */
     assert_int_equal(
-        store_head_advance(f->st, repo, "refs/heads/main", SHA_B, SHA_A, jobs, NULL, &bx, &err), 0);
+        store_head_advance(f->st, repo, "refs/heads/main", SHA_B, SHA_A, jobs, NULL, true, &bx, &err), 0);
     assert_int_equal(bx, 0);
     heads = store_heads_get(f->st, repo);
     assert_string_equal(sval(heads, "refs/heads/main"), SHA_A);
@@ -285,7 +295,7 @@ static void test_head_advance(void **state)
 
     /* Same commit on another ref: another build. A pull ref keeps its name. */
     assert_int_equal(
-        store_head_advance(f->st, repo, "refs/pull/1/head", NULL, SHA_A, jobs, NULL, &bx, &err), 1);
+        store_head_advance(f->st, repo, "refs/pull/1/head", NULL, SHA_A, jobs, NULL, true, &bx, &err), 1);
     json_t *b = store_build_get(f->st, bx);
     assert_string_equal(sval(b, "branch"), "refs/pull/1/head");
     assert_string_equal(sval(b, "ref"), "refs/pull/1/head");
@@ -317,7 +327,7 @@ static void test_head_advance(void **state)
 
     /* Unknown repository. */
     assert_int_equal(
-        store_head_advance(f->st, 999, "refs/heads/main", NULL, SHA_A, jobs, NULL, &bx, &err),
+        store_head_advance(f->st, 999, "refs/heads/main", NULL, SHA_A, jobs, NULL, true, &bx, &err),
         -ENOENT);
     json_decref(jobs);
     buf_release(&err);
@@ -342,7 +352,7 @@ static void *poll_burst(void *arg)
         snprintf(old, sizeof(old), "%040d", i);
         int64_t id;
         int r = store_head_advance(p->st, p->repo, "refs/heads/main", i ? old : NULL, new, jobs,
-                                   NULL, &id, &err);
+                                   NULL, true, &id, &err);
         if (r == 1)
             p->created++;
         else if (r < 0)
@@ -375,7 +385,7 @@ static void test_error_build(void **state)
     int64_t id = 0;
     const char *msg = "no tests/ folder and no Makefile with a check or test target";
     assert_int_equal(
-        store_head_advance(f->st, repo, "refs/heads/main", NULL, SHA_A, NULL, msg, &id, &err), 1);
+        store_head_advance(f->st, repo, "refs/heads/main", NULL, SHA_A, NULL, msg, true, &id, &err), 1);
     json_t *b = store_build_get(f->st, id);
     assert_string_equal(sval(b, "status"), "error");
     assert_string_equal(sval(b, "error"), msg);
@@ -502,7 +512,7 @@ static void test_bad_jobs(void **state)
     int64_t repo = repo_add(f->st, "proj");
     json_t *bad = js("[{\"name\": \"t\", \"commands\": []}]");
     assert_int_equal(
-        store_head_advance(f->st, repo, "refs/heads/main", NULL, SHA_A, bad, NULL, &id, &err),
+        store_head_advance(f->st, repo, "refs/heads/main", NULL, SHA_A, bad, NULL, true, &id, &err),
         -EINVAL);
     json_t *heads = store_heads_get(f->st, repo);
     assert_int_equal(json_object_size(heads), 0);
@@ -1150,7 +1160,7 @@ static void test_reopen(void **state)
     struct buf err = BUF_INIT;
     int64_t build = 0;
     assert_int_equal(
-        store_head_advance(f->st, repo, "refs/heads/main", NULL, SHA_A, jobs, NULL, &build, &err),
+        store_head_advance(f->st, repo, "refs/heads/main", NULL, SHA_A, jobs, NULL, true, &build, &err),
         1);
     int64_t r1 = runner_new(f->st, "r1", "{}");
     json_t *a = claim(f->st, r1, "{}", LEASE);
@@ -1170,7 +1180,7 @@ static void test_reopen(void **state)
     /* Still exactly one build of (main, A). */
     int64_t x = 0;
     assert_int_equal(
-        store_head_advance(f->st, repo, "refs/heads/main", SHA_A, SHA_A, jobs, NULL, &x, &err), 0);
+        store_head_advance(f->st, repo, "refs/heads/main", SHA_A, SHA_A, jobs, NULL, true, &x, &err), 0);
     json_t *r = store_runner_by_token(f->st, "hash-of-r1");
     assert_int_equal(ival(r, "id"), r1);
     assert_int_equal(json_array_size(json_object_get(r, "jobs")), 1);
@@ -1215,8 +1225,245 @@ static void test_reopen(void **state)
  * queued job takes a handful of VM steps. No timing.
  */
 #define CLAIM_SQL                                                                                  \
-    "SELECT id, labels FROM jobs INDEXED BY jobs_queued WHERE status = 'queued' AND id > ?1 AND "  \
-    "not_before <= ?2 ORDER BY id LIMIT 64"
+    "SELECT id, labels FROM jobs INDEXED BY jobs_queued WHERE status = 'queued' AND waiting = 0 "  \
+    "AND id > ?1 AND not_before <= ?2 ORDER BY id LIMIT 64"
+
+
+/* ---- retry, needs, cancel_superseded ---- */
+
+static void test_retry(void **state)
+{
+    struct fixture *f = *state;
+    int64_t build = build_new(f->st, 0, NULL,
+                              "[{\"name\": \"t\", \"commands\": [\"x\"], "
+                              "\"retry\": {\"count\": 2, \"increment\": 0}},"
+                              " {\"name\": \"slow\", \"commands\": [\"x\"], "
+                              "\"retry\": {\"count\": 3, \"increment\": 600}}]");
+    int64_t r = runner_new(f->st, "r", "{}");
+    json_t *keep = NULL;
+
+    /* t: fails, fails, passes on retry 2: passed and flaky. */
+    json_t *j = claim(f->st, r, "{}", LEASE);
+    assert_string_equal(sval(j, "name"), "t");
+    assert_int_equal(ival(j, "max_retries"), 2);
+    assert_int_equal(ival(j, "retries"), 0);
+    int64_t t = ival(j, "id");
+    finish(f->st, j, r, "failed");
+    assert_string_equal(job_status(f->st, t, &keep), "queued");
+    assert_int_equal(ival(keep, "retries"), 1);
+    assert_int_equal(ival(keep, "exit_code"), 1); /* the failed attempt's, until the next claim */
+    assert_true(has_event(f->st, build, "(t): failed, retry 1 of 2 in 0 s"));
+    /* Idempotent: the runner repeating its finish changes nothing. */
+    assert_int_equal(store_job_finish(f->st, t, 1, r, "failed", 1, NULL, NULL), 0);
+    assert_int_equal(ival(job_status(f->st, t, &keep) ? keep : NULL, "retries"), 1);
+    assert_string_equal(build_status(f->st, build, &keep), "running");
+    json_decref(j);
+
+    j = claim(f->st, r, "{}", LEASE);
+    assert_int_equal(ival(j, "id"), t);
+    assert_int_equal(ival(j, "attempt"), 2);
+    assert_true(is_null(j, "exit_code"));
+    finish(f->st, j, r, "timed_out");
+    assert_true(has_event(f->st, build, "(t): timed out, retry 2 of 2 in 0 s"));
+    json_decref(j);
+    j = claim(f->st, r, "{}", LEASE);
+    assert_int_equal(ival(j, "attempt"), 3);
+    finish(f->st, j, r, "passed");
+    json_decref(j);
+    assert_string_equal(job_status(f->st, t, &keep), "passed");
+    assert_true(json_is_true(json_object_get(keep, "flaky")));
+    assert_int_equal(ival(keep, "retries"), 2);
+
+    /* slow: fails; retry 1 waits 600 s, so nothing is claimable. */
+    j = claim(f->st, r, "{}", LEASE);
+    int64_t slow = ival(j, "id");
+    assert_false(json_is_true(json_object_get(j, "flaky")));
+    int64_t before = time_now_ms();
+    finish(f->st, j, r, "failed");
+    json_decref(j);
+    assert_true(has_event(f->st, build, "(slow): failed, retry 1 of 3 in 600 s"));
+    assert_string_equal(job_status(f->st, slow, &keep), "queued");
+    assert_true(ival(keep, "not_before") >= before + 600000);
+    assert_true(ival(keep, "not_before") <= time_now_ms() + 600000);
+    assert_null(claim(f->st, r, "{}", LEASE));
+    assert_string_equal(build_status(f->st, build, &keep), "running");
+    /* error (the infrastructure) is never retried: cancel to finish. */
+    assert_int_equal(store_job_cancel(f->st, slow), 0);
+    assert_string_equal(build_status(f->st, build, &keep), "cancelled");
+
+    /* A job whose retries are used up fails; error is not retried. */
+    int64_t b2 = build_new(f->st, 0, NULL,
+                           "[{\"name\": \"a\", \"commands\": [\"x\"], \"retry\": {\"count\": 1}},"
+                           " {\"name\": \"e\", \"commands\": [\"x\"], \"retry\": {\"count\": 1}}]");
+    j = claim(f->st, r, "{}", LEASE);
+    finish(f->st, j, r, "failed");
+    json_decref(j);
+    j = claim(f->st, r, "{}", LEASE);
+    assert_string_equal(sval(j, "name"), "a");
+    finish(f->st, j, r, "failed");
+    json_decref(j);
+    j = claim(f->st, r, "{}", LEASE);
+    assert_string_equal(sval(j, "name"), "e");
+    finish(f->st, j, r, "error");
+    json_decref(j);
+    assert_string_equal(build_status(f->st, b2, &keep), "failed");
+    json_t *jobs = json_object_get(keep, "jobs");
+    assert_string_equal(sval(json_array_get(jobs, 0), "status"), "failed");
+    assert_false(json_is_true(json_object_get(json_array_get(jobs, 0), "flaky")));
+    assert_string_equal(sval(json_array_get(jobs, 1), "status"), "error");
+    assert_int_equal(ival(json_array_get(jobs, 1), "retries"), 0);
+    json_decref(keep);
+}
+
+static void test_needs(void **state)
+{
+    struct fixture *f = *state;
+    int64_t r = runner_new(f->st, "r", "{}");
+    /* lint ← tests ← deploy; other needs nothing. */
+    const char *text = "[{\"name\": \"deploy\", \"commands\": [\"x\"], \"needs\": [\"tests\"]},"
+                       " {\"name\": \"tests\", \"commands\": [\"x\"], \"needs\": [\"lint\"]},"
+                       " {\"name\": \"lint\", \"commands\": [\"x\"]},"
+                       " {\"name\": \"other\", \"commands\": [\"x\"], \"needs\": []}]";
+    int64_t build = build_new(f->st, 0, NULL, text);
+    json_t *keep = NULL;
+    build_status(f->st, build, &keep);
+    json_t *jobs = json_object_get(keep, "jobs");
+    assert_true(json_is_true(json_object_get(json_array_get(jobs, 0), "waiting")));
+    assert_string_equal(sval(json_array_get(jobs, 0), "status"), "queued");
+    assert_string_equal(json_string_value(json_array_get(
+                            json_object_get(json_array_get(jobs, 0), "needs"), 0)),
+                        "tests");
+    assert_false(json_is_true(json_object_get(json_array_get(jobs, 2), "waiting")));
+
+    json_t *a = claim(f->st, r, "{}", LEASE), *b = claim(f->st, r, "{}", LEASE);
+    assert_string_equal(sval(a, "name"), "lint");
+    assert_string_equal(sval(b, "name"), "other");
+    assert_null(claim(f->st, r, "{}", LEASE));
+    finish(f->st, a, r, "passed");
+    json_decref(a);
+    a = claim(f->st, r, "{}", LEASE);
+    assert_string_equal(sval(a, "name"), "tests");
+    assert_null(claim(f->st, r, "{}", LEASE));
+    finish(f->st, a, r, "passed");
+    json_decref(a);
+    a = claim(f->st, r, "{}", LEASE);
+    assert_string_equal(sval(a, "name"), "deploy");
+    finish(f->st, a, r, "passed");
+    finish(f->st, b, r, "passed");
+    json_decref(a);
+    json_decref(b);
+    assert_string_equal(build_status(f->st, build, &keep), "passed");
+
+    /* A failed need cancels its dependents, transitively; a retry is not
+     * the end of the need. */
+    const char *t2 = "[{\"name\": \"lint\", \"commands\": [\"x\"], \"retry\": {\"count\": 1}},"
+                     " {\"name\": \"tests\", \"commands\": [\"x\"], \"needs\": [\"lint\"]},"
+                     " {\"name\": \"deploy\", \"commands\": [\"x\"], \"needs\": [\"tests\"]}]";
+    int64_t b2 = build_new(f->st, 0, NULL, t2);
+    a = claim(f->st, r, "{}", LEASE);
+    finish(f->st, a, r, "failed");
+    json_decref(a);
+    build_status(f->st, b2, &keep);
+    assert_string_equal(sval(json_array_get(json_object_get(keep, "jobs"), 1), "status"),
+                        "queued");
+    a = claim(f->st, r, "{}", LEASE);
+    assert_string_equal(sval(a, "name"), "lint");
+    finish(f->st, a, r, "failed");
+    json_decref(a);
+    assert_null(claim(f->st, r, "{}", LEASE));
+    assert_string_equal(build_status(f->st, b2, &keep), "failed");
+    jobs = json_object_get(keep, "jobs");
+    assert_string_equal(sval(json_array_get(jobs, 1), "status"), "cancelled");
+    assert_string_equal(sval(json_array_get(jobs, 1), "error"), "needed job 'lint' failed");
+    assert_string_equal(sval(json_array_get(jobs, 2), "status"), "cancelled");
+    assert_string_equal(sval(json_array_get(jobs, 2), "error"),
+                        "needed job 'tests' was cancelled");
+    assert_true(has_event(f->st, b2, "(tests): cancelled: needed job 'lint' failed"));
+
+    /* Cancelling the needed job cancels the dependent. */
+    int64_t b3 = build_new(f->st, 0, NULL, t2);
+    a = claim(f->st, r, "{}", LEASE);
+    assert_int_equal(store_job_cancel(f->st, ival(a, "id")), 0);
+    json_decref(a);
+    assert_string_equal(build_status(f->st, b3, &keep), "cancelled");
+
+    /* A rebuild waits again. */
+    int64_t nb = 0;
+    assert_int_equal(store_build_rebuild(f->st, build, &nb), 0);
+    build_status(f->st, nb, &keep);
+    assert_true(json_is_true(json_object_get(json_array_get(json_object_get(keep, "jobs"), 0),
+                                             "waiting")));
+    assert_int_equal(store_build_cancel(f->st, nb), 4);
+
+    /* Bad needs. */
+    const char *bad[] = {
+        "[{\"name\": \"a\", \"commands\": [\"x\"], \"needs\": [\"nope\"]}]",
+        "[{\"name\": \"a\", \"commands\": [\"x\"], \"needs\": [\"a\"]}]",
+        "[{\"name\": \"a\", \"commands\": [\"x\"], \"needs\": \"b\"}, "
+        "{\"name\": \"b\", \"commands\": [\"x\"]}]",
+        "[{\"name\": \"a\", \"commands\": [\"x\"], \"needs\": [\"b\"]}, "
+        "{\"name\": \"b\", \"commands\": [\"x\"], \"needs\": [\"c\"]}, "
+        "{\"name\": \"c\", \"commands\": [\"x\"], \"needs\": [\"a\"]}]",
+        "[{\"name\": \"a\", \"commands\": [\"x\"], \"retry\": {\"count\": 11}}]",
+        "[{\"name\": \"a\", \"commands\": [\"x\"], \"retry\": {\"increment\": -1}}]",
+        "[{\"name\": \"a\", \"commands\": [\"x\"], \"retry\": 3}]",
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        json_t *j = js(bad[i]);
+        int64_t id = 0;
+        struct buf err = BUF_INIT;
+        assert_int_equal(store_build_create(f->st, 0, NULL, NULL, j, NULL, &id, &err), -EINVAL);
+        assert_true(err.len > 0);
+        if (i == 3)
+            assert_non_null(strstr(err.data, "cycle"));
+        buf_release(&err);
+        json_decref(j);
+    }
+    json_decref(keep);
+}
+
+static void test_superseded(void **state)
+{
+    struct fixture *f = *state;
+    int64_t repo = repo_add(f->st, "proj");
+    int64_t r = runner_new(f->st, "r", "{}");
+    json_t *jobs = js(THREE_JOBS), *keep = NULL;
+    struct buf err = BUF_INIT;
+    int64_t b1 = 0, b2 = 0, b3 = 0, other = 0;
+    assert_int_equal(store_head_advance(f->st, repo, "refs/heads/main", NULL, SHA_A, jobs, NULL,
+                                        true, &b1, &err),
+                     1);
+    assert_int_equal(store_head_advance(f->st, repo, "refs/heads/dev", NULL, SHA_A, jobs, NULL,
+                                        true, &other, &err),
+                     1);
+    json_t *a = claim(f->st, r, "{}", LEASE), *b = claim(f->st, r, "{}", LEASE);
+    finish(f->st, a, r, "passed");
+    /* b is running, c queued: both are cancelled by the next commit. */
+    assert_int_equal(store_head_advance(f->st, repo, "refs/heads/main", SHA_A, SHA_B, jobs, NULL,
+                                        true, &b2, &err),
+                     1);
+    assert_string_equal(build_status(f->st, b1, &keep), "cancelled");
+    json_t *j1 = json_object_get(keep, "jobs");
+    assert_string_equal(sval(json_array_get(j1, 0), "status"), "passed");
+    assert_string_equal(sval(json_array_get(j1, 1), "status"), "cancelled");
+    assert_string_equal(sval(json_array_get(j1, 2), "status"), "cancelled");
+    char want[64];
+    snprintf(want, sizeof(want), "superseded by build %lld: 2 jobs cancelled", (long long)b2);
+    assert_true(has_event(f->st, b1, want));
+    assert_int_equal(store_job_finish(f->st, ival(b, "id"), 1, r, "passed", 0, NULL, NULL),
+                     -ESTALE);
+    /* Other branches are untouched; so are older builds with false. */
+    assert_string_equal(build_status(f->st, other, &keep), "queued");
+    assert_int_equal(store_head_advance(f->st, repo, "refs/heads/main", SHA_B, SHA_C, jobs, NULL,
+                                        false, &b3, &err),
+                     1);
+    assert_string_equal(build_status(f->st, b2, &keep), "queued");
+    json_decref(a);
+    json_decref(b);
+    json_decref(jobs);
+    json_decref(keep);
+    buf_release(&err);
+}
 
 static void test_claim_cost(void **state)
 {
@@ -1428,6 +1675,9 @@ int main(int argc, char **argv)
         cmocka_unit_test_setup_teardown(test_list_filters, setup, teardown),
         cmocka_unit_test_setup_teardown(test_event_add, setup, teardown),
         cmocka_unit_test_setup_teardown(test_reopen, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_retry, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_needs, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_superseded, setup, teardown),
         cmocka_unit_test_setup_teardown(test_claim_cost, setup, teardown),
         cmocka_unit_test_setup_teardown(test_threads, setup, teardown),
     };
