@@ -140,5 +140,6 @@ int cli_cmd_logs(int argc, char **argv);
 int cli_cmd_runners(int argc, char **argv);
 int cli_cmd_rebuild(int argc, char **argv);
 int cli_cmd_cancel(int argc, char **argv);
+int cli_cmd_run(int argc, char **argv);
 
 #endif

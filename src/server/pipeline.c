@@ -39,6 +39,15 @@ static bool make_has_target(const char *text, size_t len, const char *target)
     return false;
 }
 
+const char *pipeline_make_target(const char *text, size_t len)
+{
+    if (make_has_target(text, len, "check"))
+        return "check";
+    if (make_has_target(text, len, "test"))
+        return "test";
+    return NULL;
+}
+
 static int rule_tests_dir(const char *mirror, const char *commit, json_t **jobs, struct buf *err)
 {
     int r = git_path_type(mirror, commit, "tests", err);
@@ -67,11 +76,7 @@ static int rule_makefile(const char *mirror, const char *commit, json_t **jobs, 
         }
         if (r < 0)
             return r;
-        const char *target = NULL;
-        if (make_has_target(text.data, text.len, "check"))
-            target = "check";
-        else if (make_has_target(text.data, text.len, "test"))
-            target = "test";
+        const char *target = pipeline_make_target(text.data ? text.data : "", text.len);
         buf_release(&text);
         if (!target)
             return 0; /* make reads only the first of its names that exists */

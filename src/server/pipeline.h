@@ -22,6 +22,7 @@
 
 #include <jansson.h>
 #include <stdbool.h>
+#include <stddef.h>
 
 #include "lib/buf.h"
 
@@ -33,6 +34,11 @@
 
 /* The name of the declarative pipeline file at the root of a repository. */
 #define PIPELINE_YML ".yci.yml"
+
+/* The Makefile target the default rule runs for a Makefile's text: "check"
+ * when it defines check:, else "test" when it defines test:, else NULL. Shared
+ * with `yci run`, which reads the Makefile from a working tree. */
+const char *pipeline_make_target(const char *text, size_t len);
 
 /*
  * The jobs of commit, built for ref ("refs/heads/main"; the branch filters of

@@ -13,7 +13,7 @@ from conftest import PASSING_TESTS, PY, SANITIZER_MARKS, marker, pids_matching, 
 
 COMMANDS = [[], ["server"], ["runner"], ["up"], ["repo"], ["repo", "add"], ["repo", "list"],
             ["repo", "poll"], ["builds"], ["build"], ["logs"], ["runners"], ["rebuild"],
-            ["cancel"]]
+            ["cancel"], ["run"]]
 
 
 @pytest.mark.parametrize("cmd", COMMANDS, ids=lambda c: "-".join(c) or "yci")

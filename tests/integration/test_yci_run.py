@@ -1,0 +1,195 @@
+"""`yci run [PATH]`: a working tree's pipeline run locally, with no server:
+.yci.yml as it is on disk (not committed), the default rule, errors, --job,
+timeouts. Each test drives the real binary in a GitRepo's work tree."""
+
+import re
+import time
+
+from conftest import PASSING_TESTS, GitRepo, marker, pids_matching, wait_until
+
+
+def run(ctx, repo, *args, timeout=60):
+    return ctx.cli("run", repo.work, *args, timeout=timeout)
+
+
+def test_matrix_pipeline_passes(ctx):
+    repo = GitRepo(ctx)
+    repo.commit({"README": "x\n"}, push=False)
+    # Not committed: yci run reads the working tree.
+    repo.write({".yci.yml": (
+        "jobs:\n"
+        "  lint:\n"
+        "    run: echo lint-ran CI=$CI YCI=$YCI\n"
+        "  tests:\n"
+        "    needs: lint\n"
+        "    env: {GREETING: hello}\n"
+        "    run:\n"
+        "      - echo cell A=$A B=$B $GREETING\n"
+        "      - echo second-command-$A$B\n"
+        "    matrix:\n"
+        "      A: [foo, bar]\n"
+        "      B: [x]\n"
+        "    labels: {os: plan9}\n")})
+    r = run(ctx, repo)
+    assert r.returncode == 0, r
+    out = r.stdout
+    assert "==> job lint" in out and "$ echo lint-ran" in out
+    assert "lint-ran CI=true YCI=true" in out
+    for a in ("foo", "bar"):
+        assert "==> job tests (%s, x)" % a in out
+        assert "cell A=%s B=x hello" % a in out
+        assert "second-command-%sx" % a in out
+    assert out.index("lint-ran") < out.index("cell A=foo")
+    assert "ignoring the job's labels" in out
+    # The summary table.
+    summary = out[out.index("JOB"):]
+    assert "tests (foo, x)" in summary and "passed" in summary
+    assert "branch main" in out
+
+
+def test_failing_command_stops_the_job_and_skips_dependents(ctx):
+    repo = GitRepo(ctx)
+    repo.write({".yci.yml": (
+        "jobs:\n"
+        "  build:\n"
+        "    run: [echo before, 'exit 3', echo never-printed]\n"
+        "  deploy:\n"
+        "    needs: build\n"
+        "    run: echo deploy-ran\n"
+        "  other:\n"
+        "    run: echo other-ran\n")})
+    r = run(ctx, repo)
+    assert r.returncode == 1, r
+    assert "before" in r.stdout
+    assert "never-printed" not in r.stdout.replace("$ echo never-printed", "")
+    assert "deploy-ran" not in r.stdout
+    assert "other-ran" in r.stdout
+    lines = {l.split()[0]: l.split() for l in r.stdout[r.stdout.index("JOB"):].splitlines()}
+    assert lines["build"][1:3] == ["failed", "3"], lines
+    assert lines["deploy"][1] == "skipped", lines
+    assert lines["other"][1] == "passed", lines
+
+
+def test_retry_runs_again_without_waiting(ctx):
+    repo = GitRepo(ctx)
+    repo.write({".yci.yml": (
+        "jobs:\n"
+        "  flaky:\n"
+        "    run: 'if [ -e done ]; then echo ok; else touch done; exit 1; fi'\n"
+        "    retry: {count: 2, increment: 600}\n")})
+    t0 = time.monotonic()
+    r = run(ctx, repo)
+    assert r.returncode == 0, r
+    assert time.monotonic() - t0 < 30
+    assert "attempt 2 of 3" in r.stdout and "does not wait" in r.stdout
+
+
+def test_syntax_error_exits_2_with_line_and_column(ctx):
+    repo = GitRepo(ctx)
+    repo.write({".yci.yml": "jobs:\n  tests:\n    run: [echo, \n  bad: : :\n"})
+    r = run(ctx, repo)
+    assert r.returncode == 2, r
+    assert ".yci.yml:" in r.stderr
+    assert re.search(r"\.yci\.yml:\d+:\d+: ", r.stderr), r.stderr
+    repo.write({".yci.yml": "jobs:\n  tests:\n    run: echo\n    tiemout: 5\n"})
+    r = run(ctx, repo)
+    assert r.returncode == 2, r
+    assert ".yci.yml:4:5:" in r.stderr and "timeout" in r.stderr, r.stderr
+
+
+def test_default_rule_with_tests_folder(ctx):
+    repo = GitRepo(ctx)
+    repo.write(PASSING_TESTS)
+    r = run(ctx, repo)
+    assert r.returncode == 0, r
+    assert "==> job tests" in r.stdout
+    assert "$ python3 -m unittest discover -s tests -v" in r.stdout
+    assert "Ran 2 tests" in r.stdout
+
+
+def test_default_rule_with_makefile(ctx):
+    repo = GitRepo(ctx)
+    repo.write({"Makefile": "all:\n\t@echo wrong\ncheck:\n\t@echo make-check-ran\n"})
+    r = run(ctx, repo)
+    assert r.returncode == 0, r
+    assert "make-check-ran" in r.stdout and "wrong" not in r.stdout
+
+
+def test_no_pipeline_exits_2(ctx):
+    repo = GitRepo(ctx)
+    repo.write({"README": "nothing to run\n"})
+    r = run(ctx, repo)
+    assert r.returncode == 2, r
+    assert "no pipeline found" in r.stderr and "tests/" in r.stderr
+
+
+def test_yci_py_is_not_supported_yet(ctx):
+    repo = GitRepo(ctx)
+    repo.write({".yci.py": "print('hi')\n"})
+    r = run(ctx, repo)
+    assert r.returncode == 2, r
+    assert "yci run: .yci.py is not supported yet by yci run" in r.stderr
+
+
+def test_job_option_selects_jobs(ctx):
+    repo = GitRepo(ctx)
+    repo.write({".yci.yml": (
+        "jobs:\n"
+        "  lint:\n"
+        "    run: echo lint-ran\n"
+        "  tests:\n"
+        "    needs: lint\n"
+        "    run: echo tests-ran-$V\n"
+        "    matrix: {V: [1, 2]}\n"
+        "  docs:\n"
+        "    run: echo docs-ran\n")})
+    r = run(ctx, repo, "--job", "docs")
+    assert r.returncode == 0, r
+    assert "docs-ran" in r.stdout
+    assert "lint-ran" not in r.stdout and "tests-ran" not in r.stdout
+    r = run(ctx, repo, "--job", "tests")
+    assert r.returncode == 0, r
+    assert "tests-ran-1" in r.stdout and "tests-ran-2" in r.stdout
+    assert "lint-ran" not in r.stdout
+    r = run(ctx, repo, "--job", "nope")
+    assert r.returncode == 2, r
+    assert "nope" in r.stderr
+
+
+def test_branch_filters_use_the_current_branch(ctx):
+    repo = GitRepo(ctx)
+    repo.write({".yci.yml": (
+        "jobs:\n"
+        "  main-only:\n"
+        "    run: echo main-only-ran\n"
+        "    branches: {only: [main]}\n"
+        "  always:\n"
+        "    run: echo always-ran\n")})
+    repo.commit(push=False)
+    r = run(ctx, repo)
+    assert r.returncode == 0 and "main-only-ran" in r.stdout, r
+    r = run(ctx, repo, "--branch", "feature")
+    assert r.returncode == 0 and "main-only-ran" not in r.stdout, r
+    assert "always-ran" in r.stdout
+
+
+def test_timeout_kills_the_job(ctx):
+    repo = GitRepo(ctx)
+    mark = marker()
+    # The job ignores SIGTERM, so it takes the 5 s grace and then SIGKILL.
+    repo.write({".yci.yml": (
+        "jobs:\n"
+        "  slow:\n"
+        "    timeout: 1\n"
+        "    run:\n"
+        "      - trap '' TERM; sleep 300 # %s\n"
+        "      - echo never-reached\n" % mark)})
+    t0 = time.monotonic()
+    r = run(ctx, repo, timeout=60)
+    took = time.monotonic() - t0
+    assert r.returncode == 1, r
+    assert 5 <= took < 30, took
+    assert "timed out" in r.stderr
+    assert "never-reached" not in r.stdout.replace("$ echo never-reached", "")
+    assert "timed_out" in r.stdout[r.stdout.index("JOB"):]
+    assert not pids_matching(mark)
