@@ -105,6 +105,8 @@ struct yci_job {
     const char *const *labels; /* "key=value", the labels the job required */
     size_t nlabels;
     int timeout;         /* seconds; 0: none */
+    bool plan;           /* a .yci.py plan job: run the generator, not commands;
+                            finish with yci_result.plan_jobs */
     const char *json;    /* the whole job as the server sent it, for fields added later */
     uint64_t log_offset; /* bytes of log the server acknowledged (yci_client_job_log) */
     struct yci_job_internal *internal;
@@ -125,6 +127,9 @@ struct yci_result {
     enum yci_status status;
     int exit_code; /* -1: none (e.g. killed before it started) */
     const char *error;
+    /* A plan job that passed: the JSON array of the jobs its generator
+     * yielded (copied by the library, like error); NULL otherwise. */
+    const char *plan_jobs;
 };
 
 struct yci_handler {

@@ -328,14 +328,15 @@ int cli_cmd_builds(int argc, char **argv)
 
 void cli_print_jobs(const json_t *jobs, int64_t now)
 {
-    struct cli_table *tab = cli_table_new(7);
-    cli_table_add(tab, "JOB", "NAME", "STATUS", "ATTEMPT", "RUNNER", "EXIT", "DURATION");
+    struct cli_table *tab = cli_table_new(8);
+    cli_table_add(tab, "JOB", "NAME", "STATUS", "ATTEMPT", "RETRIES", "RUNNER", "EXIT",
+                  "DURATION");
     size_t i;
     json_t *j;
     json_array_foreach(jobs, i, j)
     {
-        char id[24], attempt[24], exitc[24], dur[32];
-        int64_t v = 0;
+        char id[24], attempt[24], retries[48], exitc[24], dur[32], status[64];
+        int64_t v = 0, max = 0;
         cli_jint(j, "id", &v);
         snprintf(id, sizeof(id), "%lld", (long long)v);
         v = 0;
@@ -346,7 +347,23 @@ void cli_print_jobs(const json_t *jobs, int64_t now)
         else
             snprintf(exitc, sizeof(exitc), "-");
         cli_fmt_duration(dur, sizeof(dur), cli_obj_duration(j, now));
-        cli_table_add(tab, id, cli_jstr(j, "name"), cli_jstr(j, "status"), attempt,
+        /* A retry waiting for its time, and a job that passed on a retry. */
+        const char *st = cli_jstr_or(j, "status", "?");
+        snprintf(status, sizeof(status), "%s", st);
+        if (json_is_true(json_object_get(j, "flaky")))
+            snprintf(status, sizeof(status), "%s (flaky)", st);
+        else if (strcmp(st, "queued") == 0 && cli_jint(j, "not_before", &v) && v > now) {
+            char in[32];
+            cli_fmt_duration(in, sizeof(in), v - now);
+            snprintf(status, sizeof(status), "queued (retry in %s)", in);
+        }
+        v = 0;
+        cli_jint(j, "retries", &v);
+        if (cli_jint(j, "max_retries", &max) && max > 0)
+            snprintf(retries, sizeof(retries), "%lld/%lld", (long long)v, (long long)max);
+        else
+            snprintf(retries, sizeof(retries), "-");
+        cli_table_add(tab, id, cli_jstr(j, "name"), status, attempt, retries,
                       cli_jstr(j, "runner"), exitc, dur);
     }
     cli_table_print(tab, stdout);

@@ -59,6 +59,7 @@ int cli_cmd_server(int argc, char **argv)
         {"poll-interval", required_argument, NULL, OPT_POLL_INTERVAL},
         {"job-timeout", required_argument, NULL, OPT_JOB_TIMEOUT},
         {"max-jobs-per-build", required_argument, NULL, OPT_MAX_JOBS},
+        {"plan-timeout", required_argument, NULL, OPT_PLAN_TIMEOUT},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0}};
     const char *cmd = "server";
@@ -88,6 +89,10 @@ int cli_cmd_server(int argc, char **argv)
             if (parse_int(optarg, 1, YCI_MAX_JOBS_PER_BUILD_CAP, &cfg.max_jobs_per_build) < 0)
                 return cli_usage(cmd, "invalid --max-jobs-per-build '%s' (1 to %d)", optarg,
                                  YCI_MAX_JOBS_PER_BUILD_CAP);
+            break;
+        case OPT_PLAN_TIMEOUT:
+            if (parse_int(optarg, 1, 86400, &cfg.plan_timeout) < 0)
+                return cli_usage(cmd, "invalid --plan-timeout '%s' (1 to 86400 seconds)", optarg);
             break;
         default:
             return 2;

@@ -64,7 +64,7 @@ static const struct cli_help helps[] = {
 
     {"server",
      "Usage: yci server [--listen HOST:PORT] [--data DIR] [--poll-interval S]\n"
-     "                  [--job-timeout S] [--max-jobs-per-build N]\n"
+     "                  [--job-timeout S] [--max-jobs-per-build N] [--plan-timeout S]\n"
      "\n"
      "Run the yci server: the HTTP API and dashboard, the observer that polls the\n"
      "watched repositories, the scheduler that hands jobs to runners, and the git\n"
@@ -79,7 +79,9 @@ static const struct cli_help helps[] = {
      "  --poll-interval S     seconds between two polls of a repository (default: 5)\n"
      "  --job-timeout S       timeout in seconds of jobs that set none (default: 3600)\n"
      "  --max-jobs-per-build N  most jobs in a build, after .yci.yml matrices are\n"
-     "                        expanded (default: 256, at most 10000)\n" HELP_OPT},
+     "                        expanded (default: 256, at most 10000)\n"
+     "  --plan-timeout S      time limit of a .yci.py test_generator, run by a\n"
+     "                        runner as the build's first job (default: 120)\n" HELP_OPT},
 
     {"runner", "Usage: yci runner --server URL [--secret S] [--data DIR] [--name N]\n"
                "                  [--label KEY=VALUE]... [--slots N] [--workdir DIR]\n"
@@ -127,9 +129,10 @@ static const struct cli_help helps[] = {
      "\n"
      "Run the pipeline of the working tree at PATH (default: .) on this machine,\n"
      "with no server: to try a .yci.yml before committing it. The files are read\n"
-     "as they are on disk: .yci.yml, else the default rule (a tests/ folder run by\n"
-     "python3 -m unittest discover -s tests -v, else a Makefile's check or test\n"
-     "target). .yci.py is not supported yet.\n"
+     "as they are on disk: .yci.yml, else .yci.py (its test_generator(0, pull) run\n"
+     "with python3, in bubblewrap when it works here, within 120 s), else the\n"
+     "default rule (a tests/ folder run by python3 -m unittest discover -s tests\n"
+     "-v, else a Makefile's check or test target).\n"
      "\n"
      "Jobs run one at a time in PATH itself, in file order except where needs asks\n"
      "for another; a job whose needs did not pass is skipped. Each command runs with\n"

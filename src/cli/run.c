@@ -3,7 +3,8 @@
  *
  * The pipeline comes from the working tree's files as they are on disk (users
  * try a .yci.yml before committing it): .yci.yml parsed by src/pipeline for
- * the current branch, else the server's default rule (a tests/ folder, a
+ * the current branch, else .yci.py (its generator run by the plan driver, as a
+ * runner does, see runner/plan.h), else the server's default rule (a tests/ folder, a
  * Makefile with a check or test target, see server/pipeline.h). Jobs run one
  * after the other in PATH itself, in file order moved only as far as `needs`
  * requires; a job whose needs did not pass is skipped. Each command runs as
@@ -29,8 +30,10 @@
 #include "lib/buf.h"
 #include "lib/util.h"
 #include "lib/xalloc.h"
+#include "lib/limits.h"
 #include "os/spawn.h"
 #include "pipeline/pipeline.h"
+#include "runner/plan.h"
 #include "server/pipeline.h"
 #include "lib/banned.h"
 
@@ -111,6 +114,75 @@ static json_t *one_job(const char *name, const char *command)
                      "increment", 0, "needs");
 }
 
+/*
+ * The jobs of a .yci.py: its test_generator(0, pull) run by the plan driver
+ * (runner/plan.h) in dir, in bubblewrap when it works here, with the time
+ * limit a runner gives it; its output on our stdout. 0, or 2 after printing.
+ */
+static int load_py(const char *dir, const char *branch, json_t **jobs, const char **source)
+{
+    const char *tmp = getenv("TMPDIR");
+    char *pdir = xasprintf("%s/yci-plan-XXXXXX", tmp && *tmp ? tmp : "/tmp");
+    int status = 2;
+    char **argv = NULL;
+    json_t *found = NULL;
+    struct buf err = BUF_INIT;
+    if (!mkdtemp(pdir)) {
+        fprintf(stderr, "yci run: cannot make a directory like %s: %s\n", pdir, strerror(errno));
+        free(pdir);
+        return 2;
+    }
+    char *ref = branch ? xasprintf("refs/heads/%s", branch) : NULL;
+    json_t *pull = json_pack("{s:n, s:s?, s:s?, s:n, s:i}", "repo", "ref", ref, "branch", branch,
+                             "commit", "build_id", 0);
+    free(ref);
+    int r = plan_prepare(pdir, pull, &err);
+    json_decref(pull);
+    if (r < 0) {
+        fprintf(stderr, "yci run: %s\n", err.data);
+        goto out;
+    }
+    bool sandbox = plan_sandbox();
+    printf("yci run: running test_generator(0, pull) of %s/%s%s\n", dir, PIPELINE_PY,
+           sandbox ? " in a bubblewrap sandbox" : "");
+    fflush(stdout);
+    argv = plan_argv(pdir, dir, 0, YCI_MAX_JOBS_PER_BUILD_CAP, sandbox);
+    struct spawn_opts o = {(const char *const *)argv, NULL, dir, STDOUT_FILENO};
+    struct spawn *s;
+    if (spawn_start(&o, &s, &err) < 0) {
+        fprintf(stderr, "yci run: cannot run the .yci.py plan: %s\n", err.data);
+        goto out;
+    }
+    int wstatus = 0;
+    if (spawn_wait(s, (int64_t)YCI_PLAN_TIMEOUT * 1000, &wstatus) == -ETIMEDOUT) {
+        spawn_terminate(s, RUN_KILL_GRACE_MS, &wstatus);
+        spawn_free(s);
+        fprintf(stderr, "%s: test_generator ran past its time limit of %d s\n", PIPELINE_PY,
+                YCI_PLAN_TIMEOUT);
+        goto out;
+    }
+    spawn_free(s);
+    buf_reset(&err);
+    if (plan_result(pdir, &found, &err) < 0) {
+        fprintf(stderr, "%s\n", err.data);
+        goto out;
+    }
+    buf_reset(&err);
+    if (pipeline_validate_jobs(found, 0, jobs, &err) < 0) {
+        fprintf(stderr, "%s: %s\n", PIPELINE_PY, err.data);
+        goto out;
+    }
+    *source = PIPELINE_PY;
+    status = 0;
+out:
+    plan_argv_free(argv);
+    json_decref(found);
+    remove_tree(pdir);
+    free(pdir);
+    buf_release(&err);
+    return status;
+}
+
 /* The jobs of the working tree at dir: *jobs set and 0, or 2 after printing. */
 static int load_jobs(const char *dir, const char *branch, json_t **jobs, const char **source)
 {
@@ -138,8 +210,11 @@ static int load_jobs(const char *dir, const char *branch, json_t **jobs, const c
         fprintf(stderr, "yci run: %s/%s is not a regular file\n", dir, PIPELINE_YML);
         return 2;
     }
-    if (path_type(dir, ".yci.py") != 0) {
-        fprintf(stderr, "yci run: .yci.py is not supported yet by yci run\n");
+    t = path_type(dir, PIPELINE_PY);
+    if (t == 'f')
+        return load_py(dir, branch, jobs, source);
+    if (t != 0) {
+        fprintf(stderr, "yci run: %s/%s is not a regular file\n", dir, PIPELINE_PY);
         return 2;
     }
     if (path_type(dir, "tests") == 'd') {
@@ -167,7 +242,8 @@ static int load_jobs(const char *dir, const char *branch, json_t **jobs, const c
         return 0;
     }
     fprintf(stderr,
-            "yci run: no pipeline found in %s: yci looked for a .yci.yml file, a tests/ folder "
+            "yci run: no pipeline found in %s: yci looked for a .yci.yml file, a .yci.py file, "
+            "a tests/ folder "
             "(run with python3 -m unittest discover) and a Makefile with a check or test "
             "target\n",
             dir);
@@ -482,8 +558,11 @@ int cli_cmd_run(int argc, char **argv)
     printf("yci run: %zu job%s from %s in %s%s%s\n", nrun, nrun == 1 ? "" : "s", source, dir,
            branch ? ", branch " : "", branch ? branch : "");
     if (n == 0) {
-        printf("yci run: no jobs for this branch: the branch filters of .yci.yml exclude every "
-               "job\n");
+        if (strcmp(source, PIPELINE_PY) == 0)
+            printf("yci run: no jobs: the .yci.py test_generator yielded nothing\n");
+        else
+            printf("yci run: no jobs for this branch: the branch filters of .yci.yml exclude "
+                   "every job\n");
         goto out;
     }
     printf("\n");

@@ -585,6 +585,8 @@ static struct yci_job *job_from_json(json_t *j, const char *text, struct yci_err
         json_is_integer(t) && json_integer_value(t) > 0 && json_integer_value(t) < INT32_MAX
             ? (int)json_integer_value(t)
             : 0;
+    job->plan = json_is_string(json_object_get(j, "kind")) &&
+                strcmp(opt_string(j, "kind"), "plan") == 0;
     job->json = text;
     return job;
 }
@@ -707,6 +709,17 @@ int yci_client_finish(struct yci_client *c, int64_t job_id, int attempt, const s
     json_object_set_new(body, "error", r->error ? json_string(r->error) : json_null());
     if (r->error && !json_is_string(json_object_get(body, "error")))
         json_object_set_new(body, "error", json_string("(error message not UTF-8)"));
+    if (r->plan_jobs) {
+        json_error_t je;
+        json_t *jobs = json_loads(r->plan_jobs, JSON_REJECT_DUPLICATES, &je);
+        if (!json_is_array(jobs)) {
+            json_decref(jobs);
+            set_err(err, "the plan's jobs are not a JSON array: %s", je.text);
+            json_decref(body);
+            return -EINVAL;
+        }
+        json_object_set_new(body, "jobs", jobs);
+    }
     char *text = dump_body(body, err);
     if (!text)
         return -EINVAL;
@@ -845,10 +858,12 @@ static void unregistered(struct yci_client *c)
 static void run_job(struct yci_client *c, struct yci_job *job)
 {
     const struct yci_handler *h = c->handler;
-    struct yci_result res = {YCI_ERROR, -1, NULL};
+    struct yci_result res = {YCI_ERROR, -1, NULL, NULL};
     h->do_job(c, job, &res, h->arg);
     char *error = res.error ? xstrdup(res.error) : NULL;
     res.error = error;
+    char *plan_jobs = res.plan_jobs ? xstrdup(res.plan_jobs) : NULL;
+    res.plan_jobs = plan_jobs;
 
     int rc = 0;
     int64_t backoff = 0;
@@ -868,6 +883,7 @@ static void run_job(struct yci_client *c, struct yci_job *job)
     if (h->finished)
         h->finished(c, job, rc, h->arg);
     free(error);
+    free(plan_jobs);
     yci_job_free(job);
 }
 

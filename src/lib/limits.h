@@ -36,6 +36,10 @@
  * longest increment between them, in seconds (as .yci.yml allows). */
 #define YCI_MAX_JOB_RETRIES 10
 #define YCI_MAX_RETRY_INCREMENT (7 * 24 * 3600)
+/* A .yci.py plan job: its time limit in seconds, and the largest finish
+ * request (which carries the generated jobs). */
+#define YCI_PLAN_TIMEOUT 120
+#define YCI_MAX_PLAN_BODY (17 * 1024 * 1024)
 /* Builds returned by one list request. */
 #define YCI_MAX_LIST 1000
 

@@ -20,9 +20,11 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "lib/limits.h"
 #include "lib/util.h"
 #include "lib/xalloc.h"
 #include "os/spawn.h"
+#include "runner/plan.h"
 #include "lib/banned.h"
 
 int exec_new(const struct yci_job *job, const char *server_url, const char *workdir, int slot,
@@ -61,6 +63,7 @@ void exec_free(struct exec *x)
     pthread_mutex_destroy(&x->mu);
     pthread_cond_destroy(&x->cond);
     buf_release(&x->error);
+    free(x->plan_jobs);
     free(x->server_url);
     free(x->workdir);
     free(x);
@@ -430,32 +433,49 @@ static char **job_env(const struct yci_job *job, const char *ws, size_t *n)
     return env;
 }
 
+/* Run argv in ws with env to its end, its output to the spool; *code is its
+ * exit code. -1 when it could not start (the result is then set). */
+static int run_one(struct exec *x, const char *const *argv, char **env, const char *ws,
+                   int64_t deadline, int *code)
+{
+    struct spawn_opts o = {argv, (const char *const *)env, ws, SPAWN_PIPE};
+    struct buf err = BUF_INIT;
+    struct spawn *s;
+    if (spawn_start(&o, &s, &err) < 0) {
+        spoolf(x, "yci: %s\n", err.data);
+        set_result(x, YCI_ERROR, -1, "%s", err.data);
+        buf_release(&err);
+        return -1;
+    }
+    buf_release(&err);
+    int status = 0;
+    enum pump_end end = pump(x, s, deadline, true, NULL, &status);
+    spawn_free(s);
+    *code = spawn_exit_code(status);
+    return (int)end;
+}
+
+static int64_t job_deadline(const struct yci_job *job)
+{
+    return job->timeout > 0 ? time_mono_ms() + (int64_t)job->timeout * 1000 : 0;
+}
+
 static void run_commands(struct exec *x, const char *ws)
 {
     const struct yci_job *job = x->job;
     size_t nenv;
     char **env = job_env(job, ws, &nenv);
-    int64_t deadline = job->timeout > 0 ? time_mono_ms() + (int64_t)job->timeout * 1000 : 0;
+    int64_t deadline = job_deadline(job);
     set_result(x, YCI_PASSED, 0, NULL);
 
     for (size_t i = 0; i < job->ncommands && !stopping(x); i++) {
         const char *cmd = job->commands[i];
         spoolf(x, "$ %s\n", cmd);
         const char *argv[] = {"/bin/sh", "-c", cmd, NULL};
-        struct spawn_opts o = {argv, (const char *const *)env, ws, SPAWN_PIPE};
-        struct buf err = BUF_INIT;
-        struct spawn *s;
-        if (spawn_start(&o, &s, &err) < 0) {
-            spoolf(x, "yci: %s\n", err.data);
-            set_result(x, YCI_ERROR, -1, "%s", err.data);
-            buf_release(&err);
+        int code = 0;
+        int end = run_one(x, argv, env, ws, deadline, &code);
+        if (end < 0)
             break;
-        }
-        buf_release(&err);
-        int status = 0;
-        enum pump_end end = pump(x, s, deadline, true, NULL, &status);
-        spawn_free(s);
-        int code = spawn_exit_code(status);
         if (end == PUMP_TIMED_OUT) {
             spoolf(x, "\nyci: timed out after %d s; the job's processes were killed\n",
                    job->timeout);
@@ -482,11 +502,96 @@ static void run_commands(struct exec *x, const char *ws)
     free(env);
 }
 
+/* What the generator gets as `pull` when the build is not a pull request's:
+ * the branch and commit (the claim's "pull" when the server sends one). */
+static json_t *plan_pull(const struct yci_job *job)
+{
+    json_t *claim = job->json ? json_loads(job->json, 0, NULL) : NULL;
+    json_t *pull = json_incref(json_object_get(claim, "pull"));
+    if (!json_is_object(pull)) {
+        json_decref(pull);
+        const char *ref = job->ref ? job->ref : "";
+        pull = json_pack("{s:s?, s:s?, s:s?, s:s?, s:I}", "repo", job->repo, "ref", job->ref,
+                         "branch", strncmp(ref, "refs/heads/", 11) == 0 ? ref + 11 : NULL,
+                         "commit", job->commit, "build_id", (json_int_t)job->build_id);
+    }
+    json_decref(claim);
+    return pull;
+}
+
+/* A .yci.py plan job: run the generator (plan.h) and keep the jobs it
+ * yielded for the finish. A generator that fails, or runs past the time
+ * limit, is the job's error (and so the build's), never a test failure. */
+static void run_plan(struct exec *x, const char *ws)
+{
+    const struct yci_job *job = x->job;
+    char *dir = xasprintf("%s/plan/%d", x->workdir, x->slot);
+    struct buf err = BUF_INIT;
+    json_t *pull = plan_pull(job);
+    int r = plan_prepare(dir, pull, &err);
+    json_decref(pull);
+    if (r < 0) {
+        spoolf(x, "yci: %s\n", err.data);
+        set_result(x, YCI_ERROR, -1, "%s", err.data);
+        goto out;
+    }
+    bool sandbox = plan_sandbox();
+    spoolf(x, "$ test_generator(%" PRId64 ", pull) of .yci.py%s\n", job->build_id,
+           sandbox ? " (in a bubblewrap sandbox)" : "");
+    char **argv = plan_argv(dir, ws, job->build_id, YCI_MAX_JOBS_PER_BUILD_CAP, sandbox);
+    size_t nenv;
+    char **env = job_env(job, ws, &nenv);
+    env_set(&env, &nenv, "PYTHONDONTWRITEBYTECODE=1");
+    int code = 0;
+    int end = run_one(x, (const char *const *)argv, env, ws, job_deadline(job), &code);
+    plan_argv_free(argv);
+    for (size_t i = 0; i < nenv; i++)
+        free(env[i]);
+    free(env);
+    if (end < 0 || end == PUMP_STOPPED)
+        goto out;
+    if (end == PUMP_SPOOL_FAILED) {
+        set_result(x, YCI_ERROR, -1, "cannot write the runner's spool file");
+        goto out;
+    }
+    if (end == PUMP_TIMED_OUT) {
+        spoolf(x, "\nyci: the .yci.py test_generator ran past its time limit of %d s; killed\n",
+               job->timeout);
+        set_result(x, YCI_ERROR, code, ".yci.py: test_generator ran past its time limit of %d s",
+                   job->timeout);
+        goto out;
+    }
+    json_t *jobs = NULL;
+    buf_reset(&err);
+    if (plan_result(dir, &jobs, &err) < 0) {
+        spoolf(x, "yci: %s\n", err.data);
+        set_result(x, YCI_ERROR, code, "%s", err.data);
+        goto out;
+    }
+    x->plan_jobs = json_dumps(jobs, JSON_COMPACT);
+    size_t n = json_array_size(jobs);
+    json_decref(jobs);
+    if (!x->plan_jobs) {
+        set_result(x, YCI_ERROR, code, ".yci.py: the generated jobs are not valid UTF-8");
+        goto out;
+    }
+    spoolf(x, "yci: .yci.py yielded %zu job%s\n", n, n == 1 ? "" : "s");
+    set_result(x, YCI_PASSED, code, NULL);
+out:
+    remove_tree(dir);
+    free(dir);
+    buf_release(&err);
+}
+
 void exec_run(struct exec *x)
 {
     char *ws = xasprintf("%s/ws/%d", x->workdir, x->slot);
-    if (make_workspace(x, ws) == 0 && !stopping(x))
-        run_commands(x, ws);
+    if (make_workspace(x, ws) == 0 && !stopping(x)) {
+        if (x->job->plan)
+            run_plan(x, ws);
+        else
+            run_commands(x, ws);
+    }
     if (stopping(x))
         set_result(x, YCI_ABANDONED, -1,
                    atomic_load(&x->stop) == EXEC_SHUTDOWN ? "the runner stopped" : "cancelled");

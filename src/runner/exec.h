@@ -58,6 +58,7 @@ struct exec {
     enum yci_status status;
     int exit_code; /* -1: none */
     struct buf error;
+    char *plan_jobs; /* a plan job that passed: the generated jobs, JSON text */
 };
 
 /* spool_fd is borrowed (the caller closes it after exec_free()). */

@@ -172,8 +172,14 @@ static bool upload(struct runner *r, struct yci_job *job, struct exec *x)
     return ok;
 }
 
+/* A plan job's generated jobs: the library copies res->plan_jobs after
+ * do_job returns, so the text lives here until this thread's next job. */
+static _Thread_local char *plan_jobs_text;
+
 static void do_job(struct yci_client *c, struct yci_job *job, struct yci_result *res, void *arg)
 {
+    free(plan_jobs_text);
+    plan_jobs_text = NULL;
     (void)c;
     struct runner *r = arg;
     struct buf err = BUF_INIT;
@@ -223,6 +229,11 @@ static void do_job(struct yci_client *c, struct yci_job *job, struct yci_result 
             res->status = x->status;
             res->exit_code = x->exit_code;
             res->error = x->error.len ? x->error.data : NULL;
+            if (x->status == YCI_PASSED && x->plan_jobs) {
+                plan_jobs_text = x->plan_jobs;
+                x->plan_jobs = NULL;
+                res->plan_jobs = plan_jobs_text;
+            }
             log_info("job %" PRId64 ": %s%s%s (exit %d) in %" PRId64 " ms", job->id,
                      x->status == YCI_PASSED      ? "passed"
                      : x->status == YCI_FAILED    ? "failed"
@@ -272,6 +283,8 @@ static void on_finished(struct yci_client *c, struct yci_job *job, int rc, void 
 {
     (void)c;
     struct runner *r = arg;
+    free(plan_jobs_text); /* delivered (or given up on): see do_job */
+    plan_jobs_text = NULL;
     char *path = spool_path(r, job->id, job->attempt);
     if (rc == 0 || rc == -ESTALE) {
         unlink(path);

@@ -30,6 +30,7 @@
 #include "lib/log.h"
 #include "lib/util.h"
 #include "lib/xalloc.h"
+#include "pipeline/pipeline.h"
 #include "server/internal.h"
 #include "server/pipeline.h"
 #include "store/logstore.h"
@@ -488,7 +489,8 @@ static void build_from_branch(struct call *c, json_t *body)
         http_respond_error(c->req, 404, "no branch \"%s\" in repository \"%s\"", branch, repo_name);
         goto out;
     }
-    rc = pipeline_for_commit(mirror, sha, ref, c->srv->cfg.max_jobs_per_build, &jobs, NULL, NULL, &perr);
+    rc = pipeline_for_commit(mirror, sha, ref, c->srv->cfg.max_jobs_per_build,
+                             c->srv->cfg.plan_timeout, &jobs, NULL, NULL, &perr);
     if (rc < 0 && rc != -EINVAL) {
         log_error("repo '%s': reading the pipeline at %s: %s", repo_name, sha, perr.data);
         http_respond_error(c->req, 500, "%s", perr.data);
@@ -794,9 +796,33 @@ static void h_job_finish(struct call *c)
                            "field \"status\" must be one of passed, failed, timed_out, error");
         goto out;
     }
+    /* A .yci.py plan job sends the jobs its generator yielded: they are
+     * checked like a .yci.yml's, and a problem is the plan's (and so the
+     * build's) error, never a request the runner would retry. */
+    json_t *plan = json_object_get(body, "jobs"), *planned = NULL;
+    struct buf perr = BUF_INIT, serr = BUF_INIT;
+    if (plan && strcmp(status, "passed") == 0 &&
+        pipeline_validate_jobs(plan, c->srv->cfg.max_jobs_per_build, &planned, &perr) < 0) {
+        buf_setf(&serr, ".yci.py: %s", perr.data ? perr.data : "invalid jobs");
+        status = "error";
+        error = serr.data;
+    }
     bool build_done = false;
-    int rc = store_job_finish(c->srv->store, id, (int)attempt, c->runner->id, status,
-                              has_exit ? (int)exit_code : -1, error, &build_done);
+    int code = has_exit ? (int)exit_code : -1;
+    int rc = store_plan_finish(c->srv->store, id, (int)attempt, c->runner->id, status, code, error,
+                               planned, &build_done, &perr);
+    if (rc == -EINVAL && planned) {
+        buf_setf(&serr, ".yci.py: %s", perr.data ? perr.data : "invalid jobs");
+        rc = store_plan_finish(c->srv->store, id, (int)attempt, c->runner->id, "error", code,
+                               serr.data, NULL, &build_done, NULL);
+    }
+    json_decref(planned);
+    buf_release(&perr);
+    if (rc == -EINVAL) {
+        http_respond_error(c->req, 400, "a plan job that passed must send \"jobs\"");
+        buf_release(&serr);
+        goto out;
+    }
     if (rc == -ESTALE) {
         respond_stale(c, id);
         goto out;
@@ -823,6 +849,7 @@ static void h_job_finish(struct call *c)
     sched_kick(c->srv->sched);
     add_log_size(c->srv, job);
     respond_json(c->req, 200, job);
+    buf_release(&serr);
 out:
     json_decref(body);
 }
@@ -1310,6 +1337,9 @@ size_t api_body_limit(const char *method, const char *path, void *ctx)
         size_t n = strlen(path);
         if (strncmp(path, "/api/jobs/", 10) == 0 && n > 4 && strcmp(path + n - 4, "/log") == 0)
             return YCI_MAX_LOG_CHUNK;
+        /* A plan job's finish carries the jobs it generated. */
+        if (strncmp(path, "/api/jobs/", 10) == 0 && n > 7 && strcmp(path + n - 7, "/finish") == 0)
+            return YCI_MAX_PLAN_BODY;
         if (strncmp(path, "/git/", 5) == 0 && n > 16 &&
             strcmp(path + n - 16, "/git-upload-pack") == 0)
             return YCI_MAX_GIT_BODY;

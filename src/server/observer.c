@@ -117,7 +117,8 @@ static int poll_repo(struct observer *o, json_t *repo, struct buf *err)
             rc = -EINVAL;
         } else {
             bool per_ref = true;
-            rc = pipeline_for_commit(mirror, sha, ref, srv->cfg.max_jobs_per_build, &jobs, &per_ref,
+            rc = pipeline_for_commit(mirror, sha, ref, srv->cfg.max_jobs_per_build,
+                                     srv->cfg.plan_timeout, &jobs, &per_ref,
                                      &cancel_superseded, &perr);
             if (rc < 0 && rc != -EINVAL) {
                 buf_setf(err, "reading the pipeline of %s at %s: %s", ref, sha, perr.data);

@@ -7,6 +7,7 @@
 
 #include "git/git.h"
 #include "lib/buf.h"
+#include "lib/limits.h"
 #include "pipeline/pipeline.h"
 #include "lib/banned.h"
 
@@ -131,14 +132,37 @@ static int rule_yml(const char *mirror, const char *commit, const char *ref, int
     return 1;
 }
 
+/* The .yci.py rule: 0 when the commit has none, 1 with its plan job. The
+ * server never runs the file: a runner does, as the build's first job. */
+static int rule_py(const char *mirror, const char *commit, int timeout, json_t **jobs,
+                   struct buf *err)
+{
+    int r = git_path_type(mirror, commit, PIPELINE_PY, err);
+    if (r < 0)
+        return r;
+    if (r == GIT_PATH_NONE)
+        return 0;
+    if (r != GIT_PATH_BLOB) {
+        buf_setf(err, "%s is a directory, not a file", PIPELINE_PY);
+        return -EINVAL;
+    }
+    *jobs = json_pack("[{s:s, s:s, s:[s], s:i}]", "name", PIPELINE_PLAN_JOB, "kind", "plan",
+                      "commands", "test_generator(build_id, pull) of .yci.py", "timeout",
+                      timeout > 0 ? timeout : YCI_PLAN_TIMEOUT);
+    return 1;
+}
+
 int pipeline_for_commit(const char *mirror, const char *commit, const char *ref, int max_jobs,
-                        json_t **jobs, bool *per_ref, bool *cancel_superseded, struct buf *err)
+                        int plan_timeout, json_t **jobs, bool *per_ref, bool *cancel_superseded, struct buf *err)
 {
     if (per_ref)
         *per_ref = true;
     if (cancel_superseded)
         *cancel_superseded = true;
     int r = rule_yml(mirror, commit, ref, max_jobs, jobs, cancel_superseded, err);
+    if (r != 0)
+        return r < 0 ? r : 0;
+    r = rule_py(mirror, commit, plan_timeout, jobs, err);
     if (r != 0)
         return r < 0 ? r : 0;
     if (per_ref)
@@ -156,7 +180,7 @@ int pipeline_for_commit(const char *mirror, const char *commit, const char *ref,
         }
     }
     buf_setf(err,
-             "no pipeline found at %s: yci looked for a .yci.yml file, a tests/ folder (run "
+             "no pipeline found at %s: yci looked for a .yci.yml file, a .yci.py file, a tests/ folder (run "
              "with python3 -m unittest discover) and a Makefile with a check or test target",
              commit);
     return -EINVAL;

@@ -5,11 +5,13 @@
  * the job descriptions of the build (the shape store.h documents). The server
  * only reads files from the mirror; nothing from the repository is executed.
  *
- * The rules, tried in order (a .yci.py plan job will become one more rule
- * after .yci.yml):
+ * The rules, tried in order:
  *   1. a .yci.yml file → its jobs, parsed and expanded by src/pipeline
  *      (docs/pipelines.md), for the ref's branch; a problem in the file is
  *      the build's error ".yci.yml:LINE:COLUMN: ..."
+ *   1b. a .yci.py file → one plan job (name ".yci.py", "kind": "plan",
+ *      timeout plan_timeout): a runner runs the generator and sends its
+ *      jobs with the plan job's finish (store_plan_finish)
  *   2. a tests/ folder → one job "tests":
  *      python3 -m unittest discover -s tests -v
  *   3. a Makefile (GNUmakefile, makefile, Makefile: make's own order) with a
@@ -34,6 +36,9 @@
 
 /* The name of the declarative pipeline file at the root of a repository. */
 #define PIPELINE_YML ".yci.yml"
+/* The seed's generator file, and the name of the job that runs it. */
+#define PIPELINE_PY ".yci.py"
+#define PIPELINE_PLAN_JOB ".yci.py"
 
 /* The Makefile target the default rule runs for a Makefile's text: "check"
  * when it defines check:, else "test" when it defines test:, else NULL. Shared
@@ -44,7 +49,8 @@ const char *pipeline_make_target(const char *text, size_t len);
  * The jobs of commit, built for ref ("refs/heads/main"; the branch filters of
  * .yci.yml see "main", and the full ref for refs that are not branches; NULL:
  * filters drop nothing). max_jobs is the most jobs a build may have (<= 0:
- * YCI_MAX_JOBS_PER_BUILD).
+ * YCI_MAX_JOBS_PER_BUILD); plan_timeout the time limit in seconds of a .yci.py
+ * plan job (<= 0: YCI_PLAN_TIMEOUT).
  *
  * Returns 0 and a new JSON array of job descriptions in *jobs — empty when a
  * .yci.yml has no job for this branch (the caller makes a build without jobs
@@ -62,6 +68,6 @@ const char *pipeline_make_target(const char *text, size_t len);
  * new build of a branch cancels the unfinished jobs of its older builds.
  */
 int pipeline_for_commit(const char *mirror, const char *commit, const char *ref, int max_jobs,
-                        json_t **jobs, bool *per_ref, bool *cancel_superseded, struct buf *err);
+                        int plan_timeout, json_t **jobs, bool *per_ref, bool *cancel_superseded, struct buf *err);
 
 #endif

@@ -108,6 +108,8 @@ int server_start(const struct server_config *cfg_in, struct server **out, struct
         srv->cfg.poll_interval = 5;
     if (srv->cfg.job_timeout <= 0)
         srv->cfg.job_timeout = 3600;
+    if (srv->cfg.plan_timeout <= 0)
+        srv->cfg.plan_timeout = YCI_PLAN_TIMEOUT;
     if (srv->cfg.max_jobs_per_build <= 0)
         srv->cfg.max_jobs_per_build = YCI_MAX_JOBS_PER_BUILD;
     if (srv->cfg.max_jobs_per_build > YCI_MAX_JOBS_PER_BUILD_CAP)

@@ -34,9 +34,10 @@ struct server_config {
     bool quiet_secrets;    /* do not print a newly made registration secret */
     int max_jobs_per_build; /* after matrix expansion; 0: YCI_MAX_JOBS_PER_BUILD (256),
                                at most YCI_MAX_JOBS_PER_BUILD_CAP */
+    int plan_timeout;       /* seconds a .yci.py plan job may run; 0: YCI_PLAN_TIMEOUT */
 };
 
-#define SERVER_CONFIG_INIT {NULL, NULL, 5, 3600, 0, false, 0}
+#define SERVER_CONFIG_INIT {NULL, NULL, 5, 3600, 0, false, 0, 0}
 
 /* Start serving; on failure *out is untouched and err says why. */
 int server_start(const struct server_config *cfg, struct server **out, struct buf *err);

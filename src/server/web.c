@@ -196,8 +196,8 @@ void web_build(struct server *srv, struct http_request *req, int64_t build_id)
 
     json_t *jobs = json_object_get(bd, "jobs");
     buf_adds(&b, "<h2>Jobs</h2>\n<table><tr><th>job</th><th>name</th><th>status</th>"
-                 "<th>exit code</th><th>duration</th><th>runner</th><th>attempt</th>"
-                 "<th>log</th></tr>\n");
+                 "<th>exit code</th><th>duration</th><th>runner</th><th>retries</th>"
+                 "<th>logs</th></tr>\n");
     size_t i;
     json_t *job;
     json_array_foreach(jobs, i, job)
@@ -206,7 +206,11 @@ void web_build(struct server *srv, struct http_request *req, int64_t build_id)
         buf_addf(&b, "<tr><td>%" PRId64 "</td><td>", id);
         esc_field(&b, job, "name", "?");
         buf_adds(&b, "</td>");
-        status_cell(&b, job);
+        if (json_is_true(json_object_get(job, "flaky")))
+            buf_adds(&b, "<td class=\"passed flaky\" title=\"failed, then passed on a retry\">"
+                         "passed (flaky)</td>");
+        else
+            status_cell(&b, job);
         json_t *code = json_object_get(job, "exit_code");
         if (json_is_integer(code))
             buf_addf(&b, "<td>%" PRId64 "</td><td>", (int64_t)json_integer_value(code));
@@ -215,10 +219,27 @@ void web_build(struct server *srv, struct http_request *req, int64_t build_id)
         add_duration(&b, json_object_get(job, "duration_ms"));
         buf_adds(&b, "</td><td>");
         esc_field(&b, job, "runner", "-");
-        buf_addf(&b,
-                 "</td><td>%" PRId64 "</td><td><a href=\"/api/jobs/%" PRId64
-                 "/log\">log</a></td></tr>\n",
-                 (int64_t)json_integer_value(json_object_get(job, "attempt")), id);
+        buf_adds(&b, "</td><td>");
+        int64_t max = json_integer_value(json_object_get(job, "max_retries"));
+        if (max > 0)
+            buf_addf(&b, "%" PRId64 " of %" PRId64,
+                     (int64_t)json_integer_value(json_object_get(job, "retries")), max);
+        else
+            buf_adds(&b, "-");
+        json_t *nb = json_object_get(job, "not_before");
+        const char *st = json_string_value(json_object_get(job, "status"));
+        if (json_is_integer(nb) && st && strcmp(st, "queued") == 0) {
+            buf_adds(&b, ", next at ");
+            add_time(&b, nb);
+        }
+        /* Every attempt keeps its log. */
+        int64_t attempts = json_integer_value(json_object_get(job, "attempt"));
+        buf_addf(&b, "</td><td><a href=\"/api/jobs/%" PRId64 "/log\">log</a>", id);
+        for (int64_t a = 1; attempts > 1 && a <= attempts && a <= 50; a++)
+            buf_addf(&b, " <a href=\"/api/jobs/%" PRId64 "/log?attempt=%" PRId64 "\">#%" PRId64
+                         "</a>",
+                     id, a, a);
+        buf_adds(&b, "</td></tr>\n");
         if (json_string_value(json_object_get(job, "error"))) {
             buf_adds(&b, "<tr><td></td><td colspan=\"7\">");
             esc_field(&b, job, "error", "");

@@ -67,6 +67,8 @@
  * retries (IncrementalRetry of failed attempts), flaky (passed on a retry),
  * and waiting (1 while some needed job has not passed: such a job is queued
  * but out of the claim's index, so waiting jobs cost the claim nothing).
+ * kind is 'plan' for the job that runs a .yci.py generator, 'test' otherwise;
+ * planned is 1 for the jobs a plan added (a rebuild copies the plan, not them).
  */
 static const char *const migrations[] = {
     /* 1: the first schema */
@@ -155,6 +157,9 @@ static const char *const migrations[] = {
     "ALTER TABLE jobs ADD COLUMN waiting INTEGER NOT NULL DEFAULT 0;"
     "DROP INDEX jobs_queued;"
     "CREATE INDEX jobs_queued ON jobs(id) WHERE status = 'queued' AND waiting = 0;",
+    /* 3: .yci.py plan jobs (kind 'plan') and the jobs they generate (planned) */
+    "ALTER TABLE jobs ADD COLUMN kind TEXT NOT NULL DEFAULT 'test';"
+    "ALTER TABLE jobs ADD COLUMN planned INTEGER NOT NULL DEFAULT 0;",
 };
 #define N_MIGRATIONS ((int)(sizeof(migrations) / sizeof(migrations[0])))
 
@@ -162,9 +167,9 @@ static const char *const migrations[] = {
     "j.id, j.build_id, j.name, j.status, j.attempt, j.commands, j.env, j.labels, j.timeout, "      \
     "r.name, j.runner_id, j.exit_code, j.error, j.created, j.started, j.finished, "                \
     "j.infra_retries, j.lease_expires, j.retries, j.max_retries, j.flaky, j.needs, "              \
-    "j.not_before, j.waiting, j.retry_delay"
+    "j.not_before, j.waiting, j.retry_delay, j.kind, j.planned"
 #define JOB_FROM " FROM jobs j LEFT JOIN runners r ON r.id = j.runner_id"
-#define JOB_NCOLS 25
+#define JOB_NCOLS 27
 
 #define BUILD_COLS                                                                                 \
     "b.id, p.name, b.ref, b.branch, b.commit_sha, b.status, b.error, b.created, b.started, "       \
@@ -200,6 +205,7 @@ enum q {
     Q_BUILD_COUNTS,
     Q_BUILD_SET_STATE,
     Q_BUILD_START,
+    Q_BUILD_SET_ERROR,
     Q_BUILD_ROW,
     Q_JOBS_COPY,
     Q_BUILD_CANCEL,
@@ -252,8 +258,8 @@ static const char *const sql[Q_COUNT] = {
         "finished, rebuild_of, origin) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, "
         "?10)",
     [Q_JOB_INSERT] = "INSERT INTO jobs(build_id, name, commands, env, labels, timeout, created, "
-                     "needs, max_retries, retry_delay, waiting) "
-                     "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?8 IS NOT NULL)",
+                     "needs, max_retries, retry_delay, waiting, kind, planned) "
+                     "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?8 IS NOT NULL, ?11, ?12)",
     [Q_BUILD_GET] = "SELECT " BUILD_COLS BUILD_FROM " WHERE b.id = ?1",
     [Q_BUILD_JOBS] = "SELECT " JOB_COLS JOB_FROM " WHERE j.build_id = ?1 ORDER BY j.id",
     [Q_BUILD_EVENTS] = "SELECT time, job_id, message FROM events WHERE build_id = ?1 ORDER BY id",
@@ -268,18 +274,23 @@ static const char *const sql[Q_COUNT] = {
     [Q_BUILD_SET_STATE] = "UPDATE builds SET status = ?2, finished = ?3 WHERE id = ?1",
     [Q_BUILD_START] = "UPDATE builds SET status = 'running', started = coalesce(started, ?2) "
                       "WHERE id = ?1 AND (status <> 'running' OR started IS NULL)",
-    [Q_BUILD_ROW] = "SELECT repo_id, ref, branch, commit_sha, error FROM builds WHERE id = ?1",
+    [Q_BUILD_SET_ERROR] = "UPDATE builds SET error = ?2 WHERE id = ?1",
+    /* A plan's error is not copied by a rebuild: the rebuild plans again. */
+    [Q_BUILD_ROW] = "SELECT repo_id, ref, branch, commit_sha, CASE WHEN EXISTS (SELECT 1 FROM "
+                    "jobs WHERE build_id = ?1 AND kind = 'plan') THEN NULL ELSE error END "
+                    "FROM builds WHERE id = ?1",
     [Q_JOBS_COPY] = "INSERT INTO jobs(build_id, name, commands, env, labels, timeout, needs, "
-                    "max_retries, retry_delay, waiting, created) "
+                    "max_retries, retry_delay, waiting, created, kind) "
                     "SELECT ?1, name, commands, env, labels, timeout, needs, max_retries, "
-                    "retry_delay, needs IS NOT NULL, ?2 FROM jobs WHERE build_id = ?3 ORDER BY id",
+                    "retry_delay, needs IS NOT NULL, ?2, kind FROM jobs WHERE build_id = ?3 AND "
+                    "planned = 0 ORDER BY id",
     [Q_BUILD_CANCEL] = "UPDATE jobs SET status = 'cancelled', finished = ?2, lease_expires = NULL "
                        "WHERE build_id = ?1 AND status IN ('queued', 'running')",
     [Q_EVENT_INSERT] =
         "INSERT INTO events(build_id, job_id, time, message) VALUES (?1, ?2, ?3, ?4)",
     [Q_JOB_GET] = "SELECT " JOB_COLS JOB_FROM " WHERE j.id = ?1",
     [Q_JOB_STATE] = "SELECT status, attempt, runner_id, build_id, name, retries, max_retries, "
-                    "retry_delay FROM jobs WHERE id = ?1",
+                    "retry_delay, kind FROM jobs WHERE id = ?1",
     [Q_JOB_CANCEL] = "UPDATE jobs SET status = 'cancelled', finished = ?2, lease_expires = NULL "
                      "WHERE id = ?1 AND status IN ('queued', 'running')",
     /* INDEXED BY: the claim must read the partial index of queued jobs, never
@@ -522,6 +533,8 @@ static json_t *job_from_row(sqlite3_stmt *s)
     int64_t not_before = sqlite3_column_int64(s, 22);
     json_object_set_new(j, "not_before", not_before ? json_integer(not_before) : json_null());
     json_object_set_new(j, "waiting", json_boolean(sqlite3_column_int(s, 23) != 0));
+    json_object_set_new(j, "kind", col_text(s, 25));
+    json_object_set_new(j, "planned", json_boolean(sqlite3_column_int(s, 26) != 0));
     return j;
 }
 
@@ -703,6 +716,13 @@ static int job_check(json_t *jobs, size_t i, struct buf *err)
     json_t *labels = opt(job, "labels");
     if (labels && labels_check(labels, who, err) < 0)
         return -EINVAL;
+
+    json_t *kind = opt(job, "kind");
+    if (kind && !(json_is_string(kind) && (strcmp(json_string_value(kind), "test") == 0 ||
+                                           strcmp(json_string_value(kind), "plan") == 0))) {
+        buf_setf(err, "%s: \"kind\" must be \"test\" or \"plan\"", who);
+        return -EINVAL;
+    }
 
     json_t *timeout = opt(job, "timeout");
     if (timeout && (!json_is_integer(timeout) || json_integer_value(timeout) < 0 ||
@@ -1073,6 +1093,9 @@ static const char *branch_of(const char *ref)
 /* Insert a build and its jobs (already checked); inside a transaction. jobs
  * NULL: the caller adds them (a rebuild); an empty array: the build has
  * nothing to run and is passed at once (unless error is set). */
+static int jobs_insert(struct store *st, int64_t build_id, json_t *jobs, bool planned, int64_t now,
+                       struct buf *err);
+
 static int build_insert(struct store *st, int64_t repo_id, const char *ref, const char *commit,
                         json_t *jobs, const char *error, int64_t rebuild_of, const char *origin,
                         int64_t now, int64_t *build_id, struct buf *err)
@@ -1093,7 +1116,17 @@ static int build_insert(struct store *st, int64_t repo_id, const char *ref, cons
     if (exec_q(s) != 0)
         return db_error(st, err, "create build");
     int64_t id = sqlite3_last_insert_rowid(st->db);
+    int r = jobs_insert(st, id, jobs, false, now, err);
+    if (r == 0)
+        *build_id = id;
+    return r;
+}
 
+/* Insert the checked job descriptions into build_id (planned: added by the
+ * build's .yci.py plan job). */
+static int jobs_insert(struct store *st, int64_t build_id, json_t *jobs, bool planned, int64_t now,
+                       struct buf *err)
+{
     size_t i;
     json_t *job;
     json_array_foreach(jobs, i, job) {
@@ -1104,8 +1137,9 @@ static int build_insert(struct store *st, int64_t repo_id, const char *ref, cons
         char *envs = env ? dump(env) : NULL, *labs = labels ? dump(labels) : NULL;
         /* No needs is NULL: the insert makes a job with needs "waiting". */
         char *nds = json_array_size(needs) ? dump(needs) : NULL;
-        s = q(st, Q_JOB_INSERT);
-        sqlite3_bind_int64(s, 1, id);
+        json_t *kind = opt(job, "kind");
+        sqlite3_stmt *s = q(st, Q_JOB_INSERT);
+        sqlite3_bind_int64(s, 1, build_id);
         bind_text(s, 2, json_string_value(json_object_get(job, "name")));
         bind_text(s, 3, cmds);
         bind_text(s, 4, envs ? envs : "{}");
@@ -1115,6 +1149,8 @@ static int build_insert(struct store *st, int64_t repo_id, const char *ref, cons
         bind_text(s, 8, nds);
         sqlite3_bind_int64(s, 9, count ? json_integer_value(count) : 0);
         sqlite3_bind_int64(s, 10, inc ? json_integer_value(inc) : 0);
+        bind_text(s, 11, kind ? json_string_value(kind) : "test");
+        sqlite3_bind_int(s, 12, planned);
         int rc = exec_q(s);
         free(cmds);
         free(envs);
@@ -1123,7 +1159,6 @@ static int build_insert(struct store *st, int64_t repo_id, const char *ref, cons
         if (rc != 0)
             return db_error(st, err, "create job");
     }
-    *build_id = id;
     return 0;
 }
 
@@ -1758,6 +1793,7 @@ struct job_state {
     char name[MAX_JOB_NAME + 1];
     int retries, max_retries;
     int64_t retry_delay; /* seconds */
+    bool plan;           /* kind 'plan' */
 };
 
 static int job_state(struct store *st, int64_t id, struct job_state *js)
@@ -1774,6 +1810,7 @@ static int job_state(struct store *st, int64_t id, struct job_state *js)
         js->retries = sqlite3_column_int(s, 5);
         js->max_retries = sqlite3_column_int(s, 6);
         js->retry_delay = sqlite3_column_int64(s, 7);
+        js->plan = col_str(s, 8) && strcmp(col_str(s, 8), "plan") == 0;
     }
     sqlite3_reset(s);
     return rc == SQLITE_ROW ? 0 : rc == SQLITE_DONE ? -ENOENT : -EIO;
@@ -1927,11 +1964,54 @@ static bool finish_status_valid(const char *s)
                  strcmp(s, "timed_out") == 0);
 }
 
+/* What a plan job's finish adds: the generated jobs (checked), or NULL. */
+static int plan_apply(struct store *st, const struct job_state *js, json_t *plan_jobs,
+                      const char *status, const char *error, int64_t now, struct buf *err)
+{
+    if (!js->plan)
+        return 0;
+    if (strcmp(status, "passed") != 0) {
+        /* The generator failed: its message is the build's error too, so
+         * that the build page and the CLI show it where a .yci.yml's is. */
+        sqlite3_stmt *s = q(st, Q_BUILD_SET_ERROR);
+        sqlite3_bind_int64(s, 1, js->build_id);
+        bind_text(s, 2, error ? error : "the .yci.py plan job failed");
+        return exec_q(s) == 0 ? 0 : db_error(st, err, "set the build's error");
+    }
+    int r = jobs_insert(st, js->build_id, plan_jobs, true, now, err);
+    if (r < 0) {
+        if (sqlite3_extended_errcode(st->db) == SQLITE_CONSTRAINT_UNIQUE) {
+            buf_setf(err, "a job of .yci.py has the name of the plan job '%s'", js->name);
+            return -EINVAL;
+        }
+        return r;
+    }
+    size_t n = json_array_size(plan_jobs);
+    char *msg = n ? xasprintf(".yci.py planned %zu job%s", n, n == 1 ? "" : "s")
+                  : xstrdup("no jobs: the .yci.py test_generator yielded nothing");
+    r = event_add(st, js->build_id, 0, now, msg);
+    free(msg);
+    return r;
+}
+
 int store_job_finish(struct store *st, int64_t job_id, int attempt, int64_t runner_id,
                      const char *status, int exit_code, const char *error, bool *build_done)
 {
+    return store_plan_finish(st, job_id, attempt, runner_id, status, exit_code, error, NULL,
+                             build_done, NULL);
+}
+
+int store_plan_finish(struct store *st, int64_t job_id, int attempt, int64_t runner_id,
+                      const char *status, int exit_code, const char *error, json_t *plan_jobs,
+                      bool *build_done, struct buf *err)
+{
     if (!finish_status_valid(status))
         return -EINVAL;
+    if (plan_jobs) {
+        int r = jobs_check(plan_jobs, NULL, err);
+        if (r < 0)
+            return r;
+    }
     lock(st);
     int64_t now = time_now_ms();
     bool done = false;
@@ -1956,10 +2036,15 @@ int store_job_finish(struct store *st, int64_t job_id, int attempt, int64_t runn
     }
     if (status_final(js.status))
         goto out; /* finished already: r == 0, nothing changes */
+    if (js.plan && strcmp(status, "passed") == 0 && !plan_jobs) {
+        buf_setf(err, "a plan job that passed must send the jobs it planned");
+        r = -EINVAL;
+        goto out;
+    }
 
     bool test_failed = strcmp(status, "failed") == 0 || strcmp(status, "timed_out") == 0;
     sqlite3_stmt *s;
-    if (test_failed && js.retries < js.max_retries) {
+    if (test_failed && js.retries < js.max_retries && !js.plan) {
         /* IncrementalRetry: retry n waits increment × n. */
         int n = js.retries + 1;
         int64_t wait_s = js.retry_delay * n;
@@ -1983,6 +2068,9 @@ int store_job_finish(struct store *st, int64_t job_id, int attempt, int64_t runn
         goto out;
     }
 
+    r = plan_apply(st, &js, plan_jobs, status, error, now, err);
+    if (r < 0)
+        goto out;
     s = q(st, Q_JOB_FINISH);
     sqlite3_bind_int64(s, 1, job_id);
     bind_text(s, 2, status);

@@ -68,7 +68,8 @@ int store_head_delete(struct store *st, int64_t repo_id, const char *ref);
  * A job as the caller describes it when creating a build:
  *   {"name": "tests", "commands": ["cmd", ...], "env": {"K": "V"},
  *    "labels": {"os": "linux"}, "timeout": seconds (0: the server default),
- *    "retry": {"count": 0..10, "increment": seconds}, "needs": ["lint", ...]}
+ *    "retry": {"count": 0..10, "increment": seconds}, "needs": ["lint", ...],
+ *    "kind": "test" (default) or "plan"}
  * All keys but "name" and "commands" optional. The store checks shapes (names
  * unique in the build, strings where strings belong, needs naming other jobs
  * of the build and making no cycle) and returns -EINVAL with a message
@@ -142,7 +143,9 @@ int store_event_add(struct store *st, int64_t build_id, int64_t job_id, const ch
  * "infra_retries", "lease_expires", "retries" (retries used so far),
  * "max_retries", "retry_increment" (seconds), "flaky" (passed on a retry),
  * "needs" (array of names), "waiting" (queued until its needs pass),
- * "not_before" (no claim before this time, or null)}
+ * "not_before" (no claim before this time, or null), "kind" ("test", or "plan"
+ * for the job that runs a .yci.py generator), "planned" (added by the build's
+ * plan job)}
  */
 json_t *store_job_get(struct store *st, int64_t id);
 int store_job_cancel(struct store *st, int64_t id);
@@ -174,6 +177,23 @@ int store_job_check(struct store *st, int64_t job_id, int attempt, int64_t runne
  */
 int store_job_finish(struct store *st, int64_t job_id, int attempt, int64_t runner_id,
                      const char *status, int exit_code, const char *error, bool *build_done);
+
+/*
+ * Finish an attempt of a job, which may be a .yci.py plan job (kind "plan").
+ * For a plan job that passed, plan_jobs (required: -EINVAL otherwise) is the
+ * array of job descriptions it generated, checked like a build's jobs; in the
+ * same transaction they are added to the build (with "planned": true) and
+ * the plan job passes, with the build event ".yci.py planned N jobs" (or
+ * "no jobs: ..." for an empty array, and the build passes). A plan job that
+ * did not pass sets the build's error to its error message (the build's
+ * state derives: error, failed for timed_out). Plan jobs are never retried
+ * by "retry" (an expired lease still re-queues them). For other jobs
+ * plan_jobs must be NULL and this is store_job_finish(). -EINVAL (err says
+ * why) when plan_jobs is not a valid job list or a name is the plan job's.
+ */
+int store_plan_finish(struct store *st, int64_t job_id, int attempt, int64_t runner_id,
+                      const char *status, int exit_code, const char *error, json_t *plan_jobs,
+                      bool *build_done, struct buf *err);
 
 /*
  * Leases. Put every running job whose lease expired back in the queue

@@ -22,6 +22,7 @@
 
 #include "git/git.h"
 #include "lib/buf.h"
+#include "lib/limits.h"
 #include "lib/util.h"
 #include "lib/xalloc.h"
 #include "os/spawn.h"
@@ -135,7 +136,7 @@ static void test_tests_folder(void **state)
     commit(r, sha);
     json_t *jobs = NULL;
     struct buf err = BUF_INIT;
-    assert_int_equal(pipeline_for_commit(r->git_dir, sha, NULL, 0, &jobs, NULL, NULL, &err), 0);
+    assert_int_equal(pipeline_for_commit(r->git_dir, sha, NULL, 0, 0, &jobs, NULL, NULL, &err), 0);
     assert_one_job(jobs, "tests", "python3 -m unittest discover -s tests -v");
     json_decref(jobs);
     buf_release(&err);
@@ -152,15 +153,48 @@ static void test_makefile(void **state)
     write_file(r, "tests", "not a folder\n");
     write_file(r, "Makefile", "all:\n\ttrue\ncheck := nothing\n\ntest :\n\ttrue\n");
     commit(r, sha);
-    assert_int_equal(pipeline_for_commit(r->git_dir, sha, NULL, 0, &jobs, NULL, NULL, &err), 0);
+    assert_int_equal(pipeline_for_commit(r->git_dir, sha, NULL, 0, 0, &jobs, NULL, NULL, &err), 0);
     assert_one_job(jobs, "test", "make test");
     json_decref(jobs);
 
     /* check: and test: → make check */
     write_file(r, "Makefile", "test:\n\ttrue\ncheck: all\n\ttrue\n");
     commit(r, sha);
-    assert_int_equal(pipeline_for_commit(r->git_dir, sha, NULL, 0, &jobs, NULL, NULL, &err), 0);
+    assert_int_equal(pipeline_for_commit(r->git_dir, sha, NULL, 0, 0, &jobs, NULL, NULL, &err), 0);
     assert_one_job(jobs, "check", "make check");
+    json_decref(jobs);
+    buf_release(&err);
+}
+
+/* .yci.py: one plan job, never run by the server; .yci.yml wins over it, and
+ * it wins over the default rule. */
+static void test_yci_py(void **state)
+{
+    struct repo *r = *state;
+    char sha[41];
+    json_t *jobs = NULL;
+    struct buf err = BUF_INIT;
+    write_file(r, ".yci.py", "raise SystemExit('the server must not run this')\n");
+    write_file(r, "tests/test_a.py", "import unittest\n");
+    commit(r, sha);
+    assert_int_equal(pipeline_for_commit(r->git_dir, sha, NULL, 0, 7, &jobs, NULL, NULL, &err), 0);
+    assert_int_equal(json_array_size(jobs), 1);
+    json_t *plan = json_array_get(jobs, 0);
+    assert_string_equal(json_string_value(json_object_get(plan, "name")), ".yci.py");
+    assert_string_equal(json_string_value(json_object_get(plan, "kind")), "plan");
+    assert_int_equal(json_integer_value(json_object_get(plan, "timeout")), 7);
+    json_decref(jobs);
+
+    /* No time limit given: the default one. */
+    assert_int_equal(pipeline_for_commit(r->git_dir, sha, NULL, 0, 0, &jobs, NULL, NULL, &err), 0);
+    assert_int_equal(json_integer_value(json_object_get(json_array_get(jobs, 0), "timeout")),
+                     YCI_PLAN_TIMEOUT);
+    json_decref(jobs);
+
+    write_file(r, ".yci.yml", "jobs:\n  a:\n    run: true\n");
+    commit(r, sha);
+    assert_int_equal(pipeline_for_commit(r->git_dir, sha, NULL, 0, 0, &jobs, NULL, NULL, &err), 0);
+    assert_one_job(jobs, "a", "true");
     json_decref(jobs);
     buf_release(&err);
 }
@@ -174,10 +208,11 @@ static void test_nothing(void **state)
     write_file(r, "README", "hello\n");
     write_file(r, "Makefile", "all:\n\ttrue\n# check: in a comment\n");
     commit(r, sha);
-    assert_int_equal(pipeline_for_commit(r->git_dir, sha, NULL, 0, &jobs, NULL, NULL, &err), -EINVAL);
+    assert_int_equal(pipeline_for_commit(r->git_dir, sha, NULL, 0, 0, &jobs, NULL, NULL, &err), -EINVAL);
     assert_null(jobs);
-    char *want = xasprintf("no pipeline found at %s: yci looked for a .yci.yml file, a tests/ "
-                           "folder (run with python3 -m unittest discover) and a Makefile with "
+    char *want = xasprintf("no pipeline found at %s: yci looked for a .yci.yml file, a .yci.py "
+                           "file, a tests/ folder (run with python3 -m unittest discover) and a "
+                           "Makefile with "
                            "a check or test target",
                            sha);
     assert_string_equal(err.data, want);
@@ -185,7 +220,7 @@ static void test_nothing(void **state)
 
     /* A commit the repository does not have is a git error, not a config error. */
     buf_reset(&err);
-    int rc = pipeline_for_commit(r->git_dir, "0123456789012345678901234567890123456789", NULL, 0,
+    int rc = pipeline_for_commit(r->git_dir, "0123456789012345678901234567890123456789", NULL, 0, 0,
                                  &jobs, NULL, NULL, &err);
     assert_true(rc < 0 && rc != -EINVAL);
     assert_true(err.len > 0);
@@ -214,7 +249,7 @@ static void test_yml(void **state)
                "    branches: {only: main}\n");
     commit(r, sha);
     assert_int_equal(
-        pipeline_for_commit(r->git_dir, sha, "refs/heads/main", 0, &jobs, &per_ref, NULL, &err), 0);
+        pipeline_for_commit(r->git_dir, sha, "refs/heads/main", 0, 0, &jobs, &per_ref, NULL, &err), 0);
     assert_true(per_ref);
     assert_int_equal(json_array_size(jobs), 3);
     json_t *j = json_array_get(jobs, 1);
@@ -230,12 +265,12 @@ static void test_yml(void **state)
     /* Another branch: deploy is dropped; the job limit is passed on. */
     jobs = NULL;
     assert_int_equal(
-        pipeline_for_commit(r->git_dir, sha, "refs/heads/dev", 0, &jobs, &per_ref, NULL, &err), 0);
+        pipeline_for_commit(r->git_dir, sha, "refs/heads/dev", 0, 0, &jobs, &per_ref, NULL, &err), 0);
     assert_int_equal(json_array_size(jobs), 2);
     json_decref(jobs);
     jobs = NULL;
     assert_int_equal(
-        pipeline_for_commit(r->git_dir, sha, "refs/heads/dev", 1, &jobs, &per_ref, NULL, &err), -EINVAL);
+        pipeline_for_commit(r->git_dir, sha, "refs/heads/dev", 1, 0, &jobs, &per_ref, NULL, &err), -EINVAL);
     assert_null(jobs);
     assert_non_null(strstr(err.data, "limit of 1 job"));
 
@@ -243,7 +278,7 @@ static void test_yml(void **state)
     write_file(r, ".yci.yml", "jobs:\n  d:\n    run: x\n    branches: {only: main}\n");
     commit(r, sha);
     assert_int_equal(
-        pipeline_for_commit(r->git_dir, sha, "refs/heads/dev", 0, &jobs, &per_ref, NULL, &err), 0);
+        pipeline_for_commit(r->git_dir, sha, "refs/heads/dev", 0, 0, &jobs, &per_ref, NULL, &err), 0);
     assert_int_equal(json_array_size(jobs), 0);
     json_decref(jobs);
     jobs = NULL;
@@ -253,7 +288,7 @@ static void test_yml(void **state)
     write_file(r, ".yci.yml", "jobs:\n  t:\n    run: x\n    tiemout: 5\n");
     commit(r, sha);
     assert_int_equal(
-        pipeline_for_commit(r->git_dir, sha, "refs/heads/main", 0, &jobs, &per_ref, NULL, &err), -EINVAL);
+        pipeline_for_commit(r->git_dir, sha, "refs/heads/main", 0, 0, &jobs, &per_ref, NULL, &err), -EINVAL);
     assert_null(jobs);
     assert_true(per_ref);
     assert_string_equal(err.data,
@@ -265,14 +300,14 @@ static void test_yml(void **state)
     write_file(r, ".yci.yml/x", "x\n");
     commit(r, sha);
     assert_int_equal(
-        pipeline_for_commit(r->git_dir, sha, "refs/heads/main", 0, &jobs, &per_ref, NULL, &err), -EINVAL);
+        pipeline_for_commit(r->git_dir, sha, "refs/heads/main", 0, 0, &jobs, &per_ref, NULL, &err), -EINVAL);
     assert_string_equal(err.data, ".yci.yml is a directory, not a file");
 
     /* No .yci.yml: the default rule, the same for every ref. */
     git(r, NULL, "rm", "-q", "-r", ".yci.yml", NULL);
     commit(r, sha);
     assert_int_equal(
-        pipeline_for_commit(r->git_dir, sha, "refs/heads/main", 0, &jobs, &per_ref, NULL, &err), 0);
+        pipeline_for_commit(r->git_dir, sha, "refs/heads/main", 0, 0, &jobs, &per_ref, NULL, &err), 0);
     assert_false(per_ref);
     assert_one_job(jobs, "tests", "python3 -m unittest discover -s tests -v");
     json_decref(jobs);
@@ -338,6 +373,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_tests_folder, setup, teardown),
         cmocka_unit_test_setup_teardown(test_makefile, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_yci_py, setup, teardown),
         cmocka_unit_test_setup_teardown(test_nothing, setup, teardown),
         cmocka_unit_test_setup_teardown(test_yml, setup, teardown),
         cmocka_unit_test_setup_teardown(test_git_mirror, setup, teardown),

@@ -1315,6 +1315,124 @@ static void test_retry(void **state)
     json_decref(keep);
 }
 
+/* A .yci.py plan job: its finish adds the generated jobs in one transaction;
+ * a failed plan is the build's error; a rebuild copies the plan, not what it
+ * generated; a retry count never re-runs a plan. */
+static void test_plan(void **state)
+{
+    struct fixture *f = *state;
+    const char *plan = "[{\"name\": \".yci.py\", \"kind\": \"plan\", \"commands\": [\"gen\"], "
+                       "\"retry\": {\"count\": 3}}]";
+    int64_t build = build_new(f->st, 0, NULL, plan);
+    int64_t r = runner_new(f->st, "r", "{}");
+    json_t *keep = NULL;
+    struct buf err = BUF_INIT;
+
+    json_t *j = claim(f->st, r, "{}", LEASE);
+    assert_string_equal(sval(j, "kind"), "plan");
+    assert_false(json_is_true(json_object_get(j, "planned")));
+    int64_t pid = ival(j, "id");
+    /* A plan that passes must say what it planned. */
+    assert_int_equal(store_plan_finish(f->st, pid, 1, r, "passed", 0, NULL, NULL, NULL, &err),
+                     -EINVAL);
+    /* Bad jobs are refused whole, the plan job still running. */
+    json_t *bad = js("[{\"name\": \"a\", \"commands\": []}]");
+    assert_int_equal(store_plan_finish(f->st, pid, 1, r, "passed", 0, NULL, bad, NULL, &err),
+                     -EINVAL);
+    json_decref(bad);
+    /* A name taken by the plan job itself. */
+    json_t *clash = js("[{\"name\": \".yci.py\", \"commands\": [\"x\"]}]");
+    assert_int_equal(store_plan_finish(f->st, pid, 1, r, "passed", 0, NULL, clash, NULL, &err),
+                     -EINVAL);
+    assert_non_null(strstr(err.data, "name of the plan job"));
+    json_decref(clash);
+    assert_string_equal(job_status(f->st, pid, &keep), "running");
+
+    json_t *gen = js("[{\"name\": \"a\", \"commands\": [\"x\"], \"env\": {\"K\": \"v\"}},"
+                     " {\"name\": \"b\", \"commands\": [\"y\"], \"needs\": [\"a\"],"
+                     "  \"retry\": {\"count\": 2, \"increment\": 5}}]");
+    bool done = true;
+    assert_int_equal(store_plan_finish(f->st, pid, 1, r, "passed", 0, NULL, gen, &done, &err), 0);
+    assert_false(done);
+    /* Idempotent: the same finish again adds nothing. */
+    assert_int_equal(store_plan_finish(f->st, pid, 1, r, "passed", 0, NULL, gen, &done, &err), 0);
+    json_decref(gen);
+    assert_true(has_event(f->st, build, ".yci.py planned 2 jobs"));
+    json_t *b = store_build_get(f->st, build);
+    json_t *jobs = json_object_get(b, "jobs");
+    assert_int_equal(json_array_size(jobs), 3);
+    json_t *a = json_array_get(jobs, 1), *bj = json_array_get(jobs, 2);
+    assert_string_equal(sval(a, "name"), "a");
+    assert_string_equal(sval(a, "kind"), "test");
+    assert_true(json_is_true(json_object_get(a, "planned")));
+    assert_string_equal(sval(json_object_get(a, "env"), "K"), "v");
+    assert_true(json_is_true(json_object_get(bj, "waiting")));
+    assert_int_equal(ival(bj, "max_retries"), 2);
+    assert_string_equal(sval(b, "status"), "running");
+    json_decref(b);
+    json_decref(j);
+
+    /* The generated jobs run like any. */
+    j = claim(f->st, r, "{}", LEASE);
+    assert_string_equal(sval(j, "name"), "a");
+    finish(f->st, j, r, "passed");
+    json_decref(j);
+    j = claim(f->st, r, "{}", LEASE);
+    assert_string_equal(sval(j, "name"), "b");
+    finish(f->st, j, r, "passed");
+    json_decref(j);
+    assert_string_equal(build_status(f->st, build, &keep), "passed");
+
+    /* A rebuild plans again: the plan job only. */
+    int64_t nb = 0;
+    assert_int_equal(store_build_rebuild(f->st, build, &nb), 0);
+    b = store_build_get(f->st, nb);
+    assert_int_equal(json_array_size(json_object_get(b, "jobs")), 1);
+    assert_string_equal(sval(json_array_get(json_object_get(b, "jobs"), 0), "kind"), "plan");
+    json_decref(b);
+
+    /* A plan that fails, even with retries left, is the build's error. */
+    j = claim(f->st, r, "{}", LEASE);
+    assert_int_equal(ival(j, "build_id"), nb);
+    done = false;
+    assert_int_equal(store_plan_finish(f->st, ival(j, "id"), 1, r, "error", -1,
+                                       ".yci.py:3: test_generator raised ValueError: boom", NULL,
+                                       &done, &err),
+                     0);
+    assert_true(done);
+    json_decref(j);
+    assert_string_equal(build_status(f->st, nb, &keep), "error");
+    assert_string_equal(sval(keep, "error"), ".yci.py:3: test_generator raised ValueError: boom");
+    /* Its rebuild does not inherit the error: it plans again. */
+    int64_t nb2 = 0;
+    assert_int_equal(store_build_rebuild(f->st, nb, &nb2), 0);
+    assert_string_equal(build_status(f->st, nb2, &keep), "queued");
+    assert_true(is_null(keep, "error"));
+
+    /* A timed-out plan is not retried either. */
+    j = claim(f->st, r, "{}", LEASE);
+    assert_int_equal(ival(j, "build_id"), nb2);
+    assert_int_equal(store_plan_finish(f->st, ival(j, "id"), 1, r, "timed_out", -1,
+                                       "ran past its time limit", NULL, NULL, &err),
+                     0);
+    json_decref(j);
+    assert_string_equal(build_status(f->st, nb2, &keep), "failed");
+
+    /* Nothing generated: the build passes, marked as having no jobs. */
+    int64_t empty = build_new(f->st, 0, NULL, plan);
+    j = claim(f->st, r, "{}", LEASE);
+    assert_int_equal(ival(j, "build_id"), empty);
+    gen = json_array();
+    assert_int_equal(
+        store_plan_finish(f->st, ival(j, "id"), 1, r, "passed", 0, NULL, gen, NULL, &err), 0);
+    json_decref(gen);
+    json_decref(j);
+    assert_string_equal(build_status(f->st, empty, &keep), "passed");
+    assert_true(has_event(f->st, empty, "no jobs: the .yci.py test_generator yielded nothing"));
+    json_decref(keep);
+    buf_release(&err);
+}
+
 static void test_needs(void **state)
 {
     struct fixture *f = *state;
@@ -1669,6 +1787,7 @@ int main(int argc, char **argv)
         cmocka_unit_test_setup_teardown(test_lease_requeue_then_finish, setup, teardown),
         cmocka_unit_test_setup_teardown(test_leases_grace, setup, teardown),
         cmocka_unit_test_setup_teardown(test_heartbeat, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_plan, setup, teardown),
         cmocka_unit_test_setup_teardown(test_cancel_build, setup, teardown),
         cmocka_unit_test_setup_teardown(test_rebuild, setup, teardown),
         cmocka_unit_test_setup_teardown(test_runners, setup, teardown),
