@@ -107,6 +107,7 @@ struct yci_job {
     int timeout;         /* seconds; 0: none */
     bool plan;           /* a .yci.py plan job: run the generator, not commands;
                             finish with yci_result.plan_jobs */
+    bool submodules;     /* check the repository's submodules out, recursively */
     const char *json;    /* the whole job as the server sent it, for fields added later */
     uint64_t log_offset; /* bytes of log the server acknowledged (yci_client_job_log) */
     struct yci_job_internal *internal;

@@ -587,6 +587,7 @@ static struct yci_job *job_from_json(json_t *j, const char *text, struct yci_err
             : 0;
     job->plan = json_is_string(json_object_get(j, "kind")) &&
                 strcmp(opt_string(j, "kind"), "plan") == 0;
+    job->submodules = json_is_true(json_object_get(j, "submodules"));
     job->json = text;
     return job;
 }

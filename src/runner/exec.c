@@ -367,7 +367,18 @@ static int make_workspace(struct exec *x, const char *ws)
     if ((ret = git(x, clone, false)) < 0)
         goto out;
     const char *checkout[] = {"git", "-C", ws, "checkout", "--detach", "-q", job->commit, NULL};
-    ret = git(x, checkout, false);
+    if ((ret = git(x, checkout, false)) < 0 || !job->submodules)
+        goto out;
+    /* Submodules: with origin pointing at the server's mirror, relative
+     * URLs in .gitmodules ("../lib.git") resolve to the server's mirrors of
+     * those repositories; absolute ones are fetched from where they say. */
+    const char *origin[] = {"git", "-C", ws, "remote", "set-url", "origin", url, NULL};
+    if ((ret = git(x, origin, false)) < 0)
+        goto out;
+    spoolf(x, "$ git submodule update --init --recursive\n");
+    const char *sub[] = {"git", "-C", ws, "submodule", "update", "--init", "--recursive", "-q",
+                         NULL};
+    ret = git(x, sub, false);
 out:
     if (lock_fd >= 0)
         close(lock_fd);

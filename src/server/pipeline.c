@@ -126,6 +126,13 @@ static int rule_yml(const char *mirror, const char *commit, const char *ref, int
     if (r < 0)
         return r;
     *jobs = json_incref(json_object_get(parsed, "jobs"));
+    if (json_is_true(json_object_get(parsed, "submodules"))) {
+        size_t i;
+        json_t *job;
+        json_array_foreach(*jobs, i, job) {
+            json_object_set_new(job, "submodules", json_true());
+        }
+    }
     if (cancel_superseded)
         *cancel_superseded = json_is_true(json_object_get(parsed, "cancel_superseded"));
     json_decref(parsed);

@@ -157,9 +157,11 @@ static const char *const migrations[] = {
     "ALTER TABLE jobs ADD COLUMN waiting INTEGER NOT NULL DEFAULT 0;"
     "DROP INDEX jobs_queued;"
     "CREATE INDEX jobs_queued ON jobs(id) WHERE status = 'queued' AND waiting = 0;",
-    /* 3: .yci.py plan jobs (kind 'plan') and the jobs they generate (planned) */
+    /* 3: .yci.py plan jobs (kind 'plan') and the jobs they generate (planned);
+     * submodules: check them out in the workspace (.yci.yml "submodules") */
     "ALTER TABLE jobs ADD COLUMN kind TEXT NOT NULL DEFAULT 'test';"
-    "ALTER TABLE jobs ADD COLUMN planned INTEGER NOT NULL DEFAULT 0;",
+    "ALTER TABLE jobs ADD COLUMN planned INTEGER NOT NULL DEFAULT 0;"
+    "ALTER TABLE jobs ADD COLUMN submodules INTEGER NOT NULL DEFAULT 0;",
 };
 #define N_MIGRATIONS ((int)(sizeof(migrations) / sizeof(migrations[0])))
 
@@ -167,9 +169,9 @@ static const char *const migrations[] = {
     "j.id, j.build_id, j.name, j.status, j.attempt, j.commands, j.env, j.labels, j.timeout, "      \
     "r.name, j.runner_id, j.exit_code, j.error, j.created, j.started, j.finished, "                \
     "j.infra_retries, j.lease_expires, j.retries, j.max_retries, j.flaky, j.needs, "              \
-    "j.not_before, j.waiting, j.retry_delay, j.kind, j.planned"
+    "j.not_before, j.waiting, j.retry_delay, j.kind, j.planned, j.submodules"
 #define JOB_FROM " FROM jobs j LEFT JOIN runners r ON r.id = j.runner_id"
-#define JOB_NCOLS 27
+#define JOB_NCOLS 28
 
 #define BUILD_COLS                                                                                 \
     "b.id, p.name, b.ref, b.branch, b.commit_sha, b.status, b.error, b.created, b.started, "       \
@@ -258,8 +260,9 @@ static const char *const sql[Q_COUNT] = {
         "finished, rebuild_of, origin) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, "
         "?10)",
     [Q_JOB_INSERT] = "INSERT INTO jobs(build_id, name, commands, env, labels, timeout, created, "
-                     "needs, max_retries, retry_delay, waiting, kind, planned) "
-                     "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?8 IS NOT NULL, ?11, ?12)",
+                     "needs, max_retries, retry_delay, waiting, kind, planned, submodules) "
+                     "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?8 IS NOT NULL, ?11, ?12, "
+                     "?13)",
     [Q_BUILD_GET] = "SELECT " BUILD_COLS BUILD_FROM " WHERE b.id = ?1",
     [Q_BUILD_JOBS] = "SELECT " JOB_COLS JOB_FROM " WHERE j.build_id = ?1 ORDER BY j.id",
     [Q_BUILD_EVENTS] = "SELECT time, job_id, message FROM events WHERE build_id = ?1 ORDER BY id",
@@ -280,9 +283,10 @@ static const char *const sql[Q_COUNT] = {
                     "jobs WHERE build_id = ?1 AND kind = 'plan') THEN NULL ELSE error END "
                     "FROM builds WHERE id = ?1",
     [Q_JOBS_COPY] = "INSERT INTO jobs(build_id, name, commands, env, labels, timeout, needs, "
-                    "max_retries, retry_delay, waiting, created, kind) "
+                    "max_retries, retry_delay, waiting, created, kind, submodules) "
                     "SELECT ?1, name, commands, env, labels, timeout, needs, max_retries, "
-                    "retry_delay, needs IS NOT NULL, ?2, kind FROM jobs WHERE build_id = ?3 AND "
+                    "retry_delay, needs IS NOT NULL, ?2, kind, submodules FROM jobs WHERE "
+                    "build_id = ?3 AND "
                     "planned = 0 ORDER BY id",
     [Q_BUILD_CANCEL] = "UPDATE jobs SET status = 'cancelled', finished = ?2, lease_expires = NULL "
                        "WHERE build_id = ?1 AND status IN ('queued', 'running')",
@@ -535,6 +539,7 @@ static json_t *job_from_row(sqlite3_stmt *s)
     json_object_set_new(j, "waiting", json_boolean(sqlite3_column_int(s, 23) != 0));
     json_object_set_new(j, "kind", col_text(s, 25));
     json_object_set_new(j, "planned", json_boolean(sqlite3_column_int(s, 26) != 0));
+    json_object_set_new(j, "submodules", json_boolean(sqlite3_column_int(s, 27) != 0));
     return j;
 }
 
@@ -721,6 +726,12 @@ static int job_check(json_t *jobs, size_t i, struct buf *err)
     if (kind && !(json_is_string(kind) && (strcmp(json_string_value(kind), "test") == 0 ||
                                            strcmp(json_string_value(kind), "plan") == 0))) {
         buf_setf(err, "%s: \"kind\" must be \"test\" or \"plan\"", who);
+        return -EINVAL;
+    }
+
+    json_t *sub = opt(job, "submodules");
+    if (sub && !json_is_boolean(sub)) {
+        buf_setf(err, "%s: \"submodules\" must be true or false", who);
         return -EINVAL;
     }
 
@@ -1151,6 +1162,7 @@ static int jobs_insert(struct store *st, int64_t build_id, json_t *jobs, bool pl
         sqlite3_bind_int64(s, 10, inc ? json_integer_value(inc) : 0);
         bind_text(s, 11, kind ? json_string_value(kind) : "test");
         sqlite3_bind_int(s, 12, planned);
+        sqlite3_bind_int(s, 13, json_is_true(json_object_get(job, "submodules")));
         int rc = exec_q(s);
         free(cmds);
         free(envs);

@@ -69,7 +69,8 @@ int store_head_delete(struct store *st, int64_t repo_id, const char *ref);
  *   {"name": "tests", "commands": ["cmd", ...], "env": {"K": "V"},
  *    "labels": {"os": "linux"}, "timeout": seconds (0: the server default),
  *    "retry": {"count": 0..10, "increment": seconds}, "needs": ["lint", ...],
- *    "kind": "test" (default) or "plan"}
+ *    "kind": "test" (default) or "plan", "submodules": false (default) or true:
+ *    the runner checks the repository's submodules out, recursively}
  * All keys but "name" and "commands" optional. The store checks shapes (names
  * unique in the build, strings where strings belong, needs naming other jobs
  * of the build and making no cycle) and returns -EINVAL with a message
@@ -145,7 +146,7 @@ int store_event_add(struct store *st, int64_t build_id, int64_t job_id, const ch
  * "needs" (array of names), "waiting" (queued until its needs pass),
  * "not_before" (no claim before this time, or null), "kind" ("test", or "plan"
  * for the job that runs a .yci.py generator), "planned" (added by the build's
- * plan job)}
+ * plan job), "submodules"}
  */
 json_t *store_job_get(struct store *st, int64_t id);
 int store_job_cancel(struct store *st, int64_t id);

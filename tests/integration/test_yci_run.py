@@ -2,6 +2,7 @@
 .yci.yml as it is on disk (not committed), the default rule, errors, --job,
 timeouts. Each test drives the real binary in a GitRepo's work tree."""
 
+import os
 import re
 import time
 
@@ -123,12 +124,59 @@ def test_no_pipeline_exits_2(ctx):
     assert "no pipeline found" in r.stderr and "tests/" in r.stderr
 
 
-def test_yci_py_is_not_supported_yet(ctx):
+def test_yci_py_runs_the_generators_jobs(ctx):
     repo = GitRepo(ctx)
-    repo.write({".yci.py": "print('hi')\n"})
+    repo.commit({"README": "x\n"}, push=False)
+    # The seed's example with Bash(...) before the keywords, and the plain
+    # dicts of the published .yci.py: the same jobs.
+    repo.write({".yci.py": (
+        "from yci.retry import IncrementalRetry\n"
+        "from yci.run import Bash\n"
+        "\n"
+        "def test_generator(build_id, pull):\n"
+        "    print('generator saw', build_id, pull['branch'])\n"
+        "    for x in ['foo', 'bar']:\n"
+        "        yield IncrementalRetry(Bash('echo cell $V', env={'V': x}), retries=1,\n"
+        "                               retry_increment=600)\n"
+        "    yield {'CMD': 'echo dict $W', 'W': 'w1', 'RETRIES': 0}\n")})
+    r = run(ctx, repo)
+    assert r.returncode == 0, r
+    out = r.stdout
+    assert "generator saw 0 main" in out, out
+    assert "3 jobs from .yci.py" in out, out
+    for name, line in (("echo cell $V (foo)", "cell foo"), ("echo cell $V (bar)", "cell bar"),
+                       ("echo dict $W (w1)", "dict w1")):
+        assert "==> job " + name in out, out
+        assert line in out, out
+    # The driver writes nothing into the working tree.
+    assert sorted(os.listdir(repo.work)) == [".git", ".yci.py", "README"]
+
+
+def test_yci_py_errors_exit_2(ctx):
+    repo = GitRepo(ctx)
+    # The seed's example as printed: a SyntaxError, with the file and line.
+    repo.write({".yci.py": (
+        "from yci.run import Bash\n"
+        "from yci.retry import IncrementalRetry\n"
+        "def test_generator(build_id, pull):\n"
+        "    yield IncrementalRetry(retries=3, retry_increment=600,\n"
+        "        Bash('./test.sh', env={'A': 'b'}))\n")})
     r = run(ctx, repo)
     assert r.returncode == 2, r
-    assert "yci run: .yci.py is not supported yet by yci run" in r.stderr
+    assert re.search(r"^\.yci\.py:5:\d+: SyntaxError: positional argument follows keyword "
+                     r"argument$", r.stderr, re.M), r.stderr
+    # A job the server would refuse is refused here too, the same way.
+    repo.write({".yci.py": (
+        "def test_generator(build_id, pull):\n"
+        "    yield {'CMD': 'true', 'BAD-NAME': 'x'}\n")})
+    r = run(ctx, repo)
+    assert r.returncode == 2, r
+    assert "not a valid environment variable name" in r.stderr, r.stderr
+    # Nothing yielded: nothing to run, not an error.
+    repo.write({".yci.py": "def test_generator(build_id, pull):\n    return []\n"})
+    r = run(ctx, repo)
+    assert r.returncode == 0, r
+    assert "no jobs: the .yci.py test_generator yielded nothing" in r.stdout, r.stdout
 
 
 def test_job_option_selects_jobs(ctx):

@@ -220,3 +220,37 @@ def test_without_yml_the_default_rule_still_runs(ctx, server, runner, gitrepo):
     assert b2["status"] == "passed", b2
     (job,) = server.build(b2["id"])["jobs"]
     assert job["name"] == "mine" and "yci-mine" in log_text(server, job)
+
+
+def test_submodules_are_checked_out_through_the_servers_mirrors(ctx, server, runner, gitrepo):
+    """submodules: true checks the submodules out recursively; a relative URL
+    in .gitmodules resolves against the server's mirror, so a runner needs no
+    access to the origin of the submodule either."""
+    inner = gitrepo("inner")
+    inner.commit({"deep.txt": "yci-deep-content\n"})
+    lib = gitrepo("lib")
+    # Relative URLs, as git submodule add records them ("../inner.git").
+    lib.git("-c", "protocol.file.allow=always", "submodule", "add", "-q", "../inner.git", "inner")
+    lib.commit({"hello.txt": "yci-submodule-content\n"})
+    app = gitrepo("app")
+    app.git("-c", "protocol.file.allow=always", "submodule", "add", "-q", "../lib.git", "lib")
+    assert "url = ../lib.git" in open(os.path.join(app.work, ".gitmodules")).read()
+    yml = ("submodules: %s\n"
+           "jobs:\n"
+           "  show:\n"
+           "    run: cat lib/hello.txt lib/inner/deep.txt\n")
+    # Without the key the submodule's directory is empty: the job fails.
+    sha = app.commit({".yci.yml": yml % "false"})
+    for r in (inner, lib):
+        server.add_repo(r.path)
+    server.add_repo(app.path)
+    b = server.wait_commit_build("app", sha, timeout=60)
+    assert b["status"] == "failed", b
+    sha = app.commit({".yci.yml": yml % "true"})
+    b = server.wait_commit_build("app", sha, timeout=60)
+    job = server.build(b["id"])["jobs"][0]
+    assert b["status"] == "passed", (job, log_text(server, job))
+    assert job["submodules"] is True, job
+    text = log_text(server, job)
+    assert "yci-submodule-content" in text and "yci-deep-content" in text, text
+    assert "git submodule update --init --recursive" in text, text
