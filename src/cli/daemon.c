@@ -101,6 +101,10 @@ int cli_cmd_server(int argc, char **argv)
     if (optind < argc)
         return cli_usage(cmd, "unexpected argument '%s'", argv[optind]);
     cfg.data_dir = cli_data_dir(data);
+    /* Seed 000's configuration: GITHUB_* variables (docs/github.md). */
+    github_config_from_env(&cfg.github, &cfg.github_repos);
+    const char *root = getenv("HTTP_ROOT");
+    cfg.http_root = root && *root ? root : NULL;
     if (!cfg.listen)
         cfg.listen = "127.0.0.1:8888";
 

@@ -32,6 +32,8 @@
 
 /* The refspec a mirror fetches by default: every branch, force-updated. */
 #define GIT_REFSPEC_HEADS "+refs/heads/*:refs/heads/*"
+/* GitHub's pull request heads. */
+#define GIT_REFSPEC_PULLS "+refs/pull/*/head:refs/pull/*/head"
 
 /* Seconds a fetch may take before it is killed (a hung remote must not stall
  * the observer forever). */

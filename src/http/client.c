@@ -28,13 +28,57 @@ struct http_client {
     char *auth; /* "Authorization: Bearer ..." or NULL */
     char errbuf[CURL_ERROR_SIZE];
     const atomic_int *cancel; /* see http_client_set_cancel() */
+    char **headers;           /* see http_client_set_headers(); NULL-terminated */
 };
 
 void http_result_release(struct http_result *res)
 {
     buf_release(&res->body);
     buf_release(&res->location);
+    buf_release(&res->headers);
     res->status = 0;
+}
+
+int http_result_header(const struct http_result *res, const char *name, struct buf *out)
+{
+    buf_reset(out);
+    size_t nlen = strlen(name);
+    const char *p = res->headers.data, *end = p ? p + res->headers.len : NULL;
+    while (p && p < end) {
+        const char *eol = memchr(p, '\n', (size_t)(end - p));
+        const char *line_end = eol ? eol : end;
+        if ((size_t)(line_end - p) > nlen && strncasecmp(p, name, nlen) == 0 && p[nlen] == ':') {
+            const char *v = p + nlen + 1;
+            while (v < line_end && (*v == ' ' || *v == '\t'))
+                v++;
+            const char *ve = line_end;
+            while (ve > v && (ve[-1] == '\r' || ve[-1] == ' ' || ve[-1] == '\t'))
+                ve--;
+            buf_add(out, v, (size_t)(ve - v));
+            if (!out->data)
+                buf_adds(out, "");
+            return 1;
+        }
+        p = eol ? eol + 1 : end;
+    }
+    return 0;
+}
+
+void http_client_set_headers(struct http_client *c, const char *const *headers)
+{
+    if (c->headers)
+        for (char **h = c->headers; *h; h++)
+            free(*h);
+    free(c->headers);
+    c->headers = NULL;
+    if (!headers)
+        return;
+    size_t n = 0;
+    while (headers[n])
+        n++;
+    c->headers = xcalloc(n + 1, sizeof *c->headers);
+    for (size_t i = 0; i < n; i++)
+        c->headers[i] = xstrdup(headers[i]);
 }
 
 static void set_token(struct http_client *c, const char *token)
@@ -67,6 +111,7 @@ void http_client_free(struct http_client *c)
         return;
     if (c->curl)
         curl_easy_cleanup(c->curl);
+    http_client_set_headers(c, NULL);
     free(c->base_url);
     free(c->auth);
     free(c);
@@ -99,8 +144,11 @@ static size_t on_header(char *data, size_t size, size_t nmemb, void *arg)
     if (n > 5 && !strncmp(data, "HTTP/", 5)) {
         /* A new status line (after a 100 Continue, say): forget the last. */
         buf_reset(&res->location);
+        buf_reset(&res->headers);
         return n;
     }
+    if (n > 2 && res->headers.len < 256 * 1024)
+        buf_add(&res->headers, data, n);
     if (n >= sizeof(name) - 1 && !strncasecmp(data, name, sizeof(name) - 1)) {
         const char *v = data + sizeof(name) - 1;
         const char *end = data + n;
@@ -131,14 +179,24 @@ int http_client_request(struct http_client *c, const char *method, const char *p
                         const char *content_type, const void *body, size_t len, long timeout_ms,
                         struct http_result *res, struct buf *err)
 {
+    return http_client_request_h(c, method, path, NULL, content_type, body, len, timeout_ms, res,
+                                 err);
+}
+
+int http_client_request_h(struct http_client *c, const char *method, const char *path,
+                          const char *const *headers, const char *content_type, const void *body,
+                          size_t len, long timeout_ms, struct http_result *res, struct buf *err)
+{
     CURL *h = c->curl;
     struct curl_slist *hdrs = NULL;
-    char *url = xasprintf("%s%s", c->base_url, path);
+    bool whole = !strncmp(path, "http://", 7) || !strncmp(path, "https://", 8);
+    char *url = whole ? xstrdup(path) : xasprintf("%s%s", c->base_url, path);
     char *ct = NULL;
     int r = 0;
 
     buf_reset(&res->body);
     buf_reset(&res->location);
+    buf_reset(&res->headers);
     res->status = 0;
 
     curl_easy_reset(h);
@@ -188,6 +246,10 @@ int http_client_request(struct http_client *c, const char *method, const char *p
     }
     if (c->auth)
         hdrs = curl_slist_append(hdrs, c->auth);
+    for (char **x = c->headers; x && *x; x++)
+        hdrs = curl_slist_append(hdrs, *x);
+    for (const char *const *x = headers; x && *x; x++)
+        hdrs = curl_slist_append(hdrs, *x);
     curl_easy_setopt(h, CURLOPT_HTTPHEADER, hdrs);
 
     CURLcode rc = curl_easy_perform(h);
@@ -209,6 +271,7 @@ int http_client_request(struct http_client *c, const char *method, const char *p
         buf_setf(err, "%s %s: %s", method, url, c->errbuf[0] ? c->errbuf : curl_easy_strerror(rc));
         buf_reset(&res->body);
         buf_reset(&res->location);
+        buf_reset(&res->headers);
         goto out;
     }
     curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &res->status);

@@ -24,11 +24,16 @@ struct http_result {
     long status;
     struct buf body;       /* the response body */
     struct buf location;   /* value of a Location header, if any */
+    struct buf headers;    /* the final response's header lines, "Name: value\r\n" each */
 };
 
-#define HTTP_RESULT_INIT {0, BUF_INIT, BUF_INIT}
+#define HTTP_RESULT_INIT {0, BUF_INIT, BUF_INIT, BUF_INIT}
 
 void http_result_release(struct http_result *res);
+
+/* The value of the response header name (case-insensitive; the first one),
+ * trimmed, copied into out (reset first). 1 when found, 0 when not. */
+int http_result_header(const struct http_result *res, const char *name, struct buf *out);
 
 /* base_url like "http://127.0.0.1:8888"; token, if not NULL, is sent as
  * "Authorization: Bearer <token>". Both are copied. */
@@ -49,6 +54,18 @@ void http_client_set_cancel(struct http_client *c, const atomic_int *flag);
 int http_client_request(struct http_client *c, const char *method, const char *path,
                         const char *content_type, const void *body, size_t len,
                         long timeout_ms, struct http_result *res, struct buf *err);
+
+/* The same with extra request header lines ("If-None-Match: W/\"x\"";
+ * NULL-terminated, may be NULL) for this request only. A path that starts
+ * with "http://" or "https://" is a whole URL (GitHub's Link headers give
+ * those) and base_url is not prefixed. */
+int http_client_request_h(struct http_client *c, const char *method, const char *path,
+                          const char *const *headers, const char *content_type, const void *body,
+                          size_t len, long timeout_ms, struct http_result *res, struct buf *err);
+
+/* Header lines sent with every request of c, after the token's (copied;
+ * NULL clears them). For APIs that want their own Authorization, Accept. */
+void http_client_set_headers(struct http_client *c, const char *const *headers);
 
 /* Global set-up and tear-down of the HTTP library; call once from main. */
 void http_client_global_init(void);

@@ -23,6 +23,7 @@ struct logstore;
 struct sched;
 struct observer;
 struct results;
+struct notifier;
 struct auth_cache;
 
 struct server {
@@ -39,6 +40,7 @@ struct server {
     struct sched *sched;
     struct observer *observer;
     struct results *results;
+    struct notifier *notifier; /* GitHub commit statuses; NULL without GitHub */
     struct http_server *http;
 };
 
@@ -114,6 +116,10 @@ void observer_request(struct observer *o, int64_t repo_id);
 /*
  * results.c — <data>/test_results/<commit>, written by a worker thread.
  */
+int notifier_new(struct server *srv, struct notifier **out, struct buf *err);
+void notifier_free(struct notifier *n);
+void notifier_kick(struct notifier *n);
+
 int results_new(struct server *srv, struct results **out, struct buf *err);
 /* Write what is queued, then stop. */
 void results_free(struct results *r);

@@ -24,6 +24,7 @@
 #include <time.h>
 
 #include "git/git.h"
+#include "github/github.h"
 #include "lib/log.h"
 #include "lib/util.h"
 #include "lib/xalloc.h"
@@ -34,6 +35,9 @@
 
 struct observer {
     struct server *srv;
+    struct github *gh; /* the observer thread's GitHub client; NULL without GitHub */
+    json_t *registered; /* GITHUB_REPOSITORIES names known to be in the store */
+    json_t *reg_errors; /* name → the last error registering it (logged once) */
     pthread_mutex_t lock;
     pthread_cond_t cond; /* CLOCK_MONOTONIC */
     int64_t *wanted;     /* repository ids asked for, without duplicates */
@@ -62,6 +66,139 @@ void observer_request(struct observer *o, int64_t repo_id)
     pthread_mutex_unlock(&o->lock);
 }
 
+/* What one poll of one repository carries from ref to ref. */
+struct poll {
+    struct server *srv;
+    int64_t repo_id;
+    const char *name;
+    const char *mirror;
+    json_t *pipelines; /* commit → jobs (array) or error (string), for this poll */
+    bool created;
+};
+
+/*
+ * ref is at sha now, old is what the store saw (NULL: new ref). Compute the
+ * pipeline and advance the head, creating the build once. pull: the pull
+ * request of a refs/pull/N/head ref (NULL otherwise). 0, or -errno with err.
+ */
+static int advance_ref(struct poll *p, const char *ref, const char *sha, const char *old,
+                       json_t *pull, bool untrusted, struct buf *err)
+{
+    struct server *srv = p->srv;
+    json_t *jobs = NULL;
+    struct buf perr = BUF_INIT;
+    int rc;
+    /* Many refs often point at one commit (100 branches pushed at once):
+     * compute each commit's pipeline once per poll, unless it depends on
+     * the branch (a .yci.yml's branch filters). */
+    json_t *cached = json_object_get(p->pipelines, sha);
+    bool cancel_superseded = true; /* what every cached (not per-ref) outcome says */
+    if (json_is_array(cached)) {
+        jobs = json_incref(cached);
+        rc = 0;
+    } else if (json_is_string(cached)) {
+        buf_adds(&perr, json_string_value(cached));
+        rc = -EINVAL;
+    } else {
+        bool per_ref = true;
+        rc = pipeline_for_commit(p->mirror, sha, ref, srv->cfg.max_jobs_per_build,
+                                 srv->cfg.plan_timeout, &jobs, &per_ref, &cancel_superseded,
+                                 &perr);
+        if (rc < 0 && rc != -EINVAL) {
+            buf_setf(err, "reading the pipeline of %s at %s: %s", ref, sha, perr.data);
+            buf_release(&perr);
+            return rc;
+        }
+        if (per_ref)
+            ; /* not cached */
+        else if (rc == 0)
+            json_object_set(p->pipelines, sha, jobs);
+        else
+            json_object_set_new(p->pipelines, sha, json_string(perr.data));
+    }
+    int64_t build_id = 0;
+    struct buf serr = BUF_INIT;
+    int adv = store_head_advance(srv->store, p->repo_id, ref, old, sha, jobs,
+                                 rc == -EINVAL ? perr.data : NULL, cancel_superseded, pull,
+                                 untrusted, &build_id, &serr);
+    bool no_jobs = rc == 0 && json_array_size(jobs) == 0;
+    json_decref(jobs);
+    if (adv < 0) {
+        buf_setf(err, "recording %s at %s: %s", ref, sha, serr.len ? serr.data : strerror(-adv));
+        buf_release(&perr);
+        buf_release(&serr);
+        return adv;
+    }
+    if (adv > 0) {
+        if (rc == -EINVAL) {
+            log_warn("build %" PRId64 " created for '%s' %s at %s: %s", build_id, p->name, ref,
+                     sha, perr.data);
+            results_build_done(srv->results, build_id);
+        } else if (no_jobs) {
+            log_info("build %" PRId64 " created for '%s' %s at %s: %s", build_id, p->name, ref,
+                     sha, PIPELINE_NO_JOBS);
+            if (store_event_add(srv->store, build_id, 0, PIPELINE_NO_JOBS) < 0)
+                log_warn("build %" PRId64 ": recording its event failed, ignoring", build_id);
+            results_build_done(srv->results, build_id);
+        } else {
+            log_info("build %" PRId64 " created for '%s' %s at %s%s", build_id, p->name, ref,
+                     sha, untrusted ? " (untrusted: a fork's pull request)" : "");
+            p->created = true;
+        }
+    }
+    buf_release(&perr);
+    buf_release(&serr);
+    return 0;
+}
+
+/* Is a pull request from another repository (a fork)? Such builds are
+ * marked untrusted. */
+static bool pull_from_fork(json_t *pull)
+{
+    const char *head = json_string_value(
+        json_object_get(json_object_get(json_object_get(pull, "head"), "repo"), "full_name"));
+    const char *base = json_string_value(
+        json_object_get(json_object_get(json_object_get(pull, "base"), "repo"), "full_name"));
+    return !head || !base || strcmp(head, base) != 0;
+}
+
+/*
+ * The open pull requests of a GitHub repository, as heads: each open PR N
+ * whose refs/pull/N/head the mirror has becomes heads[ref] = its commit and
+ * pulls[ref] = the PR. 0, or -errno (GitHub could not be asked) with err.
+ */
+static int github_heads(struct observer *o, const char *full_name, const char *mirror,
+                        json_t *heads, json_t *pulls, struct buf *err)
+{
+    json_t *open = NULL, *refs = NULL;
+    int64_t retry_at = 0;
+    int rc = github_open_pulls(o->gh, full_name, &open, &retry_at, err);
+    if (rc < 0)
+        return rc;
+    rc = git_list_refs(mirror, "refs/pull/", &refs, err);
+    if (rc < 0) {
+        json_decref(open);
+        return rc;
+    }
+    size_t i;
+    json_t *pull;
+    json_array_foreach(open, i, pull) {
+        json_t *num = json_object_get(pull, "number");
+        if (!json_is_integer(num) || json_integer_value(num) <= 0)
+            continue;
+        char ref[64];
+        snprintf(ref, sizeof ref, "refs/pull/%" PRId64 "/head", (int64_t)json_integer_value(num));
+        json_t *sha = json_object_get(refs, ref);
+        if (!json_is_string(sha))
+            continue; /* not fetched yet: the next poll has it */
+        json_object_set(heads, ref, sha);
+        json_object_set(pulls, ref, pull);
+    }
+    json_decref(refs);
+    json_decref(open);
+    return 0;
+}
+
 /* Poll one repository; returns 0, or a negative errno with err set. */
 static int poll_repo(struct observer *o, json_t *repo, struct buf *err)
 {
@@ -69,17 +206,22 @@ static int poll_repo(struct observer *o, json_t *repo, struct buf *err)
     int64_t repo_id = json_integer_value(json_object_get(repo, "id"));
     const char *name = json_string_value(json_object_get(repo, "name"));
     const char *url = json_string_value(json_object_get(repo, "url"));
+    const char *github = json_string_value(json_object_get(repo, "github"));
     if (!name || !url || !name_valid(name)) {
         buf_setf(err, "bad repository record");
         return -EINVAL;
     }
     char *mirror = server_mirror_path(srv, name);
-    json_t *heads = NULL, *seen = NULL, *pipelines = json_object();
+    json_t *heads = NULL, *seen = NULL, *pulls = json_object();
+    struct poll p = {srv, repo_id, name, mirror, json_object(), false};
+    struct buf gerr = BUF_INIT;
+    bool pulls_known = false;
     int rc = git_mirror_init(mirror, err);
     if (rc < 0)
         goto out;
-    static const char *const refspecs[] = {GIT_REFSPEC_HEADS};
-    rc = git_mirror_fetch(mirror, url, refspecs, 1, err);
+    /* GitHub keeps each pull request's head at refs/pull/N/head. */
+    static const char *const refspecs[] = {GIT_REFSPEC_HEADS, GIT_REFSPEC_PULLS};
+    rc = git_mirror_fetch(mirror, url, refspecs, github && o->gh ? 2 : 1, err);
     if (rc < 0)
         goto out;
     rc = git_list_refs(mirror, "refs/heads/", &heads, err);
@@ -89,11 +231,12 @@ static int poll_repo(struct observer *o, json_t *repo, struct buf *err)
     if (git_mirror_fix_head(mirror, heads, &herr) < 0)
         log_warn("repo '%s': %s, ignoring", name, herr.data);
     buf_release(&herr);
+    if (github && o->gh)
+        pulls_known = github_heads(o, github, mirror, heads, pulls, &gerr) == 0;
     seen = store_heads_get(srv->store, repo_id);
     if (!seen)
         seen = json_object();
 
-    bool created = false;
     const char *ref;
     json_t *v;
     json_object_foreach(heads, ref, v)
@@ -102,89 +245,107 @@ static int poll_repo(struct observer *o, json_t *repo, struct buf *err)
         const char *old = json_string_value(json_object_get(seen, ref));
         if (!sha || (old && strcmp(old, sha) == 0))
             continue;
-        json_t *jobs = NULL;
-        struct buf perr = BUF_INIT;
-        /* Many refs often point at one commit (100 branches pushed at once):
-         * compute each commit's pipeline once per poll, unless it depends on
-         * the branch (a .yci.yml's branch filters). */
-        json_t *cached = json_object_get(pipelines, sha);
-        bool cancel_superseded = true; /* what every cached (not per-ref) outcome says */
-        if (json_is_array(cached)) {
-            jobs = json_incref(cached);
-            rc = 0;
-        } else if (json_is_string(cached)) {
-            buf_adds(&perr, json_string_value(cached));
-            rc = -EINVAL;
-        } else {
-            bool per_ref = true;
-            rc = pipeline_for_commit(mirror, sha, ref, srv->cfg.max_jobs_per_build,
-                                     srv->cfg.plan_timeout, &jobs, &per_ref,
-                                     &cancel_superseded, &perr);
-            if (rc < 0 && rc != -EINVAL) {
-                buf_setf(err, "reading the pipeline of %s at %s: %s", ref, sha, perr.data);
-                buf_release(&perr);
-                goto out;
-            }
-            if (per_ref)
-                ; /* not cached */
-            else if (rc == 0)
-                json_object_set(pipelines, sha, jobs);
-            else
-                json_object_set_new(pipelines, sha, json_string(perr.data));
-        }
-        int64_t build_id = 0;
-        struct buf serr = BUF_INIT;
-        int adv = store_head_advance(srv->store, repo_id, ref, old, sha, jobs,
-                                     rc == -EINVAL ? perr.data : NULL, cancel_superseded,
-                                     &build_id, &serr);
-        bool no_jobs = rc == 0 && json_array_size(jobs) == 0;
-        json_decref(jobs);
-        if (adv < 0) {
-            buf_setf(err, "recording %s at %s: %s", ref, sha,
-                     serr.len ? serr.data : strerror(-adv));
-            buf_release(&perr);
-            buf_release(&serr);
-            rc = adv;
+        json_t *pull = json_object_get(pulls, ref);
+        rc = advance_ref(&p, ref, sha, old, pull, pull && pull_from_fork(pull), err);
+        if (rc < 0)
             goto out;
-        }
-        if (adv > 0) {
-            if (rc == -EINVAL) {
-                log_warn("build %" PRId64 " created for '%s' %s at %s: %s", build_id, name, ref,
-                         sha, perr.data);
-                results_build_done(srv->results, build_id);
-            } else if (no_jobs) {
-                log_info("build %" PRId64 " created for '%s' %s at %s: %s", build_id, name, ref,
-                         sha, PIPELINE_NO_JOBS);
-                if (store_event_add(srv->store, build_id, 0, PIPELINE_NO_JOBS) < 0)
-                    log_warn("build %" PRId64 ": recording its event failed, ignoring", build_id);
-                results_build_done(srv->results, build_id);
-            } else {
-                log_info("build %" PRId64 " created for '%s' %s at %s", build_id, name, ref, sha);
-                created = true;
-            }
-        }
-        buf_release(&perr);
-        buf_release(&serr);
     }
     json_object_foreach(seen, ref, v)
     {
         if (json_object_get(heads, ref))
             continue;
+        if (strncmp(ref, "refs/pull/", 10) == 0) {
+            /* Closed (or merged): only when GitHub said so just now. */
+            if (!pulls_known)
+                continue;
+            int nlen = (int)strcspn(ref + 10, "/");
+            char *why = xasprintf("pull request #%.*s was closed", nlen, ref + 10);
+            int d = store_ref_close(srv->store, repo_id, ref, why);
+            if (d < 0)
+                log_warn("repo '%s': closing %s failed: %s, ignoring", name, ref, strerror(-d));
+            else
+                log_info("repo '%s': %s", name, why);
+            free(why);
+            continue;
+        }
         int d = store_head_delete(srv->store, repo_id, ref);
         if (d < 0 && d != -ENOENT)
             log_warn("repo '%s': forgetting %s failed: %s, ignoring", name, ref, strerror(-d));
         else
             log_info("repo '%s': %s was deleted", name, ref);
     }
-    if (created)
+    if (p.created)
         sched_kick(srv->sched);
     rc = 0;
+    if (github && o->gh && !pulls_known) {
+        /* The branches were built; the pull requests wait for GitHub. */
+        buf_setf(err, "%s", gerr.data ? gerr.data : "GitHub could not be asked");
+        rc = -EAGAIN;
+    }
 out:
-    json_decref(pipelines);
+    buf_release(&gerr);
+    json_decref(p.pipelines);
+    json_decref(pulls);
     json_decref(heads);
     json_decref(seen);
     free(mirror);
     return rc;
+}
+
+/*
+ * Make sure each repository of GITHUB_REPOSITORIES is in the store (named
+ * owner.repo, its URL GitHub's clone_url) and marked as GitHub's. Asks
+ * GitHub once per repository; a failure is logged (once per message) and
+ * retried at the next full poll.
+ */
+static void github_register(struct observer *o)
+{
+    struct server *srv = o->srv;
+    const char *list = srv->cfg.github_repos;
+    if (!list || !o->gh)
+        return;
+    char *copy = xstrdup(list), *save = NULL;
+    for (char *full = strtok_r(copy, " \t\n,", &save); full;
+         full = strtok_r(NULL, " \t\n,", &save)) {
+        if (json_object_get(o->registered, full))
+            continue;
+        struct buf err = BUF_INIT;
+        char *name = github_repo_name(full);
+        json_t *repo = NULL;
+        int rc = 0;
+        if (!github_full_name_valid(full) || !name_valid(name)) {
+            buf_setf(&err, "'%s' in GITHUB_REPOSITORIES is not a repository (owner/name)", full);
+            rc = -EINVAL;
+        } else if (!(repo = store_repo_get(srv->store, name))) {
+            json_t *gh_repo = NULL;
+            rc = github_get_repo(o->gh, full, &gh_repo, NULL, &err);
+            if (rc == 0) {
+                const char *url = json_string_value(json_object_get(gh_repo, "clone_url"));
+                rc = store_repo_add(srv->store, name, url, &repo, &err);
+                if (rc == 0)
+                    log_info("repo '%s' added for GitHub's %s: %s", name, full, url);
+            }
+            json_decref(gh_repo);
+        }
+        if (rc == 0 && !json_is_string(json_object_get(repo, "github"))) {
+            rc = store_repo_set_github(srv->store, json_integer_value(json_object_get(repo, "id")),
+                                       full);
+            if (rc < 0)
+                buf_setf(&err, "marking '%s' as GitHub's %s: %s", name, full, strerror(-rc));
+        }
+        if (rc == 0) {
+            json_object_set_new(o->registered, full, json_true());
+        } else {
+            const char *prev = json_string_value(json_object_get(o->reg_errors, full));
+            if (!prev || strcmp(prev, err.data) != 0)
+                log_error("GitHub repository %s: %s; will retry", full, err.data);
+            json_object_set_new(o->reg_errors, full, json_string(err.data));
+        }
+        json_decref(repo);
+        free(name);
+        buf_release(&err);
+    }
+    free(copy);
 }
 
 static void poll_and_record(struct observer *o, json_t *repo)
@@ -226,6 +387,7 @@ static void *observer_thread(void *arg)
             o->nwanted = 0; /* a full poll answers every request */
             next_all = now + interval;
             pthread_mutex_unlock(&o->lock);
+            github_register(o);
             json_t *repos = store_repo_list(srv->store);
             size_t i;
             json_t *repo;
@@ -260,6 +422,10 @@ int observer_new(struct server *srv, struct observer **out, struct buf *err)
 {
     struct observer *o = xcalloc(1, sizeof(*o));
     o->srv = srv;
+    o->registered = json_object();
+    o->reg_errors = json_object();
+    if (srv->cfg.github_repos)
+        o->gh = github_new(&srv->cfg.github);
     pthread_mutex_init(&o->lock, NULL);
     pthread_condattr_t ca;
     pthread_condattr_init(&ca);
@@ -290,5 +456,8 @@ void observer_free(struct observer *o)
     pthread_cond_destroy(&o->cond);
     pthread_mutex_destroy(&o->lock);
     free(o->wanted);
+    github_free(o->gh);
+    json_decref(o->registered);
+    json_decref(o->reg_errors);
     free(o);
 }

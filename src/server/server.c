@@ -198,6 +198,11 @@ int server_start(const struct server_config *cfg_in, struct server **out, struct
     if (rc < 0)
         goto fail;
     srv->url = make_url(srv->cfg.listen, http_server_port(srv->http));
+    if (srv->cfg.github_repos) {
+        rc = notifier_new(srv, &srv->notifier, err);
+        if (rc < 0)
+            goto fail;
+    }
     log_info("yci server %s listening on %s, data in '%s'", YCI_VERSION, srv->url, srv->data_dir);
     *out = srv;
     return 0;
@@ -218,6 +223,8 @@ void server_free(struct server *srv)
     sched_stop(srv->sched);
     http_server_free(srv->http);
     srv->http = NULL;
+    notifier_free(srv->notifier);
+    srv->notifier = NULL;
     observer_free(srv->observer);
     srv->observer = NULL;
     sched_free(srv->sched);

@@ -21,6 +21,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "github/github.h"
 #include "lib/buf.h"
 
 struct server;
@@ -35,9 +36,15 @@ struct server_config {
     int max_jobs_per_build; /* after matrix expansion; 0: YCI_MAX_JOBS_PER_BUILD (256),
                                at most YCI_MAX_JOBS_PER_BUILD_CAP */
     int plan_timeout;       /* seconds a .yci.py plan job may run; 0: YCI_PLAN_TIMEOUT */
+    /* GitHub (docs/github.md): the repositories to watch, "owner/repo ..."
+     * (GITHUB_REPOSITORIES; NULL: none), and how to reach the API. */
+    const char *github_repos;
+    struct github_config github;
+    const char *http_root; /* HTTP_ROOT: public root URL of the pages and logs; NULL: ours */
 };
 
-#define SERVER_CONFIG_INIT {NULL, NULL, 5, 3600, 0, false, 0, 0}
+#define SERVER_CONFIG_INIT                                                                         \
+    {NULL, NULL, 5, 3600, 0, false, 0, 0, NULL, {NULL, NULL, NULL, NULL}, NULL}
 
 /* Start serving; on failure *out is untouched and err says why. */
 int server_start(const struct server_config *cfg, struct server **out, struct buf *err);

@@ -161,7 +161,56 @@ static const char *const migrations[] = {
      * submodules: check them out in the workspace (.yci.yml "submodules") */
     "ALTER TABLE jobs ADD COLUMN kind TEXT NOT NULL DEFAULT 'test';"
     "ALTER TABLE jobs ADD COLUMN planned INTEGER NOT NULL DEFAULT 0;"
-    "ALTER TABLE jobs ADD COLUMN submodules INTEGER NOT NULL DEFAULT 0;",
+    "ALTER TABLE jobs ADD COLUMN submodules INTEGER NOT NULL DEFAULT 0;"
+    /* GitHub: a repository's full name; a pull request build's PR (JSON)
+     * and whether it comes from a fork */
+    "ALTER TABLE repos ADD COLUMN github TEXT;"
+    "ALTER TABLE builds ADD COLUMN pull TEXT;"
+    "ALTER TABLE builds ADD COLUMN untrusted INTEGER NOT NULL DEFAULT 0;"
+    /* The outbox of commit statuses for GitHub repositories: one row per
+     * job (and job_id 0 for the build), kept up to date by triggers in the
+     * very transactions that change a state; version grows with each
+     * change and sent is the version delivered, so the last state sent is
+     * always the newest (a late "pending" cannot overwrite a final one). */
+    "CREATE TABLE statuses ("
+    "  id INTEGER PRIMARY KEY,"
+    "  build_id INTEGER NOT NULL,"
+    "  job_id INTEGER NOT NULL,"
+    "  github TEXT NOT NULL,"
+    "  sha TEXT NOT NULL,"
+    "  context TEXT NOT NULL,"
+    "  state TEXT NOT NULL,"
+    "  version INTEGER NOT NULL DEFAULT 1,"
+    "  sent INTEGER NOT NULL DEFAULT 0,"
+    "  next_try INTEGER NOT NULL DEFAULT 0,"
+    "  tries INTEGER NOT NULL DEFAULT 0,"
+    "  last_error TEXT,"
+    "  UNIQUE (build_id, job_id)"
+    ");"
+    "CREATE INDEX statuses_due ON statuses(next_try, id) WHERE sent < version;"
+    "CREATE TRIGGER statuses_build_insert AFTER INSERT ON builds "
+    "WHEN NEW.commit_sha IS NOT NULL AND "
+    "(SELECT github FROM repos WHERE id = NEW.repo_id) IS NOT NULL BEGIN "
+    "  INSERT INTO statuses(build_id, job_id, github, sha, context, state) "
+    "  SELECT NEW.id, 0, github, NEW.commit_sha, 'yci', NEW.status FROM repos "
+    "  WHERE id = NEW.repo_id; "
+    "END;"
+    "CREATE TRIGGER statuses_job_insert AFTER INSERT ON jobs "
+    "WHEN EXISTS (SELECT 1 FROM statuses WHERE build_id = NEW.build_id AND job_id = 0) BEGIN "
+    "  INSERT INTO statuses(build_id, job_id, github, sha, context, state) "
+    "  SELECT NEW.build_id, NEW.id, github, sha, 'yci/' || NEW.name, NEW.status FROM statuses "
+    "  WHERE build_id = NEW.build_id AND job_id = 0; "
+    "END;"
+    "CREATE TRIGGER statuses_build_update AFTER UPDATE OF status ON builds "
+    "WHEN NEW.status <> OLD.status BEGIN "
+    "  UPDATE statuses SET state = NEW.status, version = version + 1, next_try = 0, tries = 0 "
+    "  WHERE build_id = NEW.id AND job_id = 0; "
+    "END;"
+    "CREATE TRIGGER statuses_job_update AFTER UPDATE OF status ON jobs "
+    "WHEN NEW.status <> OLD.status BEGIN "
+    "  UPDATE statuses SET state = NEW.status, version = version + 1, next_try = 0, tries = 0 "
+    "  WHERE build_id = NEW.build_id AND job_id = NEW.id; "
+    "END;",
 };
 #define N_MIGRATIONS ((int)(sizeof(migrations) / sizeof(migrations[0])))
 
@@ -175,10 +224,10 @@ static const char *const migrations[] = {
 
 #define BUILD_COLS                                                                                 \
     "b.id, p.name, b.ref, b.branch, b.commit_sha, b.status, b.error, b.created, b.started, "       \
-    "b.finished, b.rebuild_of"
+    "b.finished, b.rebuild_of, json_extract(b.pull, '$.number'), b.untrusted"
 #define BUILD_FROM " FROM builds b LEFT JOIN repos p ON p.id = b.repo_id"
 
-#define REPO_COLS "id, name, url, created, last_poll, last_error FROM repos"
+#define REPO_COLS "id, name, url, created, last_poll, last_error, github FROM repos"
 
 #define RUNNER_COLS                                                                                \
     "id, name, labels, platform, slots, heartbeat, client_info, created, last_seen FROM runners"
@@ -208,6 +257,13 @@ enum q {
     Q_BUILD_SET_STATE,
     Q_BUILD_START,
     Q_BUILD_SET_ERROR,
+    Q_BUILD_SET_PULL,
+    Q_BUILD_COPY_PULL,
+    Q_REPO_SET_GITHUB,
+    Q_STATUSES_DUE,
+    Q_STATUS_SENT,
+    Q_STATUS_RETRY,
+    Q_STATUSES_PENDING,
     Q_BUILD_ROW,
     Q_JOBS_COPY,
     Q_BUILD_CANCEL,
@@ -278,6 +334,23 @@ static const char *const sql[Q_COUNT] = {
     [Q_BUILD_START] = "UPDATE builds SET status = 'running', started = coalesce(started, ?2) "
                       "WHERE id = ?1 AND (status <> 'running' OR started IS NULL)",
     [Q_BUILD_SET_ERROR] = "UPDATE builds SET error = ?2 WHERE id = ?1",
+    [Q_BUILD_SET_PULL] = "UPDATE builds SET pull = ?2, untrusted = ?3 WHERE id = ?1",
+    [Q_BUILD_COPY_PULL] = "UPDATE builds SET (pull, untrusted) = (SELECT pull, untrusted FROM "
+                          "builds WHERE id = ?2) WHERE id = ?1",
+    [Q_REPO_SET_GITHUB] = "UPDATE repos SET github = ?2 WHERE id = ?1",
+    [Q_STATUSES_DUE] = "SELECT s.id, s.build_id, s.job_id, s.github, s.sha, s.context, s.state, "
+                       "s.version, s.tries, j.exit_code, j.error, j.started, j.finished, "
+                       "j.attempt, j.retries, j.max_retries, b.error FROM statuses s "
+                       "INDEXED BY statuses_due LEFT JOIN jobs j ON j.id = s.job_id "
+                       "LEFT JOIN builds b ON b.id = s.build_id "
+                       "WHERE s.sent < s.version AND s.next_try <= ?1 "
+                       "ORDER BY s.next_try, s.id LIMIT ?2",
+    [Q_STATUS_SENT] = "UPDATE statuses SET sent = max(sent, ?2), tries = 0, last_error = NULL "
+                      "WHERE id = ?1",
+    [Q_STATUS_RETRY] = "UPDATE statuses SET next_try = ?2, tries = tries + 1, last_error = ?3 "
+                       "WHERE id = ?1",
+    [Q_STATUSES_PENDING] = "SELECT count(*) FROM statuses INDEXED BY statuses_due "
+                           "WHERE sent < version",
     /* A plan's error is not copied by a rebuild: the rebuild plans again. */
     [Q_BUILD_ROW] = "SELECT repo_id, ref, branch, commit_sha, CASE WHEN EXISTS (SELECT 1 FROM "
                     "jobs WHERE build_id = ?1 AND kind = 'plan') THEN NULL ELSE error END "
@@ -305,7 +378,9 @@ static const char *const sql[Q_COUNT] = {
     [Q_CLAIM_TAKE] = "UPDATE jobs SET status = 'running', attempt = attempt + 1, runner_id = ?2, "
                      "lease_expires = ?3, started = ?4, finished = NULL, exit_code = NULL, "
                      "error = NULL WHERE id = ?1 AND status = 'queued' RETURNING build_id",
-    [Q_CLAIM_GET] = "SELECT " JOB_COLS ", b.ref, b.commit_sha, p.name" JOB_FROM
+    /* The pull request goes to the plan job only: .yci.py gets it as pull. */
+    [Q_CLAIM_GET] = "SELECT " JOB_COLS ", b.ref, b.commit_sha, p.name, "
+                    "CASE WHEN j.kind = 'plan' THEN b.pull END" JOB_FROM
                     " JOIN builds b ON b.id = j.build_id LEFT JOIN repos p ON p.id = b.repo_id "
                     "WHERE j.id = ?1",
     [Q_JOB_FINISH] = "UPDATE jobs SET status = ?2, exit_code = ?3, error = ?4, finished = ?5, "
@@ -501,6 +576,7 @@ static json_t *repo_from_row(sqlite3_stmt *s)
     json_object_set_new(r, "created", col_int(s, 3));
     json_object_set_new(r, "last_poll", col_int(s, 4));
     json_object_set_new(r, "last_error", col_text(s, 5));
+    json_object_set_new(r, "github", col_text(s, 6));
     return r;
 }
 
@@ -558,6 +634,8 @@ static json_t *build_from_row(sqlite3_stmt *s)
     json_object_set_new(b, "finished", col_int(s, 9));
     json_object_set_new(b, "duration_ms", duration(s, 8, 9));
     json_object_set_new(b, "rebuild_of", col_int(s, 10));
+    json_object_set_new(b, "pull_number", col_int(s, 11));
+    json_object_set_new(b, "untrusted", json_boolean(sqlite3_column_int(s, 12) != 0));
     return b;
 }
 
@@ -1054,8 +1132,10 @@ static int needs_resolve(struct store *st, int64_t build_id, int64_t now, int *r
  * build_id ("cancel_superseded"); inside a transaction. Each such build gets
  * the event "superseded by build N".
  */
-static int supersede(struct store *st, int64_t repo_id, const char *ref, int64_t build_id,
-                     int64_t now)
+/* Cancel the unfinished jobs of the builds of (repo, ref) older than
+ * build_id, each build getting the event "WHY: N jobs cancelled". */
+static int cancel_ref_builds(struct store *st, int64_t repo_id, const char *ref, int64_t build_id,
+                             int64_t now, const char *why)
 {
     int64_t *ids = NULL;
     size_t n = 0, cap = 0;
@@ -1082,8 +1162,7 @@ static int supersede(struct store *st, int64_t repo_id, const char *ref, int64_t
             break;
         }
         int cancelled = sqlite3_changes(st->db);
-        char *msg = xasprintf("superseded by build %" PRId64 ": %d job%s cancelled", build_id,
-                              cancelled, cancelled == 1 ? "" : "s");
+        char *msg = xasprintf("%s: %d job%s cancelled", why, cancelled, cancelled == 1 ? "" : "s");
         r = event_add(st, ids[i], 0, now, msg);
         free(msg);
         if (r == 0)
@@ -1436,6 +1515,100 @@ json_t *store_heads_get(struct store *st, int64_t repo_id)
     return o;
 }
 
+int store_ref_close(struct store *st, int64_t repo_id, const char *ref, const char *why)
+{
+    if (!ref || !why)
+        return -EINVAL;
+    lock(st);
+    int64_t now = time_now_ms();
+    int r = tx_begin(st, NULL);
+    if (r < 0)
+        goto out;
+    r = cancel_ref_builds(st, repo_id, ref, INT64_MAX, now, why);
+    if (r < 0)
+        goto out;
+    sqlite3_stmt *s = q(st, Q_HEAD_DELETE);
+    sqlite3_bind_int64(s, 1, repo_id);
+    bind_text(s, 2, ref);
+    r = exec_q(s) == 0 ? tx_commit(st, NULL) : -EIO;
+out:
+    if (r < 0)
+        tx_rollback(st);
+    unlock(st);
+    return r;
+}
+
+int store_repo_set_github(struct store *st, int64_t repo_id, const char *full_name)
+{
+    lock(st);
+    sqlite3_stmt *s = q(st, Q_REPO_SET_GITHUB);
+    sqlite3_bind_int64(s, 1, repo_id);
+    bind_text(s, 2, full_name);
+    int r = exec_q(s) == 0 ? (sqlite3_changes(st->db) ? 0 : -ENOENT) : -EIO;
+    unlock(st);
+    return r;
+}
+
+/* ---- the outbox of commit statuses ---- */
+
+json_t *store_statuses_due(struct store *st, int64_t now, int limit)
+{
+    lock(st);
+    json_t *a = json_array();
+    sqlite3_stmt *s = q(st, Q_STATUSES_DUE);
+    sqlite3_bind_int64(s, 1, now);
+    sqlite3_bind_int(s, 2, limit > 0 ? limit : 50);
+    while (sqlite3_step(s) == SQLITE_ROW) {
+        json_t *r = json_object();
+        static const char *const keys[] = {"id",          "build_id", "job_id",  "github",
+                                           "sha",         "context",  "state",   "version",
+                                           "tries",       "exit_code", "error",  "started",
+                                           "finished",    "attempt",  "retries", "max_retries",
+                                           "build_error"};
+        for (int i = 0; i < (int)(sizeof keys / sizeof keys[0]); i++)
+            json_object_set_new(r, keys[i],
+                                sqlite3_column_type(s, i) == SQLITE_INTEGER ? col_int(s, i)
+                                                                            : col_text(s, i));
+        json_array_append_new(a, r);
+    }
+    sqlite3_reset(s);
+    unlock(st);
+    return a;
+}
+
+int store_status_sent(struct store *st, int64_t id, int64_t version)
+{
+    lock(st);
+    sqlite3_stmt *s = q(st, Q_STATUS_SENT);
+    sqlite3_bind_int64(s, 1, id);
+    sqlite3_bind_int64(s, 2, version);
+    int r = exec_q(s) == 0 ? 0 : -EIO;
+    unlock(st);
+    return r;
+}
+
+int store_status_retry(struct store *st, int64_t id, int64_t next_try, const char *error)
+{
+    lock(st);
+    sqlite3_stmt *s = q(st, Q_STATUS_RETRY);
+    sqlite3_bind_int64(s, 1, id);
+    sqlite3_bind_int64(s, 2, next_try);
+    bind_text(s, 3, error);
+    int r = exec_q(s) == 0 ? 0 : -EIO;
+    unlock(st);
+    return r;
+}
+
+int64_t store_statuses_pending(struct store *st)
+{
+    lock(st);
+    sqlite3_stmt *s = q(st, Q_STATUSES_PENDING);
+    int64_t n = sqlite3_step(s) == SQLITE_ROW ? sqlite3_column_int64(s, 0) : -EIO;
+    sqlite3_reset(s);
+    unlock(st);
+    return n;
+}
+
 int store_head_delete(struct store *st, int64_t repo_id, const char *ref)
 {
     if (!ref)
@@ -1457,7 +1630,8 @@ out:
 
 int store_head_advance(struct store *st, int64_t repo_id, const char *ref, const char *old_sha,
                        const char *new_sha, json_t *jobs, const char *error,
-                       bool cancel_superseded, int64_t *build_id, struct buf *err)
+                       bool cancel_superseded, json_t *pull, bool untrusted, int64_t *build_id,
+                       struct buf *err)
 {
     if (!ref || !*ref || !new_sha || !*new_sha) {
         buf_setf(err, "a head needs a ref and a commit");
@@ -1519,7 +1693,23 @@ int store_head_advance(struct store *st, int64_t repo_id, const char *ref, const
         r = build_insert(st, repo_id, ref, new_sha, jobs, error, 0, "observer", now, &id, err);
         if (r < 0)
             goto out;
-        if (cancel_superseded && supersede(st, repo_id, ref, id, now) < 0) {
+        if (pull || untrusted) {
+            char *text = pull ? dump(pull) : NULL;
+            s = q(st, Q_BUILD_SET_PULL);
+            sqlite3_bind_int64(s, 1, id);
+            bind_text(s, 2, text);
+            sqlite3_bind_int(s, 3, untrusted);
+            rc = exec_q(s);
+            free(text);
+            if (rc != 0) {
+                r = db_error(st, err, "record the pull request");
+                goto out;
+            }
+        }
+        char *why = xasprintf("superseded by build %" PRId64, id);
+        r = cancel_superseded ? cancel_ref_builds(st, repo_id, ref, id, now, why) : 0;
+        free(why);
+        if (r < 0) {
             r = db_error(st, err, "cancel superseded builds");
             goto out;
         }
@@ -1686,6 +1876,13 @@ int store_build_rebuild(struct store *st, int64_t id, int64_t *new_id)
     free(error);
     if (r < 0)
         goto out;
+    s = q(st, Q_BUILD_COPY_PULL);
+    sqlite3_bind_int64(s, 1, nid);
+    sqlite3_bind_int64(s, 2, id);
+    if (exec_q(s) != 0) {
+        r = -EIO;
+        goto out;
+    }
     s = q(st, Q_JOBS_COPY);
     sqlite3_bind_int64(s, 1, nid);
     sqlite3_bind_int64(s, 2, now);
@@ -1942,6 +2139,11 @@ int store_job_claim(struct store *st, int64_t runner_id, json_t *runner_labels, 
         json_object_set_new(job, "ref", col_text(s, JOB_NCOLS));
         json_object_set_new(job, "commit", col_text(s, JOB_NCOLS + 1));
         json_object_set_new(job, "repo", col_text(s, JOB_NCOLS + 2));
+        json_t *pull = col_json(s, JOB_NCOLS + 3);
+        if (json_is_object(pull))
+            json_object_set_new(job, "pull", pull);
+        else
+            json_decref(pull);
     }
     sqlite3_reset(s);
     r = job ? tx_commit(st, NULL) : -EIO;

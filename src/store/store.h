@@ -46,7 +46,7 @@ void store_free(struct store *st);
 
 /*
  * Repositories.
- * JSON: {"id", "name", "url", "created", "last_poll", "last_error"}
+ * JSON: {"id", "name", "url", "created", "last_poll", "last_error", "github"}
  */
 int store_repo_add(struct store *st, const char *name, const char *url, json_t **repo_out,
                    struct buf *err);
@@ -63,6 +63,13 @@ int store_repo_polled(struct store *st, int64_t repo_id, const char *error);
 json_t *store_heads_get(struct store *st, int64_t repo_id);
 /* Forget a ref that no longer exists. */
 int store_head_delete(struct store *st, int64_t repo_id, const char *ref);
+/* A ref that ended (a closed pull request): in one transaction, cancel the
+ * unfinished jobs of its builds (each such build gets the event "WHY: N jobs
+ * cancelled") and forget its head. */
+int store_ref_close(struct store *st, int64_t repo_id, const char *ref, const char *why);
+/* Mark a repository as the GitHub repository full_name ("owner/name"; NULL:
+ * none). Its JSON then has "github": full_name. -ENOENT: no such repo. */
+int store_repo_set_github(struct store *st, int64_t repo_id, const char *full_name);
 
 /*
  * A job as the caller describes it when creating a build:
@@ -101,12 +108,16 @@ int store_head_delete(struct store *st, int64_t repo_id, const char *ref);
  * cancel_superseded is true, the queued and running jobs of the older builds
  * of (repo, ref) are cancelled in the same transaction, each such build
  * getting the event "superseded by build N: K jobs cancelled" (runners learn
- * at their next heartbeat, as for store_build_cancel). Returns 1
- * and sets *build_id when a build was created.
+ * at their next heartbeat, as for store_build_cancel). pull (may be NULL)
+ * is the pull request the build is for (GitHub's JSON, kept with the build,
+ * sent to its .yci.py plan job and copied by rebuilds); untrusted marks a
+ * build of code from outside the repository (a fork's pull request). Returns
+ * 1 and sets *build_id when a build was created.
  */
 int store_head_advance(struct store *st, int64_t repo_id, const char *ref, const char *old_sha,
                        const char *new_sha, json_t *jobs, const char *error,
-                       bool cancel_superseded, int64_t *build_id, struct buf *err);
+                       bool cancel_superseded, json_t *pull, bool untrusted, int64_t *build_id,
+                       struct buf *err);
 
 /*
  * A build not tied to the observer: repo_id 0 means no repository (jobs run
@@ -120,7 +131,8 @@ int store_build_create(struct store *st, int64_t repo_id, const char *ref, const
  * Builds.
  * JSON of a build: {"id", "repo" (name or null), "ref", "branch" (ref without
  * refs/heads/), "commit", "status", "error", "created", "started", "finished",
- * "duration_ms", "rebuild_of", "jobs": [job...] (only from store_build_get),
+ * "duration_ms", "rebuild_of", "pull_number" (the pull request's number, or
+ * null), "untrusted", "jobs": [job...] (only from store_build_get),
  * "events": [{"time", "job_id", "message"}] (only from store_build_get)}
  */
 json_t *store_build_get(struct store *st, int64_t id);
@@ -207,6 +219,26 @@ int store_leases_expire(struct store *st, int max_retries, int *requeued);
 /* On start-up after a crash: every running job's lease is pushed to at least
  * now + grace_ms, so runners get time to reconnect before anything expires. */
 int store_leases_grace(struct store *st, int64_t grace_ms);
+
+/*
+ * The outbox of commit statuses. For builds of a repository marked as
+ * GitHub's (store_repo_set_github), the store keeps one row per job
+ * (context "yci/NAME") and one for the build (job_id 0, context "yci"), in
+ * the same transactions that change their states: nothing is lost across a
+ * crash. Each change bumps the row's version; a row is due while the
+ * version delivered is older. Rows: {"id", "build_id", "job_id", "github"
+ * (owner/repo), "sha", "context", "state" (yci's status), "version", "tries",
+ * and of the job: "exit_code", "error", "started", "finished", "attempt",
+ * "retries", "max_retries"; of the build: "build_error"}.
+ */
+/* Due rows (next_try <= now), the longest waiting first, at most limit. */
+json_t *store_statuses_due(struct store *st, int64_t now, int limit);
+/* version was delivered (a newer one stays due). */
+int store_status_sent(struct store *st, int64_t id, int64_t version);
+/* Delivery failed: try again at next_try; error is kept for the record. */
+int store_status_retry(struct store *st, int64_t id, int64_t next_try, const char *error);
+/* How many rows are due or waiting for a retry. */
+int64_t store_statuses_pending(struct store *st);
 
 /*
  * Runners.

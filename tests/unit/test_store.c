@@ -260,18 +260,18 @@ static void test_head_advance(void **state)
 
     /* New branch: no stored head. */
     assert_int_equal(
-        store_head_advance(f->st, repo, "refs/heads/main", NULL, SHA_A, jobs, NULL, true, &b1, &err), 1);
+        store_head_advance(f->st, repo, "refs/heads/main", NULL, SHA_A, jobs, NULL, true, NULL, false, &b1, &err), 1);
     assert_true(b1 > 0);
     /* The same observation twice (a second poll racing): nothing. */
     assert_int_equal(
-        store_head_advance(f->st, repo, "refs/heads/main", NULL, SHA_A, jobs, NULL, true, &bx, &err), 0);
+        store_head_advance(f->st, repo, "refs/heads/main", NULL, SHA_A, jobs, NULL, true, NULL, false, &bx, &err), 0);
     assert_int_equal(bx, 0);
     /* Head is A already, and a build of A exists: nothing. */
     assert_int_equal(
-        store_head_advance(f->st, repo, "refs/heads/main", SHA_A, SHA_A, jobs, NULL, true, &bx, &err), 0);
+        store_head_advance(f->st, repo, "refs/heads/main", SHA_A, SHA_A, jobs, NULL, true, NULL, false, &bx, &err), 0);
     /* Stale old_sha: no build, head unchanged. */
     assert_int_equal(
-        store_head_advance(f->st, repo, "refs/heads/main", SHA_C, SHA_B, jobs, NULL, true, &bx, &err), 0);
+        store_head_advance(f->st, repo, "refs/heads/main", SHA_C, SHA_B, jobs, NULL, true, NULL, false, &bx, &err), 0);
     assert_int_equal(bx, 0);
     json_t *heads = store_heads_get(f->st, repo);
     assert_string_equal(sval(heads, "refs/heads/main"), SHA_A);
@@ -280,13 +280,13 @@ static void test_head_advance(void **state)
 
     /* A real advance (without cancel_superseded: see test_superseded). */
     assert_int_equal(
-        store_head_advance(f->st, repo, "refs/heads/main", SHA_A, SHA_B, jobs, NULL, false, &b2,
+        store_head_advance(f->st, repo, "refs/heads/main", SHA_A, SHA_B, jobs, NULL, false, NULL, false, &b2,
                            &err),
         1);
     assert_true(b2 > b1);
     /* Force-push back to A: the head moves, but A was built already. */
     assert_int_equal(
-        store_head_advance(f->st, repo, "refs/heads/main", SHA_B, SHA_A, jobs, NULL, true, &bx, &err), 0);
+        store_head_advance(f->st, repo, "refs/heads/main", SHA_B, SHA_A, jobs, NULL, true, NULL, false, &bx, &err), 0);
     assert_int_equal(bx, 0);
     heads = store_heads_get(f->st, repo);
     assert_string_equal(sval(heads, "refs/heads/main"), SHA_A);
@@ -295,7 +295,7 @@ static void test_head_advance(void **state)
 
     /* Same commit on another ref: another build. A pull ref keeps its name. */
     assert_int_equal(
-        store_head_advance(f->st, repo, "refs/pull/1/head", NULL, SHA_A, jobs, NULL, true, &bx, &err), 1);
+        store_head_advance(f->st, repo, "refs/pull/1/head", NULL, SHA_A, jobs, NULL, true, NULL, false, &bx, &err), 1);
     json_t *b = store_build_get(f->st, bx);
     assert_string_equal(sval(b, "branch"), "refs/pull/1/head");
     assert_string_equal(sval(b, "ref"), "refs/pull/1/head");
@@ -327,7 +327,7 @@ static void test_head_advance(void **state)
 
     /* Unknown repository. */
     assert_int_equal(
-        store_head_advance(f->st, 999, "refs/heads/main", NULL, SHA_A, jobs, NULL, true, &bx, &err),
+        store_head_advance(f->st, 999, "refs/heads/main", NULL, SHA_A, jobs, NULL, true, NULL, false, &bx, &err),
         -ENOENT);
     json_decref(jobs);
     buf_release(&err);
@@ -352,7 +352,7 @@ static void *poll_burst(void *arg)
         snprintf(old, sizeof(old), "%040d", i);
         int64_t id;
         int r = store_head_advance(p->st, p->repo, "refs/heads/main", i ? old : NULL, new, jobs,
-                                   NULL, true, &id, &err);
+                                   NULL, true, NULL, false, &id, &err);
         if (r == 1)
             p->created++;
         else if (r < 0)
@@ -385,7 +385,7 @@ static void test_error_build(void **state)
     int64_t id = 0;
     const char *msg = "no tests/ folder and no Makefile with a check or test target";
     assert_int_equal(
-        store_head_advance(f->st, repo, "refs/heads/main", NULL, SHA_A, NULL, msg, true, &id, &err), 1);
+        store_head_advance(f->st, repo, "refs/heads/main", NULL, SHA_A, NULL, msg, true, NULL, false, &id, &err), 1);
     json_t *b = store_build_get(f->st, id);
     assert_string_equal(sval(b, "status"), "error");
     assert_string_equal(sval(b, "error"), msg);
@@ -512,7 +512,7 @@ static void test_bad_jobs(void **state)
     int64_t repo = repo_add(f->st, "proj");
     json_t *bad = js("[{\"name\": \"t\", \"commands\": []}]");
     assert_int_equal(
-        store_head_advance(f->st, repo, "refs/heads/main", NULL, SHA_A, bad, NULL, true, &id, &err),
+        store_head_advance(f->st, repo, "refs/heads/main", NULL, SHA_A, bad, NULL, true, NULL, false, &id, &err),
         -EINVAL);
     json_t *heads = store_heads_get(f->st, repo);
     assert_int_equal(json_object_size(heads), 0);
@@ -1160,7 +1160,7 @@ static void test_reopen(void **state)
     struct buf err = BUF_INIT;
     int64_t build = 0;
     assert_int_equal(
-        store_head_advance(f->st, repo, "refs/heads/main", NULL, SHA_A, jobs, NULL, true, &build, &err),
+        store_head_advance(f->st, repo, "refs/heads/main", NULL, SHA_A, jobs, NULL, true, NULL, false, &build, &err),
         1);
     int64_t r1 = runner_new(f->st, "r1", "{}");
     json_t *a = claim(f->st, r1, "{}", LEASE);
@@ -1180,7 +1180,7 @@ static void test_reopen(void **state)
     /* Still exactly one build of (main, A). */
     int64_t x = 0;
     assert_int_equal(
-        store_head_advance(f->st, repo, "refs/heads/main", SHA_A, SHA_A, jobs, NULL, true, &x, &err), 0);
+        store_head_advance(f->st, repo, "refs/heads/main", SHA_A, SHA_A, jobs, NULL, true, NULL, false, &x, &err), 0);
     json_t *r = store_runner_by_token(f->st, "hash-of-r1");
     assert_int_equal(ival(r, "id"), r1);
     assert_int_equal(json_array_size(json_object_get(r, "jobs")), 1);
@@ -1549,16 +1549,16 @@ static void test_superseded(void **state)
     struct buf err = BUF_INIT;
     int64_t b1 = 0, b2 = 0, b3 = 0, other = 0;
     assert_int_equal(store_head_advance(f->st, repo, "refs/heads/main", NULL, SHA_A, jobs, NULL,
-                                        true, &b1, &err),
+                                        true, NULL, false, &b1, &err),
                      1);
     assert_int_equal(store_head_advance(f->st, repo, "refs/heads/dev", NULL, SHA_A, jobs, NULL,
-                                        true, &other, &err),
+                                        true, NULL, false, &other, &err),
                      1);
     json_t *a = claim(f->st, r, "{}", LEASE), *b = claim(f->st, r, "{}", LEASE);
     finish(f->st, a, r, "passed");
     /* b is running, c queued: both are cancelled by the next commit. */
     assert_int_equal(store_head_advance(f->st, repo, "refs/heads/main", SHA_A, SHA_B, jobs, NULL,
-                                        true, &b2, &err),
+                                        true, NULL, false, &b2, &err),
                      1);
     assert_string_equal(build_status(f->st, b1, &keep), "cancelled");
     json_t *j1 = json_object_get(keep, "jobs");
@@ -1573,7 +1573,7 @@ static void test_superseded(void **state)
     /* Other branches are untouched; so are older builds with false. */
     assert_string_equal(build_status(f->st, other, &keep), "queued");
     assert_int_equal(store_head_advance(f->st, repo, "refs/heads/main", SHA_B, SHA_C, jobs, NULL,
-                                        false, &b3, &err),
+                                        false, NULL, false, &b3, &err),
                      1);
     assert_string_equal(build_status(f->st, b2, &keep), "queued");
     json_decref(a);

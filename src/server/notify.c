@@ -1,0 +1,240 @@
+/*
+ * notify — delivers the outbox of commit statuses to GitHub.
+ *
+ * The store keeps the outbox (store.h, "The outbox of commit statuses"): a
+ * row per job and per build of a GitHub repository, updated in the same
+ * transactions as their states. This thread sends what is due, oldest
+ * first, and marks each row with the version it delivered, so the newest
+ * state is always the last one GitHub gets. A 5xx, a timeout or no
+ * connection retries that row with backoff; a rate limit (403/429 with
+ * Retry-After or X-RateLimit-Reset) pauses every delivery until GitHub says;
+ * bad credentials retry slowly (someone may fix the token); a status GitHub
+ * refuses (422) is given up with an error in the log. The outbox survives
+ * restarts: what was not delivered is delivered after.
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "github/github.h"
+#include "lib/log.h"
+#include "lib/util.h"
+#include "lib/xalloc.h"
+#include "server/internal.h"
+#include "store/store.h"
+#include "lib/banned.h"
+
+/* How often the outbox is looked at when nothing kicks the thread. */
+#define NOTIFY_TICK_MS 250
+/* Rows taken at once. */
+#define NOTIFY_BATCH 50
+/* Longest wait between two tries of a row. */
+#define NOTIFY_BACKOFF_MAX_MS (10 * 60 * 1000)
+
+struct notifier {
+    struct server *srv;
+    struct github *gh;
+    pthread_mutex_t lock;
+    pthread_cond_t cond; /* CLOCK_MONOTONIC */
+    bool stopping, kicked, thread_started;
+    pthread_t thread;
+    int64_t paused_until; /* wall clock: a rate limit */
+};
+
+/* GitHub's state for a yci status. */
+static const char *github_state(const char *s)
+{
+    if (!s || !strcmp(s, "queued") || !strcmp(s, "running"))
+        return "pending";
+    if (!strcmp(s, "passed"))
+        return "success";
+    if (!strcmp(s, "failed") || !strcmp(s, "timed_out"))
+        return "failure";
+    return "error"; /* error, cancelled */
+}
+
+static int64_t jint(json_t *o, const char *k)
+{
+    return json_integer_value(json_object_get(o, k));
+}
+
+/* A line for a reviewer: what happened, in GitHub's 140 characters. */
+static void describe(json_t *row, struct buf *d)
+{
+    const char *state = json_string_value(json_object_get(row, "state"));
+    const char *error = json_string_value(json_object_get(row, jint(row, "job_id") ? "error"
+                                                                                   : "build_error"));
+    state = state ? state : "?";
+    if (!strcmp(state, "queued") && jint(row, "retries") > 0)
+        buf_setf(d, "retry %" PRId64 " of %" PRId64 " queued", jint(row, "retries"),
+                 jint(row, "max_retries"));
+    else if (!strcmp(state, "running") && jint(row, "attempt") > 1)
+        buf_setf(d, "running (attempt %" PRId64 ")", jint(row, "attempt"));
+    else if (!strcmp(state, "passed") && jint(row, "finished") && jint(row, "started"))
+        buf_setf(d, "passed in %" PRId64 " s",
+                 (jint(row, "finished") - jint(row, "started") + 999) / 1000);
+    else if (error && strcmp(state, "passed") != 0)
+        buf_setf(d, "%s: %s", !strcmp(state, "timed_out") ? "timed out" : state, error);
+    else
+        buf_setf(d, "%s", !strcmp(state, "timed_out") ? "timed out" : state);
+}
+
+static char *target_url(struct server *srv, json_t *row)
+{
+    const char *root = srv->cfg.http_root && *srv->cfg.http_root ? srv->cfg.http_root : srv->url;
+    size_t n = strlen(root);
+    while (n && root[n - 1] == '/')
+        n--;
+    if (jint(row, "job_id"))
+        return xasprintf("%.*s/api/jobs/%" PRId64 "/log", (int)n, root, jint(row, "job_id"));
+    return xasprintf("%.*s/builds/%" PRId64, (int)n, root, jint(row, "build_id"));
+}
+
+static int64_t backoff_ms(int64_t tries)
+{
+    int64_t ms = 1000;
+    for (int64_t i = 0; i < tries && ms < NOTIFY_BACKOFF_MAX_MS; i++)
+        ms *= 2;
+    return ms < NOTIFY_BACKOFF_MAX_MS ? ms : NOTIFY_BACKOFF_MAX_MS;
+}
+
+/* Send one row. Returns false when deliveries must pause (rate limit). */
+static bool deliver(struct notifier *n, json_t *row)
+{
+    struct server *srv = n->srv;
+    int64_t id = jint(row, "id"), now = time_now_ms(), retry_at = 0;
+    const char *github = json_string_value(json_object_get(row, "github"));
+    const char *sha = json_string_value(json_object_get(row, "sha"));
+    const char *context = json_string_value(json_object_get(row, "context"));
+    const char *state = json_string_value(json_object_get(row, "state"));
+    struct buf desc = BUF_INIT, err = BUF_INIT;
+    describe(row, &desc);
+    char *url = target_url(srv, row);
+    int rc = github_create_status(n->gh, github ? github : "", sha ? sha : "",
+                                  github_state(state), url, desc.data, context ? context : "yci",
+                                  &retry_at, &err);
+    bool go_on = true;
+    if (rc == 0) {
+        store_status_sent(srv->store, id, jint(row, "version"));
+    } else if (rc == -EINVAL) {
+        log_error("status %s %s of %s@%.12s: %s; given up", context, github_state(state), github,
+                  sha, err.data);
+        store_status_sent(srv->store, id, jint(row, "version"));
+    } else {
+        int64_t tries = jint(row, "tries");
+        int64_t next = retry_at > now ? retry_at : now + backoff_ms(tries);
+        if (rc == -EACCES || rc == -ENOENT)
+            next = now + NOTIFY_BACKOFF_MAX_MS;
+        if (tries == 0)
+            log_warn("status %s of %s@%.12s not delivered: %s; retrying in %" PRId64 " s",
+                     context, github, sha, err.data, (next - now + 999) / 1000);
+        store_status_retry(srv->store, id, next, err.data);
+        if (retry_at > now) {
+            pthread_mutex_lock(&n->lock);
+            n->paused_until = retry_at;
+            pthread_mutex_unlock(&n->lock);
+            go_on = false;
+        }
+    }
+    free(url);
+    buf_release(&desc);
+    buf_release(&err);
+    return go_on;
+}
+
+static void *notifier_thread(void *arg)
+{
+    struct notifier *n = arg;
+    pthread_mutex_lock(&n->lock);
+    while (!n->stopping) {
+        int64_t now = time_now_ms();
+        if (n->paused_until > now || !n->kicked) {
+            int64_t wait = n->paused_until > now ? n->paused_until - now : NOTIFY_TICK_MS;
+            if (wait > NOTIFY_TICK_MS * 4)
+                wait = NOTIFY_TICK_MS * 4; /* see a stop soon */
+            struct timespec ts;
+            clock_gettime(CLOCK_MONOTONIC, &ts);
+            int64_t ns = ts.tv_nsec + (wait % 1000) * 1000000;
+            ts.tv_sec += wait / 1000 + ns / 1000000000;
+            ts.tv_nsec = ns % 1000000000;
+            pthread_cond_timedwait(&n->cond, &n->lock, &ts);
+            if (n->paused_until > time_now_ms())
+                continue;
+        }
+        n->kicked = false;
+        pthread_mutex_unlock(&n->lock);
+        json_t *due = store_statuses_due(n->srv->store, time_now_ms(), NOTIFY_BATCH);
+        size_t i;
+        json_t *row;
+        json_array_foreach(due, i, row) {
+            if (!deliver(n, row))
+                break;
+            pthread_mutex_lock(&n->lock);
+            bool stop = n->stopping;
+            pthread_mutex_unlock(&n->lock);
+            if (stop)
+                break;
+        }
+        bool more = json_array_size(due) == NOTIFY_BATCH;
+        json_decref(due);
+        pthread_mutex_lock(&n->lock);
+        if (more)
+            n->kicked = true;
+    }
+    pthread_mutex_unlock(&n->lock);
+    return NULL;
+}
+
+int notifier_new(struct server *srv, struct notifier **out, struct buf *err)
+{
+    struct notifier *n = xcalloc(1, sizeof *n);
+    n->srv = srv;
+    n->gh = github_new(&srv->cfg.github);
+    n->kicked = true;
+    pthread_mutex_init(&n->lock, NULL);
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&n->cond, &ca);
+    pthread_condattr_destroy(&ca);
+    int rc = pthread_create(&n->thread, NULL, notifier_thread, n);
+    if (rc != 0) {
+        buf_setf(err, "cannot start the notifier thread: %s", strerror(rc));
+        notifier_free(n);
+        return -rc;
+    }
+    n->thread_started = true;
+    *out = n;
+    return 0;
+}
+
+void notifier_kick(struct notifier *n)
+{
+    if (!n)
+        return;
+    pthread_mutex_lock(&n->lock);
+    n->kicked = true;
+    pthread_cond_signal(&n->cond);
+    pthread_mutex_unlock(&n->lock);
+}
+
+void notifier_free(struct notifier *n)
+{
+    if (!n)
+        return;
+    pthread_mutex_lock(&n->lock);
+    n->stopping = true;
+    pthread_cond_signal(&n->cond);
+    pthread_mutex_unlock(&n->lock);
+    if (n->thread_started)
+        pthread_join(n->thread, NULL);
+    pthread_cond_destroy(&n->cond);
+    pthread_mutex_destroy(&n->lock);
+    github_free(n->gh);
+    free(n);
+}
