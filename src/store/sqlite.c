@@ -344,7 +344,8 @@ static const char *const sql[Q_COUNT] = {
                        "INDEXED BY statuses_due LEFT JOIN jobs j ON j.id = s.job_id "
                        "LEFT JOIN builds b ON b.id = s.build_id "
                        "WHERE s.sent < s.version AND s.next_try <= ?1 "
-                       "ORDER BY s.next_try, s.id LIMIT ?2",
+                       /* A build's status after its jobs': GitHub shows it last. */
+                       "ORDER BY s.next_try, s.job_id = 0, s.id LIMIT ?2",
     [Q_STATUS_SENT] = "UPDATE statuses SET sent = max(sent, ?2), tries = 0, last_error = NULL "
                       "WHERE id = ?1",
     [Q_STATUS_RETRY] = "UPDATE statuses SET next_try = ?2, tries = tries + 1, last_error = ?3 "

@@ -1,0 +1,202 @@
+"""GitHub, against the fake GitHub API (fakegithub.py): yci server configured by
+seed 000's variables builds each open pull request's head, marks forks
+untrusted, hands the pull request to .yci.py, cancels a closed pull request's
+jobs, and reports one commit status per job and per build through a durable
+outbox that survives 5xx answers, rate limits and a server restart."""
+
+import pytest
+
+from conftest import wait_until
+from fakegithub import FakeGitHub
+
+TOKEN = "t0ken-of-the-tests"
+SLOW_YML = "jobs:\n  slow:\n    run: sleep 30\n"
+PASS_YML = "jobs:\n  unit:\n    run: echo yci-pr-ran\n  lint:\n    run: 'true'\n"
+
+
+@pytest.fixture
+def gh():
+    g = FakeGitHub(token=TOKEN).start()
+    yield g
+    g.stop()
+
+
+def github_server(ctx, gh, repos="octo/proj", token=TOKEN, extra_env=None, **kw):
+    srv = ctx.server(**kw)
+    env = {"GITHUB_REPOSITORIES": repos, "GITHUB_ACCESS_TOKEN": token,
+           "GITHUB_API_URL": gh.url, "HTTP_ROOT": "https://ci.example.org/"}
+    env.update(extra_env or {})
+    srv.env = ctx.env(**env)
+    return srv.start()
+
+
+def project(gitrepo, gh, files=None):
+    """The GitHub repository octo/proj: its clone_url is a local bare repo."""
+    repo = gitrepo("proj")
+    repo.commit(files or {".yci.yml": PASS_YML})
+    gh.add_repo("octo", "proj", clone_url=repo.path)
+    return repo
+
+
+def open_pr(repo, gh, branch="feature", files=None, number=None):
+    repo.checkout(branch, new=True)
+    sha = repo.commit(files or {"feature.txt": "x\n"})
+    repo.checkout("main")
+    return sha, gh.open_pull("octo", "proj", number=number, head_ref=branch, head_sha=sha)
+
+
+def pr_builds(server, number):
+    return [b for b in server.builds(repo="octo.proj", limit=100)
+            if b.get("pull_number") == number]
+
+
+def wait_pr_build(server, number, sha, finished=True, timeout=60):
+    def found():
+        for b in pr_builds(server, number):
+            if b["commit"] == sha and (not finished or b["status"] not in ("queued", "running")):
+                return b
+        return None
+    return wait_until(found, timeout, what="build of pull request #%d at %s" % (number, sha[:7]))
+
+
+def test_pull_request_is_built_and_reported(ctx, gh, gitrepo):
+    repo = project(gitrepo, gh)
+    server = github_server(ctx, gh)
+    ctx.runner(server, slots=2).start()
+    sha, pull = open_pr(repo, gh)
+    # The repository is registered under owner.repo, marked as GitHub's.
+    r = wait_until(lambda: server.get_json("/api/repos/octo.proj")
+                   if server.get("/api/repos/octo.proj").status == 200 else None, 30,
+                   what="octo.proj registered")
+    assert r["github"] == "octo/proj" and r["url"] == repo.path, r
+    b = wait_pr_build(server, 1, sha)
+    assert b["status"] == "passed" and b["ref"] == "refs/pull/1/head", b
+    assert b["untrusted"] is False, b
+    jobs = {j["name"]: j for j in server.build(b["id"])["jobs"]}
+    assert "yci-pr-ran" in server.log(jobs["unit"]["id"]).decode()
+
+    # One status per job and one for the build, final ones success. (The
+    # branch of the pull request is built too, at the same commit: its
+    # statuses have their own target_url.)
+    targets = ["https://ci.example.org/api/jobs/%d/log" % j["id"] for j in jobs.values()]
+    targets.append("https://ci.example.org/builds/%d" % b["id"])
+
+    def final():
+        sent = gh.statuses("octo", "proj", sha)
+        last = {t: [s["state"] for s in sent if s["target_url"] == t][-1:] for t in targets}
+        return sent if all(v and v[0] != "pending" for v in last.values()) else None
+    sent = wait_until(final, 30, what="final statuses")
+    states = gh.latest_states("octo", "proj", sha)
+    assert states == {"yci": "success", "yci/unit": "success", "yci/lint": "success"}, states
+    # The newest state is the last one sent: a pending may be skipped (the
+    # outbox sends the latest), never sent after the final one.
+    for t in targets:
+        seq = [s["state"] for s in sent if s["target_url"] == t]
+        assert seq[-1] == "success" and "pending" not in seq[seq.index("success"):], (t, seq)
+    unit = [s for s in sent if s["context"] == "yci/unit"]
+    assert unit[-1]["target_url"] == "https://ci.example.org/api/jobs/%d/log" % jobs["unit"]["id"]
+    assert unit[-1]["description"].startswith("passed in "), unit[-1]
+    build_status = [s for s in sent if s["context"] == "yci"][-1]
+    assert build_status["target_url"] == "https://ci.example.org/builds/%d" % b["id"]
+    # The token went as GitHub wants it.
+    auths = {h.get("authorization") for (_, _, h, _) in gh.requests}
+    assert auths == {"token " + TOKEN}, auths
+    # The main branch was built too, as any branch.
+    assert server.wait_commit_build("octo.proj", repo.head("main"), timeout=30)["status"] == "passed"
+
+
+def test_unchanged_pull_requests_cost_no_rate_limit(ctx, gh, gitrepo):
+    repo = project(gitrepo, gh)
+    server = github_server(ctx, gh)
+    ctx.runner(server).start()
+    sha, _ = open_pr(repo, gh)
+    wait_pr_build(server, 1, sha)
+    gh.clear_requests()
+    server.wait_polls("octo.proj", n=2)
+    lists = [(m, p, h) for (m, p, h, _) in gh.requests if "/pulls" in p and m == "GET"]
+    assert lists, gh.requests
+    assert all(h.get("if-none-match") for (_, _, h) in lists), lists
+    codes = [code for (m, p, code) in gh.responses if "/pulls" in p and m == "GET"]
+    assert codes and set(codes) == {304}, codes
+    # A change shows at once: a new pull request is built.
+    sha2, _ = open_pr(repo, gh, branch="other")
+    assert wait_pr_build(server, 2, sha2)["status"] == "passed"
+
+
+def test_fork_is_untrusted_and_pull_reaches_yci_py(ctx, gh, gitrepo):
+    repo = project(gitrepo, gh)
+    fork = gitrepo("fork")
+    fork.git("fetch", "-q", repo.path, "main")
+    fork.git("reset", "-q", "--hard", "FETCH_HEAD")
+    sha = fork.commit({".yci.yml": None, ".yci.py": (
+        "from yci.run import Bash\n"
+        "def test_generator(build_id, pull):\n"
+        "    yield Bash('true', name='pr%d from %s' % (pull['number'],\n"
+        "                                              pull['head']['repo']['full_name']))\n")})
+    server = github_server(ctx, gh)
+    ctx.runner(server).start()
+    gh.open_pull("octo", "proj", head_ref="main", head_sha=sha,
+                 head_repo=("mallory", "proj", fork.path))
+    b = wait_pr_build(server, 1, sha)
+    assert b["untrusted"] is True, b
+    assert b["status"] == "passed", b
+    names = [j["name"] for j in server.build(b["id"])["jobs"]]
+    assert names == [".yci.py", "pr1 from mallory/proj"], names
+
+
+def test_new_push_supersedes_and_close_cancels(ctx, gh, gitrepo):
+    repo = project(gitrepo, gh, {".yci.yml": SLOW_YML})
+    server = github_server(ctx, gh)
+    ctx.runner(server).start()
+    sha1, _ = open_pr(repo, gh)
+    wait_pr_build(server, 1, sha1, finished=False)
+    repo.checkout("feature")
+    sha2 = repo.commit({"more.txt": "y\n"})
+    repo.checkout("main")
+    gh.push_pull("octo", "proj", 1, sha2)
+    b1 = wait_pr_build(server, 1, sha1)
+    assert b1["status"] == "cancelled", b1
+    assert any("superseded by build" in e["message"] for e in server.build(b1["id"])["events"])
+    b2 = wait_pr_build(server, 1, sha2, finished=False)
+    gh.close_pull("octo", "proj", 1)
+    b2 = wait_pr_build(server, 1, sha2)
+    assert b2["status"] == "cancelled", b2
+    events = [e["message"] for e in server.build(b2["id"])["events"]]
+    assert any(m.startswith("pull request #1 was closed") for m in events), events
+    # GitHub hears that too.
+    wait_until(lambda: gh.latest_states("octo", "proj", sha2).get("yci") == "error", 30,
+               what="the closed pull request's build status")
+
+
+def test_statuses_survive_errors_rate_limits_and_restarts(ctx, gh, gitrepo):
+    repo = project(gitrepo, gh)
+    server = github_server(ctx, gh)
+    runner = ctx.runner(server).start()
+    # GitHub fails the first status posts, then rate-limits.
+    gh.fail_next(3, status=502, path_prefix="/repos/octo/proj/statuses")
+    gh.fail_next(1, status=403, path_prefix="/repos/octo/proj/statuses", reset_in=2)
+    sha, _ = open_pr(repo, gh)
+    wait_pr_build(server, 1, sha)
+    wait_until(lambda: gh.latest_states("octo", "proj", sha).get("yci") == "success", 60,
+               what="statuses delivered after failures")
+    # GitHub goes away; a second pull request is built meanwhile, and the
+    # server restarts before it can report: nothing is lost.
+    gh.stop()
+    sha2, _ = open_pr(repo, gh, branch="second")
+    server.stop()
+    gh.start(port=gh.port)
+    server.start()
+    b = wait_pr_build(server, 2, sha2, timeout=60)
+    assert b["status"] == "passed", b
+    states = wait_until(lambda: (lambda st: st if st.get("yci") == "success" else None)(
+        gh.latest_states("octo", "proj", sha2)), 60, what="statuses after the restart")
+    assert states == {"yci": "success", "yci/unit": "success", "yci/lint": "success"}, states
+    runner.stop()
+
+
+def test_bad_credentials_are_reported_and_lose_nothing(ctx, gh, gitrepo):
+    project(gitrepo, gh)
+    server = github_server(ctx, gh, token="wrong")
+    wait_until(lambda: "Bad credentials" in server.output(), 30, what="the error in the log")
+    assert server.get("/api/repos/octo.proj").status == 404
+    assert server.alive()
