@@ -105,6 +105,8 @@ int cli_cmd_server(int argc, char **argv)
     github_config_from_env(&cfg.github, &cfg.github_repos);
     const char *root = getenv("HTTP_ROOT");
     cfg.http_root = root && *root ? root : NULL;
+    const char *hook = getenv("GITHUB_WEBHOOK_SECRET");
+    cfg.github_webhook_secret = hook && *hook ? hook : NULL;
     if (!cfg.listen)
         cfg.listen = "127.0.0.1:8888";
 

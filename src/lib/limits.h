@@ -40,6 +40,8 @@
  * request (which carries the generated jobs). */
 #define YCI_PLAN_TIMEOUT 120
 #define YCI_MAX_PLAN_BODY (17 * 1024 * 1024)
+/* GitHub's limit on a webhook payload. */
+#define YCI_MAX_WEBHOOK_BODY (25 * 1024 * 1024)
 /* Builds returned by one list request. */
 #define YCI_MAX_LIST 1000
 

@@ -1166,6 +1166,12 @@ static void h_web_build(struct call *c)
     web_build(c->srv, c->req, id);
 }
 
+/* GitHub's webhooks: signed with GITHUB_WEBHOOK_SECRET (hooks.c). */
+static void h_hook_github(struct call *c)
+{
+    hooks_github(c->srv, c->req);
+}
+
 /* ---- routing ------------------------------------------------------------ */
 
 struct route {
@@ -1177,6 +1183,7 @@ struct route {
 
 static const struct route routes[] = {
     {"GET", "api/health", NEED_NONE, h_health},
+    {"POST", "hooks/github", NEED_NONE, h_hook_github},
     {"GET", "api/repos", NEED_NONE, h_repos_list},
     {"POST", "api/repos", NEED_ADMIN, h_repos_add},
     {"GET", "api/repos/*", NEED_NONE, h_repo_get},
@@ -1337,6 +1344,9 @@ size_t api_body_limit(const char *method, const char *path, void *ctx)
         size_t n = strlen(path);
         if (strncmp(path, "/api/jobs/", 10) == 0 && n > 4 && strcmp(path + n - 4, "/log") == 0)
             return YCI_MAX_LOG_CHUNK;
+        /* GitHub sends webhook payloads of up to 25 MB. */
+        if (strcmp(path, "/hooks/github") == 0)
+            return YCI_MAX_WEBHOOK_BODY;
         /* A plan job's finish carries the jobs it generated. */
         if (strncmp(path, "/api/jobs/", 10) == 0 && n > 7 && strcmp(path + n - 7, "/finish") == 0)
             return YCI_MAX_PLAN_BODY;

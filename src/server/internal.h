@@ -116,6 +116,8 @@ void observer_request(struct observer *o, int64_t repo_id);
 /*
  * results.c — <data>/test_results/<commit>, written by a worker thread.
  */
+void hooks_github(struct server *srv, struct http_request *req);
+
 int notifier_new(struct server *srv, struct notifier **out, struct buf *err);
 void notifier_free(struct notifier *n);
 void notifier_kick(struct notifier *n);

@@ -41,10 +41,11 @@ struct server_config {
     const char *github_repos;
     struct github_config github;
     const char *http_root; /* HTTP_ROOT: public root URL of the pages and logs; NULL: ours */
+    const char *github_webhook_secret; /* GITHUB_WEBHOOK_SECRET; NULL: POST /hooks/github off */
 };
 
 #define SERVER_CONFIG_INIT                                                                         \
-    {NULL, NULL, 5, 3600, 0, false, 0, 0, NULL, {NULL, NULL, NULL, NULL}, NULL}
+    {NULL, NULL, 5, 3600, 0, false, 0, 0, NULL, {NULL, NULL, NULL, NULL}, NULL, NULL}
 
 /* Start serving; on failure *out is untouched and err says why. */
 int server_start(const struct server_config *cfg, struct server **out, struct buf *err);

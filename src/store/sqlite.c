@@ -188,6 +188,9 @@ static const char *const migrations[] = {
     "  UNIQUE (build_id, job_id)"
     ");"
     "CREATE INDEX statuses_due ON statuses(next_try, id) WHERE sent < version;"
+    /* GitHub's webhook deliveries handled, so that a redelivery is once */
+    "CREATE TABLE deliveries (id TEXT PRIMARY KEY, received INTEGER NOT NULL) WITHOUT ROWID;"
+    "CREATE INDEX deliveries_by_time ON deliveries(received);"
     "CREATE TRIGGER statuses_build_insert AFTER INSERT ON builds "
     "WHEN NEW.commit_sha IS NOT NULL AND "
     "(SELECT github FROM repos WHERE id = NEW.repo_id) IS NOT NULL BEGIN "
@@ -264,6 +267,8 @@ enum q {
     Q_STATUS_SENT,
     Q_STATUS_RETRY,
     Q_STATUSES_PENDING,
+    Q_DELIVERY_INSERT,
+    Q_DELIVERY_PRUNE,
     Q_BUILD_ROW,
     Q_JOBS_COPY,
     Q_BUILD_CANCEL,
@@ -350,6 +355,8 @@ static const char *const sql[Q_COUNT] = {
                       "WHERE id = ?1",
     [Q_STATUS_RETRY] = "UPDATE statuses SET next_try = ?2, tries = tries + 1, last_error = ?3 "
                        "WHERE id = ?1",
+    [Q_DELIVERY_INSERT] = "INSERT OR IGNORE INTO deliveries(id, received) VALUES (?1, ?2)",
+    [Q_DELIVERY_PRUNE] = "DELETE FROM deliveries WHERE received < ?1",
     [Q_STATUSES_PENDING] = "SELECT count(*) FROM statuses INDEXED BY statuses_due "
                            "WHERE sent < version",
     /* A plan's error is not copied by a rebuild: the rebuild plans again. */
@@ -1596,6 +1603,39 @@ int store_status_retry(struct store *st, int64_t id, int64_t next_try, const cha
     sqlite3_bind_int64(s, 2, next_try);
     bind_text(s, 3, error);
     int r = exec_q(s) == 0 ? 0 : -EIO;
+    unlock(st);
+    return r;
+}
+
+int store_delivery_new(struct store *st, const char *id)
+{
+    if (!id || !*id || strlen(id) > 200)
+        return -EINVAL;
+    lock(st);
+    int64_t now = time_now_ms();
+    int r = tx_begin(st, NULL);
+    if (r < 0)
+        goto out;
+    sqlite3_stmt *s = q(st, Q_DELIVERY_PRUNE);
+    sqlite3_bind_int64(s, 1, now - STORE_DELIVERY_KEEP_MS);
+    if (exec_q(s) != 0) {
+        r = -EIO;
+        goto out;
+    }
+    s = q(st, Q_DELIVERY_INSERT);
+    bind_text(s, 1, id);
+    sqlite3_bind_int64(s, 2, now);
+    if (exec_q(s) != 0) {
+        r = -EIO;
+        goto out;
+    }
+    int fresh = sqlite3_changes(st->db) == 1;
+    r = tx_commit(st, NULL);
+    if (r == 0)
+        r = fresh;
+out:
+    if (r < 0)
+        tx_rollback(st);
     unlock(st);
     return r;
 }

@@ -240,6 +240,11 @@ int store_status_retry(struct store *st, int64_t id, int64_t next_try, const cha
 /* How many rows are due or waiting for a retry. */
 int64_t store_statuses_pending(struct store *st);
 
+/* Record a webhook delivery id: 1 when it is new, 0 when it was seen in the
+ * last STORE_DELIVERY_KEEP_MS (older ones are forgotten), or -errno. */
+#define STORE_DELIVERY_KEEP_MS (7LL * 24 * 3600 * 1000)
+int store_delivery_new(struct store *st, const char *id);
+
 /*
  * Runners.
  * JSON of a runner: {"id", "name", "labels", "platform", "slots",

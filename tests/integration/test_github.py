@@ -200,3 +200,62 @@ def test_bad_credentials_are_reported_and_lose_nothing(ctx, gh, gitrepo):
     wait_until(lambda: "Bad credentials" in server.output(), 30, what="the error in the log")
     assert server.get("/api/repos/octo.proj").status == 404
     assert server.alive()
+
+
+HOOK_SECRET = "hook-s3cret"
+
+
+def test_webhooks_are_verified_and_trigger_builds_at_once(ctx, gh, gitrepo):
+    repo = project(gitrepo, gh)
+    # Polls every hour: only the webhook can make the pull request's build.
+    server = github_server(ctx, gh, poll_interval=3600,
+                           extra_env={"GITHUB_WEBHOOK_SECRET": HOOK_SECRET})
+    ctx.runner(server).start()
+    wait_until(lambda: server.get("/api/repos/octo.proj").status == 200, 30,
+               what="octo.proj registered")
+    hook = server.url + "/hooks/github"
+    ping = gh.ping_payload("octo", "proj")
+    assert gh.webhook("ping", ping, HOOK_SECRET, hook)[0] == 200
+    # Missing or wrong signatures: 401, nothing done.
+    assert gh.webhook("ping", ping, HOOK_SECRET, hook, signature="")[0] == 401
+    assert gh.webhook("ping", ping, "not-the-secret", hook)[0] == 401
+    assert gh.webhook("ping", ping, HOOK_SECRET, hook,
+                      signature="sha256=" + "0" * 64)[0] == 401
+    # A signed body that is not JSON; a form-encoded hook.
+    assert gh.webhook("push", b"{not json", HOOK_SECRET, hook)[0] == 400
+    assert gh.webhook("ping", ping, HOOK_SECRET, hook, content_type="form")[0] == 415
+    # A repository yci does not watch.
+    other = gh.payload("pull_request_opened.payload")
+    other["repository"]["full_name"] = "someone/else"
+    status, body = gh.webhook("pull_request", other, HOOK_SECRET, hook)
+    assert status == 202 and b"does not watch" in body, body
+
+    sha, _ = open_pr(repo, gh)
+    payload = gh.pull_request_payload("octo", "proj", 1, "opened")
+    status, body = gh.webhook("pull_request", payload, HOOK_SECRET, hook, delivery="d-1")
+    assert status == 202, body
+    b = wait_pr_build(server, 1, sha, finished=False, timeout=10)
+    assert b["ref"] == "refs/pull/1/head"
+    # The same delivery again is handled once.
+    status, body = gh.webhook("pull_request", payload, HOOK_SECRET, hook, delivery="d-1")
+    assert status == 200 and b"seen already" in body, body
+    assert wait_pr_build(server, 1, sha)["status"] == "passed"
+    assert len(pr_builds(server, 1)) == 1
+
+
+def test_webhooks_off_without_a_secret_and_big_bodies_refused(ctx, gh, gitrepo):
+    project(gitrepo, gh)
+    server = github_server(ctx, gh)
+    hook = server.url + "/hooks/github"
+    status, body = gh.webhook("ping", gh.ping_payload("octo", "proj"), HOOK_SECRET, hook)
+    assert status == 403 and b"GITHUB_WEBHOOK_SECRET" in body, body
+    server.stop()
+    server.env = ctx.env(GITHUB_WEBHOOK_SECRET=HOOK_SECRET)
+    server.start()
+    big = b'{"zen": "' + b"x" * (25 * 1024 * 1024) + b'"}'
+    try:
+        status, _ = gh.webhook("ping", big, HOOK_SECRET, hook, timeout=30)
+    except (ConnectionError, OSError):
+        status = 413  # refused before the whole body was sent
+    assert status == 413
+    assert server.alive()
