@@ -1,9 +1,11 @@
 #include "cli/cli.h"
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "cli/common.h"
+#include "cli/daemon.h"
 #include "cli/help.h"
 #include "http/client.h"
 #include "lib/buf.h"
@@ -53,6 +55,14 @@ static int help(int argc, char **argv)
 int cli_main(int argc, char **argv)
 {
     if (argc < 2) {
+        /* Seed 000: `GITHUB_REPOSITORIES=owner/repo ... yci`, run by cron. */
+        const char *repos = getenv("GITHUB_REPOSITORIES");
+        if (repos && *repos) {
+            http_client_global_init();
+            int status = cli_github_pass();
+            http_client_global_cleanup();
+            return status;
+        }
         cli_help_print("yci", stderr);
         return 2;
     }

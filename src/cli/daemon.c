@@ -51,6 +51,30 @@ int cli_labels_add(struct cli_labels *l, const char *cmd, const char *s)
     return 0;
 }
 
+/* Seed 000's configuration: the GITHUB_* variables and HTTP_ROOT. */
+static void github_env(struct server_config *cfg)
+{
+    github_config_from_env(&cfg->github, &cfg->github_repos);
+    const char *root = getenv("HTTP_ROOT");
+    cfg->http_root = root && *root ? root : NULL;
+    const char *hook = getenv("GITHUB_WEBHOOK_SECRET");
+    cfg->github_webhook_secret = hook && *hook ? hook : NULL;
+}
+
+int cli_github_pass(void)
+{
+    struct server_config cfg = SERVER_CONFIG_INIT;
+    cfg.data_dir = cli_data_dir(NULL);
+    github_env(&cfg);
+    log_set_prefix("yci");
+    struct buf err = BUF_INIT;
+    int rc = server_github_pass(&cfg, &err);
+    if (rc < 0)
+        log_error("%s", err.data ? err.data : strerror(-rc));
+    buf_release(&err);
+    return rc == 0 ? 0 : 1;
+}
+
 int cli_cmd_server(int argc, char **argv)
 {
     static const struct option longopts[] = {
@@ -101,12 +125,7 @@ int cli_cmd_server(int argc, char **argv)
     if (optind < argc)
         return cli_usage(cmd, "unexpected argument '%s'", argv[optind]);
     cfg.data_dir = cli_data_dir(data);
-    /* Seed 000's configuration: GITHUB_* variables (docs/github.md). */
-    github_config_from_env(&cfg.github, &cfg.github_repos);
-    const char *root = getenv("HTTP_ROOT");
-    cfg.http_root = root && *root ? root : NULL;
-    const char *hook = getenv("GITHUB_WEBHOOK_SECRET");
-    cfg.github_webhook_secret = hook && *hook ? hook : NULL;
+    github_env(&cfg);
     if (!cfg.listen)
         cfg.listen = "127.0.0.1:8888";
 

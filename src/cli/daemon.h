@@ -25,4 +25,8 @@ bool cli_label_valid(const char *s);
 int cli_labels_add(struct cli_labels *l, const char *cmd, const char *s);
 void cli_labels_release(struct cli_labels *l);
 
+/* `yci` alone with GITHUB_REPOSITORIES set: one pass of seed 000's cron job
+ * (server_github_pass) on $YCI_DATA. 0, or 1 when something failed. */
+int cli_github_pass(void);
+
 #endif

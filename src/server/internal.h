@@ -112,6 +112,9 @@ int observer_new(struct server *srv, struct observer **out, struct buf *err);
 void observer_free(struct observer *o);
 /* Ask for a poll of one repository (repo id) now; requests coalesce. */
 void observer_request(struct observer *o, int64_t repo_id);
+/* One pass over GITHUB_REPOSITORIES, in this thread: register them, poll
+ * each once. Returns how many failed (each logged). */
+int observer_once(struct server *srv);
 
 /*
  * results.c — <data>/test_results/<commit>, written by a worker thread.
@@ -121,6 +124,9 @@ void hooks_github(struct server *srv, struct http_request *req);
 int notifier_new(struct server *srv, struct notifier **out, struct buf *err);
 void notifier_free(struct notifier *n);
 void notifier_kick(struct notifier *n);
+/* Deliver what is due, in this thread, until nothing is due, a rate limit
+ * or deadline_ms (monotonic). Returns how many statuses are left. */
+int notifier_flush(struct server *srv, int64_t deadline_ms);
 
 int results_new(struct server *srv, struct results **out, struct buf *err);
 /* Write what is queued, then stop. */

@@ -87,6 +87,8 @@ static void describe(json_t *row, struct buf *d)
 static char *target_url(struct server *srv, json_t *row)
 {
     const char *root = srv->cfg.http_root && *srv->cfg.http_root ? srv->cfg.http_root : srv->url;
+    if (!root)
+        return NULL; /* a one-shot pass without HTTP_ROOT knows no URL */
     size_t n = strlen(root);
     while (n && root[n - 1] == '/')
         n--;
@@ -188,6 +190,28 @@ static void *notifier_thread(void *arg)
     }
     pthread_mutex_unlock(&n->lock);
     return NULL;
+}
+
+int notifier_flush(struct server *srv, int64_t deadline_ms)
+{
+    struct notifier n = {.srv = srv};
+    n.gh = github_new(&srv->cfg.github);
+    bool go_on = true;
+    while (go_on && time_mono_ms() < deadline_ms) {
+        json_t *due = store_statuses_due(srv->store, time_now_ms(), NOTIFY_BATCH);
+        size_t i;
+        json_t *row;
+        json_array_foreach(due, i, row) {
+            if (!(go_on = deliver(&n, row)) || time_mono_ms() >= deadline_ms)
+                break;
+        }
+        if (json_array_size(due) == 0)
+            go_on = false;
+        json_decref(due);
+    }
+    github_free(n.gh);
+    int64_t left = store_statuses_pending(srv->store);
+    return left > INT32_MAX ? INT32_MAX : (int)left;
 }
 
 int notifier_new(struct server *srv, struct notifier **out, struct buf *err)

@@ -298,12 +298,13 @@ out:
  * GitHub once per repository; a failure is logged (once per message) and
  * retried at the next full poll.
  */
-static void github_register(struct observer *o)
+static int github_register(struct observer *o)
 {
+    int failed = 0;
     struct server *srv = o->srv;
     const char *list = srv->cfg.github_repos;
     if (!list || !o->gh)
-        return;
+        return 0;
     char *copy = xstrdup(list), *save = NULL;
     for (char *full = strtok_r(copy, " \t\n,", &save); full;
          full = strtok_r(NULL, " \t\n,", &save)) {
@@ -340,15 +341,17 @@ static void github_register(struct observer *o)
             if (!prev || strcmp(prev, err.data) != 0)
                 log_error("GitHub repository %s: %s; will retry", full, err.data);
             json_object_set_new(o->reg_errors, full, json_string(err.data));
+            failed++;
         }
         json_decref(repo);
         free(name);
         buf_release(&err);
     }
     free(copy);
+    return failed;
 }
 
-static void poll_and_record(struct observer *o, json_t *repo)
+static int poll_and_record(struct observer *o, json_t *repo)
 {
     struct server *srv = o->srv;
     int64_t repo_id = json_integer_value(json_object_get(repo, "id"));
@@ -366,6 +369,7 @@ static void poll_and_record(struct observer *o, json_t *repo)
         log_error("repo '%s': recording the poll failed: %s, ignoring", name ? name : "?",
                   strerror(-r2));
     buf_release(&err);
+    return rc;
 }
 
 static void *observer_thread(void *arg)
@@ -416,6 +420,40 @@ static void *observer_thread(void *arg)
     }
     pthread_mutex_unlock(&o->lock);
     return NULL;
+}
+
+/* Is full the GitHub name of one of GITHUB_REPOSITORIES? */
+static bool configured(const char *list, const char *full)
+{
+    size_t n = strlen(full);
+    for (const char *p = list; p && *p;) {
+        p += strspn(p, " \t\n,");
+        size_t len = strcspn(p, " \t\n,");
+        if (len == n && strncasecmp(p, full, n) == 0)
+            return true;
+        p += len;
+    }
+    return false;
+}
+
+int observer_once(struct server *srv)
+{
+    struct observer o = {.srv = srv, .registered = json_object(), .reg_errors = json_object()};
+    o.gh = github_new(&srv->cfg.github);
+    int failed = github_register(&o);
+    json_t *repos = store_repo_list(srv->store);
+    size_t i;
+    json_t *repo;
+    json_array_foreach(repos, i, repo) {
+        const char *gh = json_string_value(json_object_get(repo, "github"));
+        if (gh && configured(srv->cfg.github_repos, gh) && poll_and_record(&o, repo) < 0)
+            failed++;
+    }
+    json_decref(repos);
+    github_free(o.gh);
+    json_decref(o.registered);
+    json_decref(o.reg_errors);
+    return failed;
 }
 
 int observer_new(struct server *srv, struct observer **out, struct buf *err)

@@ -8,11 +8,14 @@
  * then the HTTP server stops; then the threads its handlers used.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "lib/limits.h"
 #include "lib/log.h"
@@ -96,7 +99,9 @@ static char *make_url(const char *listen, uint16_t port)
     return url;
 }
 
-int server_start(const struct server_config *cfg_in, struct server **out, struct buf *err)
+/* The data directory, secrets, store and log store: what every use of the
+ * data needs, without threads or a listener. */
+static int server_open(const struct server_config *cfg_in, struct server **out, struct buf *err)
 {
     struct server *srv = xcalloc(1, sizeof(*srv));
     srv->cfg = *cfg_in;
@@ -168,7 +173,22 @@ int server_start(const struct server_config *cfg_in, struct server **out, struct
     if (rc < 0)
         goto fail;
     free(path);
-    path = NULL;
+    *out = srv;
+    return 0;
+
+fail:
+    free(path);
+    server_free(srv);
+    return rc < 0 ? rc : -EIO;
+}
+
+int server_start(const struct server_config *cfg_in, struct server **out, struct buf *err)
+{
+    struct server *srv = NULL;
+    int rc = server_open(cfg_in, &srv, err);
+    if (rc < 0)
+        return rc;
+    char *path = NULL;
 
     rc = store_leases_grace(srv->store, 2 * server_lease_ms(SERVER_DEFAULT_HEARTBEAT));
     if (rc < 0) {
@@ -261,4 +281,50 @@ const char *server_admin_token(const struct server *srv)
 const char *server_registration_secret(const struct server *srv)
 {
     return srv->reg_secret;
+}
+
+int server_github_pass(const struct server_config *cfg, struct buf *err)
+{
+    struct server *srv = NULL;
+    struct server_config c = *cfg;
+    c.quiet_secrets = true;
+    int rc = server_open(&c, &srv, err);
+    if (rc < 0)
+        return rc;
+    /* What the seed needed lockrun for: overlapping cron runs of the same
+     * configuration. Other users' passes (other repositories, another API)
+     * take another lock and run side by side. */
+    char *key = xasprintf("%s\n%s", cfg->github.api_url ? cfg->github.api_url : "",
+                          cfg->github_repos ? cfg->github_repos : "");
+    char hash[65];
+    auth_token_hash(key, hash);
+    free(key);
+    char *path = xasprintf("%s/github-pass-%.16s.lock", srv->data_dir, hash);
+    int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    if (fd < 0) {
+        rc = -errno;
+        buf_setf(err, "cannot open %s: %s", path, strerror(errno));
+        goto out;
+    }
+    if (flock(fd, LOCK_EX | LOCK_NB) < 0) {
+        if (errno == EWOULDBLOCK) {
+            log_info("another pass holds %s: nothing to do", path);
+            rc = 0;
+        } else {
+            rc = -errno;
+            buf_setf(err, "cannot lock %s: %s", path, strerror(errno));
+        }
+        goto out;
+    }
+    int failed = observer_once(srv);
+    int left = notifier_flush(srv, time_mono_ms() + SERVER_PASS_STATUS_MS);
+    if (left > 0)
+        log_info("%d commit status%s left for the next pass", left, left == 1 ? "" : "es");
+    rc = failed ? 1 : 0;
+out:
+    if (fd >= 0)
+        close(fd); /* releases the lock */
+    free(path);
+    server_free(srv);
+    return rc;
 }

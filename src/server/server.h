@@ -44,6 +44,20 @@ struct server_config {
     const char *github_webhook_secret; /* GITHUB_WEBHOOK_SECRET; NULL: POST /hooks/github off */
 };
 
+/*
+ * Seed 000's one-shot mode (`yci` run by cron with GITHUB_REPOSITORIES): one
+ * pass under an exclusive lock (<data>/github-pass-HASH.lock, one per
+ * GITHUB_API_URL and GITHUB_REPOSITORIES, so other users' passes run beside
+ * it) — register the
+ * repositories, update each mirror, list its open pull requests, queue a
+ * build for each new head, deliver the commit statuses that are due (for at
+ * most SERVER_PASS_STATUS_MS) — then return. A pass that finds the lock held
+ * does nothing. Returns 0 when all went well, 1 when a repository failed
+ * (logged), or -errno with err when the data directory cannot be used.
+ */
+#define SERVER_PASS_STATUS_MS 30000
+int server_github_pass(const struct server_config *cfg, struct buf *err);
+
 #define SERVER_CONFIG_INIT                                                                         \
     {NULL, NULL, 5, 3600, 0, false, 0, 0, NULL, {NULL, NULL, NULL, NULL}, NULL, NULL}
 

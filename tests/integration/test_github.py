@@ -259,3 +259,79 @@ def test_webhooks_off_without_a_secret_and_big_bodies_refused(ctx, gh, gitrepo):
         status = 413  # refused before the whole body was sent
     assert status == 413
     assert server.alive()
+
+
+def pass_env(gh, data, repos="octo/proj", token=TOKEN):
+    return {"GITHUB_REPOSITORIES": repos, "GITHUB_ACCESS_TOKEN": token,
+            "GITHUB_API_URL": gh.url, "YCI_DATA": data}
+
+
+def test_one_shot_pass_as_the_seed_runs_it_from_cron(ctx, gh, gitrepo):
+    """GITHUB_USERNAME=foo GITHUB_ACCESS_TOKEN=bar GITHUB_REPOSITORIES=owner/repo yci"""
+    repo = project(gitrepo, gh)
+    sha, _ = open_pr(repo, gh)
+    data = str(ctx.tmp / "data-cron")
+    env = pass_env(gh, data)
+    env["GITHUB_USERNAME"] = "foo"
+    r = ctx.cli(env=env)
+    assert r.returncode == 0, r
+    # The pass queued the builds; a server on the same data runs them.
+    server = ctx.server(data=data).start()
+    ctx.runner(server).start()
+    b = wait_pr_build(server, 1, sha)
+    assert b["status"] == "passed", b
+    # The next pass reports the statuses (no server needs GitHub's token).
+    r = ctx.cli(env=env)
+    assert r.returncode == 0, r
+    st = gh.latest_states("octo", "proj", sha)
+    assert st == {"yci": "success", "yci/unit": "success", "yci/lint": "success"}, (st, r.stderr)
+    # Nothing new: no new build.
+    n = len(server.builds(repo="octo.proj"))
+    assert ctx.cli(env=env).returncode == 0
+    assert len(server.builds(repo="octo.proj")) == n
+
+
+def test_one_shot_pass_lock_and_errors(ctx, gh, gitrepo):
+    import fcntl
+    import glob
+    project(gitrepo, gh)
+    data = str(ctx.tmp / "data-cron")
+    assert ctx.cli(env=pass_env(gh, data)).returncode == 0
+    # An overlapping run of the same configuration does nothing and says so.
+    locks = glob.glob(data + "/github-pass-*.lock")
+    assert len(locks) == 1, locks
+    with open(locks[0], "w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        gh.clear_requests()
+        r = ctx.cli(env=pass_env(gh, data))
+        assert r.returncode == 0 and "another pass holds" in r.stderr, r
+        assert gh.requests == []
+        # Another user's repositories take another lock.
+        gh.add_repo("other", "thing", clone_url=gitrepo("thing").path)
+        r = ctx.cli(env=pass_env(gh, data, repos="other/thing"))
+        assert r.returncode == 0 and "another pass holds" not in r.stderr, r
+    # Errors: a clear message and a non-zero exit, nothing lost.
+    r = ctx.cli(env=pass_env(gh, data, token="wrong"))
+    assert r.returncode == 1 and "Bad credentials" in r.stderr, r
+    r = ctx.cli(env=pass_env(gh, data, repos="octo/nope"))
+    assert r.returncode == 1 and "Not Found" in r.stderr, r
+    r = ctx.cli(env=pass_env(gh, data, repos="not a repo"))
+    assert r.returncode == 1 and "is not a repository" in r.stderr, r
+    gh.stop()
+    r = ctx.cli(env=pass_env(gh, data))
+    assert r.returncode == 1 and "octo" in r.stderr, r
+
+
+def test_more_than_a_page_of_pull_requests(ctx, gh, gitrepo):
+    repo = project(gitrepo, gh, {"Makefile": "check:\n\ttrue\n"})
+    sha = repo.head("main")
+    for n in range(1, 106):
+        gh.open_pull("octo", "proj", head_ref="main", head_sha=sha, title="pr %d" % n)
+    server = github_server(ctx, gh)
+
+    def all_built():
+        nums = {b.get("pull_number") for b in server.builds(repo="octo.proj")}
+        return nums if set(range(1, 106)) <= nums else None
+    wait_until(all_built, 60, what="a build for each of 105 pull requests")
+    pages = [p for (m, p, _, _) in gh.requests if m == "GET" and "pulls" in p]
+    assert any("page=2" in p for p in pages), pages
