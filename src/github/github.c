@@ -165,6 +165,16 @@ static int classify(const struct http_result *res, const char *what, int64_t *re
     return -EINVAL;
 }
 
+/* Every call starts here: no retry time yet, and a name GitHub could have. */
+static int name_checked(const char *full_name, int64_t *retry_at_ms, struct buf *err)
+{
+    *retry_at_ms = 0;
+    if (github_full_name_valid(full_name))
+        return 0;
+    buf_setf(err, "'%s' is not a GitHub repository name (owner/name)", full_name);
+    return -EINVAL;
+}
+
 static int request(struct github *gh, const char *method, const char *path,
                    const char *const *headers, const char *body, struct http_result *res,
                    int64_t *retry_at_ms, struct buf *err)
@@ -218,11 +228,8 @@ int github_open_pulls(struct github *gh, const char *full_name, json_t **pulls,
     int64_t ignored;
     if (!retry_at_ms)
         retry_at_ms = &ignored;
-    *retry_at_ms = 0;
-    if (!github_full_name_valid(full_name)) {
-        buf_setf(err, "'%s' is not a GitHub repository name (owner/name)", full_name);
+    if (name_checked(full_name, retry_at_ms, err) < 0)
         return -EINVAL;
-    }
     json_t *cached = json_object_get(gh->cache, full_name);
     json_t *etags = json_array(), *pages = json_array(), *nexts = json_array();
     json_t *all = json_array();
@@ -327,11 +334,8 @@ int github_get_repo(struct github *gh, const char *full_name, json_t **repo, int
     int64_t ignored;
     if (!retry_at_ms)
         retry_at_ms = &ignored;
-    *retry_at_ms = 0;
-    if (!github_full_name_valid(full_name)) {
-        buf_setf(err, "'%s' is not a GitHub repository name (owner/name)", full_name);
+    if (name_checked(full_name, retry_at_ms, err) < 0)
         return -EINVAL;
-    }
     char *path = xasprintf("/repos/%s", full_name);
     struct http_result res = HTTP_RESULT_INIT;
     int r = request(gh, "GET", path, NULL, NULL, &res, retry_at_ms, err);

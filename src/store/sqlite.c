@@ -1523,17 +1523,16 @@ json_t *store_heads_get(struct store *st, int64_t repo_id)
     return o;
 }
 
-int store_ref_close(struct store *st, int64_t repo_id, const char *ref, const char *why)
+/* Forget ref's head; with why, first cancel its unfinished builds' jobs. */
+static int head_forget(struct store *st, int64_t repo_id, const char *ref, const char *why)
 {
-    if (!ref || !why)
+    if (!ref)
         return -EINVAL;
     lock(st);
-    int64_t now = time_now_ms();
     int r = tx_begin(st, NULL);
     if (r < 0)
         goto out;
-    r = cancel_ref_builds(st, repo_id, ref, INT64_MAX, now, why);
-    if (r < 0)
+    if (why && (r = cancel_ref_builds(st, repo_id, ref, INT64_MAX, time_now_ms(), why)) < 0)
         goto out;
     sqlite3_stmt *s = q(st, Q_HEAD_DELETE);
     sqlite3_bind_int64(s, 1, repo_id);
@@ -1544,6 +1543,11 @@ out:
         tx_rollback(st);
     unlock(st);
     return r;
+}
+
+int store_ref_close(struct store *st, int64_t repo_id, const char *ref, const char *why)
+{
+    return why ? head_forget(st, repo_id, ref, why) : -EINVAL;
 }
 
 int store_repo_set_github(struct store *st, int64_t repo_id, const char *full_name)
@@ -1652,21 +1656,7 @@ int64_t store_statuses_pending(struct store *st)
 
 int store_head_delete(struct store *st, int64_t repo_id, const char *ref)
 {
-    if (!ref)
-        return -EINVAL;
-    lock(st);
-    int r = tx_begin(st, NULL);
-    if (r < 0)
-        goto out;
-    sqlite3_stmt *s = q(st, Q_HEAD_DELETE);
-    sqlite3_bind_int64(s, 1, repo_id);
-    bind_text(s, 2, ref);
-    r = exec_q(s) == 0 ? tx_commit(st, NULL) : -EIO;
-out:
-    if (r < 0)
-        tx_rollback(st);
-    unlock(st);
-    return r;
+    return head_forget(st, repo_id, ref, NULL);
 }
 
 int store_head_advance(struct store *st, int64_t repo_id, const char *ref, const char *old_sha,
