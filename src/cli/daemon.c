@@ -52,7 +52,7 @@ int cli_labels_add(struct cli_labels *l, const char *cmd, const char *s)
 }
 
 /* Seed 000's configuration: the GITHUB_* variables and HTTP_ROOT. */
-static void github_env(struct server_config *cfg)
+void cli_github_env(struct server_config *cfg)
 {
     github_config_from_env(&cfg->github, &cfg->github_repos);
     const char *root = getenv("HTTP_ROOT");
@@ -65,7 +65,7 @@ int cli_github_pass(void)
 {
     struct server_config cfg = SERVER_CONFIG_INIT;
     cfg.data_dir = cli_data_dir(NULL);
-    github_env(&cfg);
+    cli_github_env(&cfg);
     log_set_prefix("yci");
     struct buf err = BUF_INIT;
     int rc = server_github_pass(&cfg, &err);
@@ -125,7 +125,7 @@ int cli_cmd_server(int argc, char **argv)
     if (optind < argc)
         return cli_usage(cmd, "unexpected argument '%s'", argv[optind]);
     cfg.data_dir = cli_data_dir(data);
-    github_env(&cfg);
+    cli_github_env(&cfg);
     if (!cfg.listen)
         cfg.listen = "127.0.0.1:8888";
 

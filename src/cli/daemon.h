@@ -29,4 +29,10 @@ void cli_labels_release(struct cli_labels *l);
  * (server_github_pass) on $YCI_DATA. 0, or 1 when something failed. */
 int cli_github_pass(void);
 
+struct server_config;
+/* Seed 000's configuration from the environment: GITHUB_REPOSITORIES,
+ * GITHUB_ACCESS_TOKEN, GITHUB_USERNAME/PASSWORD, GITHUB_API_URL,
+ * GITHUB_WEBHOOK_SECRET, HTTP_ROOT (docs/github.md). */
+void cli_github_env(struct server_config *cfg);
+
 #endif

@@ -57,7 +57,7 @@ static const struct cli_help helps[] = {
             "  YCI_REGISTRATION_SECRET  the secret a runner registers with\n"
             "  YCI_DEBUG=1           log debug lines\n"
             "\n"
-            "GitHub (docs/github.md), read by `yci server` and by `yci` alone:\n"
+            "GitHub (docs/github.md), read by `yci server`, `yci up` and `yci` alone:\n"
             "  GITHUB_REPOSITORIES   owner/repo ... to watch, with their pull requests;\n"
             "                        `yci` with no command then makes one pass (update the\n"
             "                        mirrors, queue a build per new head, send the commit\n"

@@ -290,6 +290,7 @@ int cli_cmd_up(int argc, char **argv)
     }
     up.data_given = data != NULL;
     scfg.data_dir = cli_data_dir(data);
+    cli_github_env(&scfg);
     if (!scfg.listen)
         scfg.listen = "127.0.0.1:8888";
 

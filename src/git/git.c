@@ -115,8 +115,20 @@ static void set_message(struct buf *err, const char *what, const struct buf *out
  * appended), -ETIMEDOUT, or -EIO with git's message in err (what names the
  * operation for the message).
  */
+static int run_git_env(const char *git_dir, const char *const *args, const char *const *extra_env,
+                       int timeout_s, struct buf *out, const char *what, struct buf *err);
+
 static int run_git(const char *git_dir, const char *const *args, int timeout_s, struct buf *out,
                    const char *what, struct buf *err)
+{
+    return run_git_env(git_dir, args, NULL, timeout_s, out, what, err);
+}
+
+/* run_git with extra_env ("NAME=value", NULL-terminated, may be NULL) added
+ * to the environment: how secrets reach git (never on its command line,
+ * which every user of the machine can read). */
+static int run_git_env(const char *git_dir, const char *const *args, const char *const *extra_env,
+                       int timeout_s, struct buf *out, const char *what, struct buf *err)
 {
     const char *argv[32];
     size_t n = 0;
@@ -134,12 +146,26 @@ static int run_git(const char *git_dir, const char *const *args, int timeout_s, 
         argv[n++] = args[i];
     argv[n] = NULL;
 
-    struct spawn_opts opts = {.argv = argv, .envp = env_get(), .cwd = "/", .out_fd = SPAWN_PIPE};
+    const char *const *base = env_get();
+    const char **envp = NULL;
+    if (extra_env) {
+        size_t nb = 0, ne = 0;
+        while (base[nb])
+            nb++;
+        while (extra_env[ne])
+            ne++;
+        envp = xcalloc(nb + ne + 1, sizeof *envp);
+        memcpy(envp, base, nb * sizeof *envp);
+        memcpy(envp + nb, extra_env, ne * sizeof *envp);
+    }
+    struct spawn_opts opts = {.argv = argv, .envp = envp ? envp : base, .cwd = "/",
+                              .out_fd = SPAWN_PIPE};
     struct buf o = BUF_INIT;
     o.max = GIT_MAX_OUTPUT;
     int status = 0;
     int rc = spawn_run(&opts, (int64_t)timeout_s * 1000, &o, &status, err);
     free(dir_arg);
+    free(envp);
     if (rc == -ETIMEDOUT) {
         buf_setf(err, "%s took longer than %d s and was stopped", what, timeout_s);
         goto out;
@@ -178,7 +204,7 @@ int git_mirror_init(const char *mirror, struct buf *err)
 }
 
 int git_mirror_fetch(const char *mirror, const char *url, const char *const *refspecs,
-                     size_t nrefspecs, struct buf *err)
+                     size_t nrefspecs, const char *http_header, struct buf *err)
 {
     if (!url || !*url || url[0] == '-') {
         buf_setf(err, "bad repository url \"%s\"", url ? url : "");
@@ -204,7 +230,14 @@ int git_mirror_fetch(const char *mirror, const char *url, const char *const *ref
     for (size_t i = 0; i < nrefspecs && n < sizeof(args) / sizeof(args[0]) - 1; i++)
         args[n++] = refspecs[i];
     args[n] = NULL;
-    return run_git(mirror, args, GIT_FETCH_TIMEOUT, NULL, "git fetch", err);
+    bool http = !strncmp(url, "https://", 8) || !strncmp(url, "http://", 7);
+    if (!http_header || !http)
+        return run_git(mirror, args, GIT_FETCH_TIMEOUT, NULL, "git fetch", err);
+    char *value = xasprintf("GIT_CONFIG_VALUE_0=%s", http_header);
+    const char *env[] = {"GIT_CONFIG_COUNT=1", "GIT_CONFIG_KEY_0=http.extraHeader", value, NULL};
+    int rc = run_git_env(mirror, args, env, GIT_FETCH_TIMEOUT, NULL, "git fetch", err);
+    free(value);
+    return rc;
 }
 
 int git_list_refs(const char *mirror, const char *prefix, json_t **out, struct buf *err)

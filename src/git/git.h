@@ -46,10 +46,12 @@ int git_mirror_init(const char *mirror, struct buf *err);
  * Fetch url into the bare repository mirror with --prune: the refs matched by
  * the refspecs (e.g. GIT_REFSPEC_HEADS, later also "+refs/pull/{star}/head:...")
  * become exactly the remote's. url is anything git can fetch: a local path,
- * file://, http(s)://, ssh, git://.
+ * file://, http(s)://, ssh, git://. http_header (may be NULL), e.g.
+ * "Authorization: Basic ...", is sent with http(s) requests only; it goes to
+ * git through its environment (GIT_CONFIG_COUNT), never its command line.
  */
 int git_mirror_fetch(const char *mirror, const char *url, const char *const *refspecs,
-                     size_t nrefspecs, struct buf *err);
+                     size_t nrefspecs, const char *http_header, struct buf *err);
 
 /* The refs under prefix (e.g. "refs/heads/") as a new JSON object
  * {"refs/heads/main": "<sha>", ...}. */

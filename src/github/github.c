@@ -64,6 +64,28 @@ bool github_full_name_valid(const char *s)
     return true;
 }
 
+/* "Authorization: Basic base64(user:password)" */
+static char *basic_auth(const char *user, const char *password)
+{
+    char *pair = xasprintf("%s:%s", user, password ? password : "");
+    size_t len = strlen(pair);
+    unsigned char *b64 = xmalloc(4 * ((len + 2) / 3) + 1);
+    EVP_EncodeBlock(b64, (const unsigned char *)pair, (int)len);
+    char *auth = xasprintf("Authorization: Basic %s", b64);
+    free(b64);
+    free(pair);
+    return auth;
+}
+
+char *github_git_header(const struct github_config *cfg)
+{
+    if (cfg->token)
+        return basic_auth("x-access-token", cfg->token);
+    if (cfg->username)
+        return basic_auth(cfg->username, cfg->password);
+    return NULL;
+}
+
 struct github *github_new(const struct github_config *cfg)
 {
     struct github *gh = xcalloc(1, sizeof *gh);
@@ -79,13 +101,7 @@ struct github *github_new(const struct github_config *cfg)
     if (cfg->token) {
         auth = xasprintf("Authorization: token %s", cfg->token);
     } else if (cfg->username) {
-        char *pair = xasprintf("%s:%s", cfg->username, cfg->password ? cfg->password : "");
-        size_t len = strlen(pair);
-        unsigned char *b64 = xmalloc(4 * ((len + 2) / 3) + 1);
-        EVP_EncodeBlock(b64, (const unsigned char *)pair, (int)len);
-        auth = xasprintf("Authorization: Basic %s", b64);
-        free(b64);
-        free(pair);
+        auth = basic_auth(cfg->username, cfg->password);
     }
     const char *headers[] = {"Accept: application/vnd.github+json",
                              "X-GitHub-Api-Version: 2022-11-28", auth, NULL};

@@ -57,6 +57,10 @@ int github_config_from_env(struct github_config *cfg, const char **repositories)
 /* Is full_name "owner/repo" with GitHub's characters? */
 bool github_full_name_valid(const char *full_name);
 
+/* The header git sends to fetch over HTTPS with these credentials (a token
+ * as user "x-access-token"), or NULL without credentials. A new string. */
+char *github_git_header(const struct github_config *cfg);
+
 struct github;
 
 struct github *github_new(const struct github_config *cfg);

@@ -221,7 +221,11 @@ static int poll_repo(struct observer *o, json_t *repo, struct buf *err)
         goto out;
     /* GitHub keeps each pull request's head at refs/pull/N/head. */
     static const char *const refspecs[] = {GIT_REFSPEC_HEADS, GIT_REFSPEC_PULLS};
-    rc = git_mirror_fetch(mirror, url, refspecs, github && o->gh ? 2 : 1, err);
+    /* A GitHub repository is fetched with the GitHub credentials (private
+     * repositories over HTTPS). */
+    char *auth = github && o->gh ? github_git_header(&srv->cfg.github) : NULL;
+    rc = git_mirror_fetch(mirror, url, refspecs, github && o->gh ? 2 : 1, auth, err);
+    free(auth);
     if (rc < 0)
         goto out;
     rc = git_list_refs(mirror, "refs/heads/", &heads, err);

@@ -335,3 +335,40 @@ def test_more_than_a_page_of_pull_requests(ctx, gh, gitrepo):
     wait_until(all_built, 60, what="a build for each of 105 pull requests")
     pages = [p for (m, p, _, _) in gh.requests if m == "GET" and "pulls" in p]
     assert any("page=2" in p for p in pages), pages
+
+
+def test_private_repository_is_fetched_with_the_token(ctx, gh, gitrepo):
+    """The mirror of a GitHub repository is fetched over HTTPS with the token
+    (user x-access-token), given to git through its environment."""
+    import base64
+    import http.server
+    import threading
+    seen = []
+
+    class Git(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            seen.append((self.path, self.headers.get("Authorization")))
+            self.send_response(404)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *a):
+            pass
+
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Git)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    try:
+        url = "http://127.0.0.1:%d/octo/proj.git" % srv.server_address[1]
+        gh.add_repo("octo", "proj", clone_url=url, private=True)
+        server = github_server(ctx, gh)
+        wait_until(lambda: seen, 30, what="git fetching the mirror")
+        want = "Basic " + base64.b64encode(("x-access-token:" + TOKEN).encode()).decode()
+        assert seen[0][1] == want, seen
+        assert seen[0][0].startswith("/octo/proj.git/info/refs"), seen
+        # The failure is the repository's error, and the server goes on.
+        r = wait_until(lambda: (lambda x: x if x.get("last_error") else None)(
+            server.get_json("/api/repos/octo.proj")), 30, what="the fetch error")
+        assert "git fetch failed" in r["last_error"], r
+    finally:
+        srv.shutdown()
+        srv.server_close()

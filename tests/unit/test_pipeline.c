@@ -327,7 +327,7 @@ static void test_git_mirror(void **state)
     assert_int_equal(git_mirror_init(mirror, &err), 0);
     assert_int_equal(git_mirror_init(mirror, &err), 0); /* again: nothing to do */
     const char *const refspecs[] = {GIT_REFSPEC_HEADS};
-    assert_int_equal(git_mirror_fetch(mirror, r->work, refspecs, 1, &err), 0);
+    assert_int_equal(git_mirror_fetch(mirror, r->work, refspecs, 1, NULL, &err), 0);
     json_t *heads = NULL;
     assert_int_equal(git_list_refs(mirror, "refs/heads/", &heads, &err), 0);
     assert_int_equal(json_object_size(heads), 2);
@@ -346,15 +346,15 @@ static void test_git_mirror(void **state)
 
     /* A deleted branch is pruned; a vanished origin is a clear error. */
     git(r, NULL, "branch", "-D", "feature", NULL);
-    assert_int_equal(git_mirror_fetch(mirror, r->work, refspecs, 1, &err), 0);
+    assert_int_equal(git_mirror_fetch(mirror, r->work, refspecs, 1, NULL, &err), 0);
     assert_int_equal(git_list_refs(mirror, "refs/heads/", &heads, &err), 0);
     assert_int_equal(json_object_size(heads), 1);
     json_decref(heads);
     char *gone = xasprintf("%s/gone", r->dir);
     buf_reset(&err);
-    assert_true(git_mirror_fetch(mirror, gone, refspecs, 1, &err) < 0);
+    assert_true(git_mirror_fetch(mirror, gone, refspecs, 1, NULL, &err) < 0);
     assert_non_null(strstr(err.data, "does not appear to be a git repository"));
-    assert_int_equal(git_mirror_fetch(mirror, "--upload-pack=touch", refspecs, 1, &err), -EINVAL);
+    assert_int_equal(git_mirror_fetch(mirror, "--upload-pack=touch", refspecs, 1, NULL, &err), -EINVAL);
 
     struct buf adv = BUF_INIT;
     assert_int_equal(git_upload_pack_advertise(mirror, &adv, &err), 0);
