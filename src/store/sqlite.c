@@ -314,8 +314,10 @@ static const char *const sql[Q_COUNT] = {
     [Q_HEAD_SET] = "INSERT INTO heads(repo_id, ref, sha) VALUES (?1, ?2, ?3) "
                    "ON CONFLICT(repo_id, ref) DO UPDATE SET sha = excluded.sha",
     [Q_HEAD_DELETE] = "DELETE FROM heads WHERE repo_id = ?1 AND ref = ?2",
+    /* A cancelled build does not count: a ref that comes back to a commit
+     * whose build was cancelled (a reopened pull request) builds again. */
     [Q_BUILD_EXISTS] = "SELECT 1 FROM builds WHERE repo_id = ?1 AND ref = ?2 AND commit_sha = ?3 "
-                       "LIMIT 1",
+                       "AND status <> 'cancelled' LIMIT 1",
     [Q_BUILD_INSERT] =
         "INSERT INTO builds(repo_id, ref, branch, commit_sha, status, error, created, "
         "finished, rebuild_of, origin) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, "

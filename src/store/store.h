@@ -100,7 +100,9 @@ int store_repo_set_github(struct store *st, int64_t repo_id, const char *full_na
  * The observer saw ref at new_sha. In one transaction: if the stored head of
  * ref is not old_sha (NULL: no stored head), nothing happens and the function
  * returns 0 (another poll got there first). Otherwise the head becomes new_sha
- * and, unless a build of (repo, ref, new_sha) exists already, a build is
+ * and, unless a build of (repo, ref, new_sha) that was not cancelled exists
+ * already (a ref back at a commit whose build was cancelled, such as a
+ * reopened pull request, builds again), a build is
  * created: with the jobs (an array of job descriptions) when error is NULL,
  * or with no jobs, state "error" and that error message otherwise. An empty
  * array of jobs without error (a .yci.yml with no job for the branch) makes a

@@ -166,6 +166,11 @@ def test_new_push_supersedes_and_close_cancels(ctx, gh, gitrepo):
     # GitHub hears that too.
     wait_until(lambda: gh.latest_states("octo", "proj", sha2).get("yci") == "error", 30,
                what="the closed pull request's build status")
+    # Reopened: built again, though that commit had a (cancelled) build.
+    gh.reopen_pull("octo", "proj", 1)
+    b3 = wait_until(lambda: next((b for b in pr_builds(server, 1) if b["commit"] == sha2 and
+                                  b["id"] != b2["id"]), None), 30, what="a build after reopening")
+    assert b3["status"] in ("queued", "running"), b3
 
 
 def test_statuses_survive_errors_rate_limits_and_restarts(ctx, gh, gitrepo):
