@@ -137,6 +137,8 @@ static bool deliver(struct notifier *n, json_t *row)
                      context, github, sha, err.data, (next - now + 999) / 1000);
         store_status_retry(srv->store, id, next, err.data);
         if (retry_at > now) {
+            log_warn("GitHub rate limited the statuses: delivering none for %" PRId64 " s",
+                     (retry_at - now + 999) / 1000);
             pthread_mutex_lock(&n->lock);
             n->paused_until = retry_at;
             pthread_mutex_unlock(&n->lock);

@@ -180,10 +180,14 @@ def test_statuses_survive_errors_rate_limits_and_restarts(ctx, gh, gitrepo):
     # GitHub fails the first status posts, then rate-limits.
     gh.fail_next(3, status=502, path_prefix="/repos/octo/proj/statuses")
     gh.fail_next(1, status=403, path_prefix="/repos/octo/proj/statuses", reset_in=2)
+    gh.fail_next(1, status=429, path_prefix="/repos/octo/proj/statuses", retry_after=1)
     sha, _ = open_pr(repo, gh)
     wait_pr_build(server, 1, sha)
     wait_until(lambda: gh.latest_states("octo", "proj", sha).get("yci") == "success", 60,
                what="statuses delivered after failures")
+    codes = [c for (m, p, c) in gh.responses if p.startswith("/repos/octo/proj/statuses")]
+    assert codes[:5] == [502, 502, 502, 403, 429], codes
+    assert "GitHub rate limited the statuses" in server.output()
     # GitHub goes away; a second pull request is built meanwhile, and the
     # server restarts before it can report: nothing is lost.
     gh.stop()
