@@ -197,6 +197,7 @@ static void *notifier_thread(void *arg)
 int notifier_flush(struct server *srv, int64_t deadline_ms)
 {
     struct notifier n = {.srv = srv};
+    pthread_mutex_init(&n.lock, NULL);
     n.gh = github_new(&srv->cfg.github);
     bool go_on = true;
     while (go_on && time_mono_ms() < deadline_ms) {
@@ -212,6 +213,7 @@ int notifier_flush(struct server *srv, int64_t deadline_ms)
         json_decref(due);
     }
     github_free(n.gh);
+    pthread_mutex_destroy(&n.lock);
     int64_t left = store_statuses_pending(srv->store);
     return left > INT32_MAX ? INT32_MAX : (int)left;
 }
