@@ -250,6 +250,13 @@ def test_webhooks_are_verified_and_trigger_builds_at_once(ctx, gh, gitrepo):
     assert status == 200 and b"seen already" in body, body
     assert wait_pr_build(server, 1, sha)["status"] == "passed"
     assert len(pr_builds(server, 1)) == 1
+    # A push to a new branch: its webhook builds it at once too.
+    repo.checkout("pushed", new=True)
+    psha = repo.commit({"p.txt": "p\n"})
+    repo.checkout("main")
+    payload = gh.push_payload("octo", "proj", "refs/heads/pushed", "0" * 40, psha)
+    assert gh.webhook("push", payload, HOOK_SECRET, hook)[0] == 202
+    assert server.wait_commit_build("octo.proj", psha, timeout=10)["branch"] == "pushed"
 
 
 def test_webhooks_off_without_a_secret_and_big_bodies_refused(ctx, gh, gitrepo):
