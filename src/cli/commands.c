@@ -392,6 +392,9 @@ static void print_build(const json_t *b)
                cli_jstr(b, "ref") ? ")" : "");
     if (cli_jstr(b, "commit"))
         printf("  commit     %s\n", cli_jstr(b, "commit"));
+    if (cli_jint(b, "pull_number", &v))
+        printf("  pull       #%lld%s\n", (long long)v,
+               json_is_true(json_object_get(b, "untrusted")) ? " (untrusted: from a fork)" : "");
     if (cli_jint(b, "created", &v)) {
         cli_fmt_age(when, sizeof(when), v, now);
         printf("  created    %s\n", when);

@@ -180,6 +180,12 @@ void web_build(struct server *srv, struct http_request *req, int64_t build_id)
         esc_field(&b, bd, keys[i], "-");
         buf_adds(&b, "</code></td></tr>");
     }
+    json_t *pull = json_object_get(bd, "pull_number");
+    if (json_is_integer(pull))
+        buf_addf(&b, "<tr><th>pull request</th><td>#%" PRId64 "%s</td></tr>",
+                 (int64_t)json_integer_value(pull),
+                 json_is_true(json_object_get(bd, "untrusted")) ? " (untrusted: from a fork)"
+                                                                : "");
     buf_adds(&b, "<tr><th>status</th>");
     status_cell(&b, bd);
     buf_adds(&b, "</tr><tr><th>created (UTC)</th><td>");

@@ -140,6 +140,9 @@ def test_fork_is_untrusted_and_pull_reaches_yci_py(ctx, gh, gitrepo):
     b = wait_pr_build(server, 1, sha)
     assert b["untrusted"] is True, b
     assert b["status"] == "passed", b
+    out = ctx.cli("build", b["id"], server=server, check=True).stdout
+    assert "pull       #1 (untrusted: from a fork)" in out, out
+    assert "#1 (untrusted: from a fork)" in server.get("/builds/%d" % b["id"]).text
     names = [j["name"] for j in server.build(b["id"])["jobs"]]
     assert names == [".yci.py", "pr1 from mallory/proj"], names
 
