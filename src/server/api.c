@@ -1313,6 +1313,19 @@ void api_handle(struct http_request *req, void *ctx)
         return;
     }
     bool head = strcmp(method, "HEAD") == 0;
+    /* /badge/REPO/BRANCH.svg: a branch name may hold slashes. */
+    if (nsegs >= 3 && strcmp(segs[0], "badge") == 0 && (head || !strcmp(method, "GET"))) {
+        const char *branch = path + 7 + strlen(segs[1]) + 1;
+        size_t blen = strlen(branch);
+        if (name_valid(segs[1]) && blen > 4 && strcmp(branch + blen - 4, ".svg") == 0) {
+            char *b = xstrndup(branch, blen - 4);
+            web_badge(c.srv, req, segs[1], b);
+            free(b);
+        } else {
+            http_respond_error(req, 404, "a badge is /badge/REPO/BRANCH.svg");
+        }
+        return;
+    }
     struct buf allow = BUF_INIT;
     for (size_t i = 0; i < sizeof(routes) / sizeof(routes[0]); i++) {
         const struct route *r = &routes[i];

@@ -64,6 +64,7 @@ size_t api_body_limit(const char *method, const char *path, void *ctx);
 void web_index(struct server *srv, struct http_request *req);
 void web_build(struct server *srv, struct http_request *req, int64_t build_id);
 void web_not_found(struct http_request *req);
+void web_badge(struct server *srv, struct http_request *req, const char *repo, const char *branch);
 
 /*
  * auth.c — tokens.

@@ -274,3 +274,60 @@ void web_build(struct server *srv, struct http_request *req, int64_t build_id)
     json_decref(bd);
     respond_page(req, 200, &b);
 }
+
+/*
+ * GET /badge/REPO/BRANCH.svg — the status of the branch's newest finished
+ * build (or of its running one when none has finished), for a README. The
+ * SVG holds only fixed words: nothing from the repository reaches it.
+ */
+void web_badge(struct server *srv, struct http_request *req, const char *repo, const char *branch)
+{
+    json_t *filter = json_pack("{s:s, s:s, s:i}", "repo", repo, "branch", branch, "limit", 20);
+    json_t *list = store_build_list(srv->store, filter);
+    json_decref(filter);
+    const char *status = NULL;
+    size_t i;
+    json_t *b;
+    json_array_foreach(list, i, b) {
+        const char *s = json_string_value(json_object_get(b, "status"));
+        if (!s)
+            continue;
+        if (!status)
+            status = s; /* the newest, in case none has finished */
+        if (strcmp(s, "queued") != 0 && strcmp(s, "running") != 0) {
+            status = s;
+            break;
+        }
+    }
+    static const struct {
+        const char *status, *text, *colour;
+    } looks[] = {
+        {"passed", "passing", "#4c1"},    {"failed", "failing", "#e05d44"},
+        {"error", "error", "#fe7d37"},    {"cancelled", "cancelled", "#9f9f9f"},
+        {"running", "running", "#dfb317"}, {"queued", "queued", "#dfb317"},
+    };
+    const char *text = "no builds", *colour = "#9f9f9f";
+    for (size_t k = 0; status && k < sizeof looks / sizeof looks[0]; k++)
+        if (strcmp(looks[k].status, status) == 0) {
+            text = looks[k].text;
+            colour = looks[k].colour;
+        }
+    /* Widths at ~7 px a character of Verdana 11 px, as shields.io does. */
+    int lw = 6 + 3 * 7 + 6, rw = 6 + (int)strlen(text) * 7 + 6, w = lw + rw;
+    struct buf svg = BUF_INIT;
+    buf_addf(&svg,
+             "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%d\" height=\"20\" role=\"img\" "
+             "aria-label=\"yci: %s\"><title>yci: %s</title>"
+             "<rect width=\"%d\" height=\"20\" rx=\"3\" fill=\"#555\"/>"
+             "<rect x=\"%d\" width=\"%d\" height=\"20\" rx=\"3\" fill=\"%s\"/>"
+             "<rect x=\"%d\" width=\"4\" height=\"20\" fill=\"%s\"/>"
+             "<g fill=\"#fff\" text-anchor=\"middle\" "
+             "font-family=\"Verdana,DejaVu Sans,sans-serif\" font-size=\"11\">"
+             "<text x=\"%d\" y=\"14\">yci</text><text x=\"%d\" y=\"14\">%s</text></g></svg>\n",
+             w, text, text, w, lw, rw, colour, lw, colour, lw / 2, lw + rw / 2, text);
+    json_decref(list);
+    http_add_header(req, "Cache-Control", "no-cache, max-age=0");
+    http_add_header(req, "X-Content-Type-Options", "nosniff");
+    http_add_header(req, "Content-Security-Policy", "default-src 'none'; style-src 'unsafe-inline'");
+    http_respond_buf(req, 200, "image/svg+xml; charset=utf-8", &svg);
+}
