@@ -24,7 +24,7 @@ static const struct command commands[] = {
     {"up", cli_cmd_up},         {"server", cli_cmd_server},   {"runner", cli_cmd_runner},
     {"repo", cli_cmd_repo},     {"builds", cli_cmd_builds},   {"build", cli_cmd_build},
     {"logs", cli_cmd_logs},     {"runners", cli_cmd_runners}, {"rebuild", cli_cmd_rebuild},
-    {"cancel", cli_cmd_cancel}, {"run", cli_cmd_run},
+    {"cancel", cli_cmd_cancel}, {"run", cli_cmd_run},         {"watch", cli_cmd_watch},
 };
 
 static int unknown_command(const char *name)

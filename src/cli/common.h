@@ -138,6 +138,7 @@ int cli_cmd_repo(int argc, char **argv);
 int cli_cmd_builds(int argc, char **argv);
 int cli_cmd_build(int argc, char **argv);
 int cli_cmd_logs(int argc, char **argv);
+int cli_cmd_watch(int argc, char **argv);
 int cli_cmd_runners(int argc, char **argv);
 int cli_cmd_rebuild(int argc, char **argv);
 int cli_cmd_cancel(int argc, char **argv);

@@ -46,6 +46,7 @@ static const struct cli_help helps[] = {
             "  builds                list builds, newest first\n"
             "  build ID              show a build and its jobs\n"
             "  logs [-f] JOB         print (and follow) a job's log\n"
+            "  watch BUILD           show a build's jobs updating until it ends\n"
             "  runners               list the runners\n"
             "  rebuild ID            run a build again\n"
             "  cancel ID             cancel a build (or --job ID: one job)\n"
@@ -233,6 +234,15 @@ static const struct cli_help helps[] = {
              "Options:\n"
              "  -f, --follow          follow the log until the job is over\n"
              "  --attempt N           the log of attempt N\n" CLIENT_OPTS HELP_OPT},
+
+    {"watch", "Usage: yci watch BUILD [--server URL]\n"
+              "\n"
+              "Show a build's jobs updating in place until the build is over: a line per\n"
+              "job with its status, attempt, runner and duration, redrawn twice a second on\n"
+              "a terminal. When the output is not a terminal, print a line each time a\n"
+              "job's status changes instead. Exit 0 if the build passed, else 1.\n"
+              "\n"
+              "Options:\n" CLIENT_OPTS HELP_OPT},
 
     {"runners", "Usage: yci runners [--server URL] [--json]\n"
                 "\n"

@@ -12,7 +12,7 @@ import pytest
 from conftest import PASSING_TESTS, PY, SANITIZER_MARKS, marker, pids_matching, wait_until
 
 COMMANDS = [[], ["server"], ["runner"], ["up"], ["repo"], ["repo", "add"], ["repo", "list"],
-            ["repo", "poll"], ["builds"], ["build"], ["logs"], ["runners"], ["rebuild"],
+            ["repo", "poll"], ["builds"], ["build"], ["logs"], ["watch"], ["runners"], ["rebuild"],
             ["cancel"], ["run"]]
 
 
@@ -158,3 +158,21 @@ def test_logs_follow(ctx, server, runner, tmp_path, code):
         assert follower.returncode == 0, err
     else:
         assert follower.returncode != 0, err
+
+
+def test_watch_follows_a_build_to_its_end(ctx, server, runner):
+    """yci watch BUILD: a line per job status change without a terminal, and
+    the build's status as the exit status."""
+    bid = server.submit([{"name": "slow", "commands": ["sleep 1"]},
+                         {"name": "bad", "commands": ["exit 4"]}])["id"]
+    r = ctx.cli("watch", bid, server=server, timeout=60)
+    assert r.returncode == 1, r
+    out = r.stdout.splitlines()
+    assert any(l.endswith("slow: passed") for l in out), out
+    assert any(l.endswith("bad: failed") for l in out), out
+    assert out[-1] == "build %d failed" % bid, out
+    ok = server.submit([{"name": "fine", "commands": ["true"]}])["id"]
+    r = ctx.cli("watch", ok, server=server, timeout=60)
+    assert r.returncode == 0 and r.stdout.splitlines()[-1] == "build %d passed" % ok, r
+    r = ctx.cli("watch", 999999, server=server)
+    assert r.returncode == 1 and "no build 999999" in r.stderr, r
