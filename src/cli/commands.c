@@ -370,11 +370,13 @@ void cli_print_jobs(const json_t *jobs, int64_t now)
     cli_table_free(tab);
     json_array_foreach(jobs, i, j)
     {
-        const char *err = cli_jstr(j, "error");
+        const char *err = cli_jstr(j, "error"), *why = cli_jstr(j, "queued_reason");
         int64_t id = 0;
         cli_jint(j, "id", &id);
         if (err && *err)
             printf("job %lld: %s\n", (long long)id, err);
+        if (why && *why)
+            printf("job %lld: queued: %s\n", (long long)id, why);
     }
 }
 

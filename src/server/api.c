@@ -589,6 +589,7 @@ static void h_build_get(struct call *c)
         return;
     }
     add_log_sizes(c->srv, build);
+    queued_reasons(c->srv, json_object_get(build, "jobs"), NULL);
     respond_json(c->req, 200, build);
 }
 
@@ -646,6 +647,9 @@ static void h_job_get(struct call *c)
         return;
     }
     add_log_size(c->srv, job);
+    json_t *one = json_pack("[O]", job);
+    queued_reasons(c->srv, one, NULL);
+    json_decref(one);
     respond_json(c->req, 200, job);
 }
 

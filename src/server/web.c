@@ -201,6 +201,7 @@ void web_build(struct server *srv, struct http_request *req, int64_t build_id)
     buf_addf(&b, "</table>\n<p><a href=\"/api/builds/%" PRId64 "\">JSON</a></p>\n", build_id);
 
     json_t *jobs = json_object_get(bd, "jobs");
+    queued_reasons(srv, jobs, NULL);
     buf_adds(&b, "<h2>Jobs</h2>\n<table><tr><th>job</th><th>name</th><th>status</th>"
                  "<th>exit code</th><th>duration</th><th>runner</th><th>retries</th>"
                  "<th>logs</th></tr>\n");
@@ -246,11 +247,13 @@ void web_build(struct server *srv, struct http_request *req, int64_t build_id)
                          "</a>",
                      id, a, a);
         buf_adds(&b, "</td></tr>\n");
-        if (json_string_value(json_object_get(job, "error"))) {
-            buf_adds(&b, "<tr><td></td><td colspan=\"7\">");
-            esc_field(&b, job, "error", "");
-            buf_adds(&b, "</td></tr>\n");
-        }
+        static const char *const notes[] = {"error", "queued_reason"};
+        for (size_t k = 0; k < 2; k++)
+            if (json_string_value(json_object_get(job, notes[k]))) {
+                buf_addf(&b, "<tr><td></td><td colspan=\"7\" class=\"%s\">", notes[k]);
+                esc_field(&b, job, notes[k], "");
+                buf_adds(&b, "</td></tr>\n");
+            }
     }
     buf_adds(&b, "</table>\n");
 
