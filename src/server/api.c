@@ -1170,6 +1170,11 @@ static void h_web_build(struct call *c)
     web_build(c->srv, c->req, id);
 }
 
+static void h_web_runners(struct call *c)
+{
+    web_runners(c->srv, c->req);
+}
+
 /* GitHub's webhooks: signed with GITHUB_WEBHOOK_SECRET (hooks.c). */
 static void h_hook_github(struct call *c)
 {
@@ -1210,6 +1215,7 @@ static const struct route routes[] = {
     {"POST", "git/*/git-upload-pack", NEED_NONE, h_git_upload_pack},
     {"GET", "", NEED_NONE, h_web_index},
     {"GET", "builds/*", NEED_NONE, h_web_build},
+    {"GET", "runners", NEED_NONE, h_web_runners},
 };
 
 /* Split path (after its leading '/') into at most MAX_SEGS segments in buf;

@@ -64,6 +64,7 @@ size_t api_body_limit(const char *method, const char *path, void *ctx);
 void web_index(struct server *srv, struct http_request *req);
 void web_build(struct server *srv, struct http_request *req, int64_t build_id);
 void web_not_found(struct http_request *req);
+void web_runners(struct server *srv, struct http_request *req);
 /* Set "queued_reason" on each queued job of jobs (an array; build_jobs: the
  * whole build's, for needs; NULL: jobs itself). See queued.c. */
 void queued_reasons(struct server *srv, json_t *jobs, json_t *build_jobs);

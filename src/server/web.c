@@ -9,10 +9,12 @@
  */
 #include <inttypes.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
 #include "lib/buf.h"
+#include "lib/util.h"
 #include "server/internal.h"
 #include "store/store.h"
 #include "lib/banned.h"
@@ -85,7 +87,8 @@ static void page_start(struct buf *b, const char *title)
                 "border-bottom:1px solid #ddd}code{font-size:13px}"
                 ".passed{color:#080}.failed,.error,.timed_out{color:#b00}"
                 ".running,.queued{color:#a60}.cancelled{color:#666}"
-                "</style></head><body>\n<p><a href=\"/\">yci</a></p>\n");
+                "</style></head><body>\n<p><a href=\"/\">yci</a> | "
+                "<a href=\"/runners\">runners</a></p>\n");
 }
 
 static void respond_page(struct http_request *req, int status, struct buf *b)
@@ -333,4 +336,69 @@ void web_badge(struct server *srv, struct http_request *req, const char *repo, c
     http_add_header(req, "X-Content-Type-Options", "nosniff");
     http_add_header(req, "Content-Security-Policy", "default-src 'none'; style-src 'unsafe-inline'");
     http_respond_buf(req, 200, "image/svg+xml; charset=utf-8", &svg);
+}
+
+/* GET /runners — every runner: name, labels, platform, client_info, the time
+ * since its last heartbeat, its jobs; dead ones marked as such. */
+void web_runners(struct server *srv, struct http_request *req)
+{
+    json_t *runners = store_runner_list(srv->store);
+    int64_t now = time_now_ms();
+    struct buf b = BUF_INIT;
+    page_start(&b, "yci: runners");
+    buf_adds(&b, "<h1>Runners</h1>\n");
+    if (json_array_size(runners) == 0) {
+        buf_adds(&b, "<p>No runners. Start one with <code>yci runner --server URL</code>.</p>\n");
+    } else {
+        buf_adds(&b, "<table><tr><th>runner</th><th>state</th><th>last heartbeat</th>"
+                     "<th>labels</th><th>platform</th><th>slots</th><th>jobs</th>"
+                     "<th>client info</th></tr>\n");
+        size_t i;
+        json_t *r;
+        json_array_foreach(runners, i, r) {
+            bool alive = json_is_true(json_object_get(r, "alive"));
+            buf_adds(&b, "<tr><td>");
+            esc_field(&b, r, "name", "?");
+            buf_addf(&b, "</td><td class=\"%s\">%s</td><td>", alive ? "passed" : "failed",
+                     alive ? "alive" : "dead");
+            json_t *seen = json_object_get(r, "last_seen");
+            if (json_is_integer(seen))
+                buf_addf(&b, "%.1f s ago", (double)(now - json_integer_value(seen)) / 1000.0);
+            else
+                buf_adds(&b, "never");
+            static const char *const objs[] = {"labels", "platform"};
+            for (size_t k = 0; k < 2; k++) {
+                buf_adds(&b, "</td><td><code>");
+                const char *key;
+                json_t *v;
+                bool first = true;
+                json_object_foreach(json_object_get(r, objs[k]), key, v) {
+                    buf_adds(&b, first ? "" : ", ");
+                    esc(&b, key);
+                    buf_adds(&b, "=");
+                    esc(&b, json_string_value(v) ? json_string_value(v) : "?");
+                    first = false;
+                }
+            }
+            buf_addf(&b, "</code></td><td>%" PRId64 "</td><td>",
+                     (int64_t)json_integer_value(json_object_get(r, "slots")));
+            size_t k;
+            json_t *j;
+            json_array_foreach(json_object_get(r, "jobs"), k, j) {
+                buf_addf(&b, "%s<a href=\"/builds/%" PRId64 "\">", k ? ", " : "",
+                         (int64_t)json_integer_value(json_object_get(j, "build_id")));
+                esc_field(&b, j, "name", "?");
+                buf_adds(&b, "</a>");
+            }
+            buf_adds(&b, "</td><td><code>");
+            json_t *info = json_object_get(r, "client_info");
+            char *text = json_is_object(info) ? json_dumps(info, JSON_COMPACT) : NULL;
+            esc(&b, text ? text : "-");
+            free(text);
+            buf_adds(&b, "</code></td></tr>\n");
+        }
+        buf_adds(&b, "</table>\n");
+    }
+    json_decref(runners);
+    respond_page(req, 200, &b);
 }
