@@ -36,6 +36,7 @@ enum {
     OPT_JOB_TIMEOUT,
     OPT_MAX_JOBS,
     OPT_PLAN_TIMEOUT,
+    OPT_MAX_LOG,
     OPT_SECRET,
     OPT_LABEL,
     OPT_SLOTS,

@@ -3,6 +3,7 @@
  * `yci up` (both in one process, plus the demo walk-through in up.c).
  */
 #include <ctype.h>
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -51,6 +52,25 @@ int cli_labels_add(struct cli_labels *l, const char *cmd, const char *s)
     return 0;
 }
 
+int cli_parse_size(const char *s, int64_t *out)
+{
+    size_t n = strlen(s);
+    int64_t mult = 1;
+    char *num = xstrdup(s);
+    if (n > 1 && strchr("kKmMgG", s[n - 1])) {
+        char u = (char)tolower((unsigned char)s[n - 1]);
+        mult = u == 'k' ? 1024 : u == 'm' ? 1024 * 1024 : 1024LL * 1024 * 1024;
+        num[n - 1] = '\0';
+    }
+    int64_t v = 0;
+    int r = parse_int64(num, 1, INT64_MAX / (1024LL * 1024 * 1024), &v);
+    free(num);
+    if (r < 0 || v * mult < 65536)
+        return -EINVAL;
+    *out = v * mult;
+    return 0;
+}
+
 /* Seed 000's configuration: the GITHUB_* variables and HTTP_ROOT. */
 void cli_github_env(struct server_config *cfg)
 {
@@ -84,6 +104,7 @@ int cli_cmd_server(int argc, char **argv)
         {"job-timeout", required_argument, NULL, OPT_JOB_TIMEOUT},
         {"max-jobs-per-build", required_argument, NULL, OPT_MAX_JOBS},
         {"plan-timeout", required_argument, NULL, OPT_PLAN_TIMEOUT},
+        {"max-log-size", required_argument, NULL, OPT_MAX_LOG},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0}};
     const char *cmd = "server";
@@ -113,6 +134,11 @@ int cli_cmd_server(int argc, char **argv)
             if (parse_int(optarg, 1, YCI_MAX_JOBS_PER_BUILD_CAP, &cfg.max_jobs_per_build) < 0)
                 return cli_usage(cmd, "invalid --max-jobs-per-build '%s' (1 to %d)", optarg,
                                  YCI_MAX_JOBS_PER_BUILD_CAP);
+            break;
+        case OPT_MAX_LOG:
+            if (cli_parse_size(optarg, &cfg.max_log_bytes) < 0)
+                return cli_usage(cmd, "invalid --max-log-size '%s' (bytes, or with K, M or G; "
+                                      "at least 64K)", optarg);
             break;
         case OPT_PLAN_TIMEOUT:
             if (parse_int(optarg, 1, 86400, &cfg.plan_timeout) < 0)

@@ -29,6 +29,9 @@ void cli_labels_release(struct cli_labels *l);
  * (server_github_pass) on $YCI_DATA. 0, or 1 when something failed. */
 int cli_github_pass(void);
 
+/* "100M" → 104857600 (K, M, G: powers of 1024); at least 64K. 0 or -EINVAL. */
+int cli_parse_size(const char *s, int64_t *out);
+
 struct server_config;
 /* Seed 000's configuration from the environment: GITHUB_REPOSITORIES,
  * GITHUB_ACCESS_TOKEN, GITHUB_USERNAME/PASSWORD, GITHUB_API_URL,

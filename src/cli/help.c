@@ -76,6 +76,7 @@ static const struct cli_help helps[] = {
     {"server",
      "Usage: yci server [--listen HOST:PORT] [--data DIR] [--poll-interval S]\n"
      "                  [--job-timeout S] [--max-jobs-per-build N] [--plan-timeout S]\n"
+     "                  [--max-log-size SIZE]\n"
      "\n"
      "Run the yci server: the HTTP API and dashboard, the observer that polls the\n"
      "watched repositories, the scheduler that hands jobs to runners, and the git\n"
@@ -92,7 +93,11 @@ static const struct cli_help helps[] = {
      "  --max-jobs-per-build N  most jobs in a build, after .yci.yml matrices are\n"
      "                        expanded (default: 256, at most 10000)\n"
      "  --plan-timeout S      time limit of a .yci.py test_generator, run by a\n"
-     "                        runner as the build's first job (default: 120)\n" HELP_OPT},
+     "                        runner as the build's first job (default: 120)\n"
+     "  --max-log-size SIZE   a job log's cap, e.g. 100M (default: 100M, at least\n"
+     "                        64K): a longer log keeps its first and last halves with a\n"
+     "                        line saying what was dropped; output past half the cap\n"
+     "                        shows when the job ends\n" HELP_OPT},
 
     {"runner", "Usage: yci runner --server URL [--secret S] [--data DIR] [--name N]\n"
                "                  [--label KEY=VALUE]... [--slots N] [--workdir DIR]\n"

@@ -40,6 +40,9 @@
  * request (which carries the generated jobs). */
 #define YCI_PLAN_TIMEOUT 120
 #define YCI_MAX_PLAN_BODY (17 * 1024 * 1024)
+/* A job log's default cap (yci server --max-log-size): past it the runner
+ * keeps the first and the last halves, with a marker between. */
+#define YCI_MAX_LOG_DEFAULT (100LL * 1024 * 1024)
 /* GitHub's limit on a webhook payload. */
 #define YCI_MAX_WEBHOOK_BODY (25 * 1024 * 1024)
 /* Builds returned by one list request. */

@@ -51,6 +51,14 @@ int exec_new(const struct yci_job *job, const char *server_url, const char *work
     pthread_condattr_destroy(&ca);
     x->status = YCI_ERROR;
     x->exit_code = -1;
+    x->tail_fd = -1;
+    x->tail_path = xasprintf("%s/spool/tail-%d", workdir, slot);
+    json_t *claim = job->json ? json_loads(job->json, 0, NULL) : NULL;
+    json_t *cap = json_object_get(claim, "max_log_bytes");
+    /* At least 64 KiB, so that head and tail both mean something. */
+    if (json_is_integer(cap) && json_integer_value(cap) > 0)
+        x->log_cap = json_integer_value(cap) < 65536 ? 65536 : (uint64_t)json_integer_value(cap);
+    json_decref(claim);
     *out = x;
     return 0;
 }
@@ -64,6 +72,11 @@ void exec_free(struct exec *x)
     pthread_cond_destroy(&x->cond);
     buf_release(&x->error);
     free(x->plan_jobs);
+    if (x->tail_fd >= 0) {
+        close(x->tail_fd);
+        unlink(x->tail_path);
+    }
+    free(x->tail_path);
     free(x->server_url);
     free(x->workdir);
     free(x);
@@ -86,7 +99,7 @@ static bool stopping(struct exec *x)
 }
 
 /* Append to the spool and tell the uploader now and then. */
-static int spool(struct exec *x, const void *data, size_t len)
+static int spool_append(struct exec *x, const void *data, size_t len)
 {
     const char *p = data;
     size_t left = len;
@@ -106,6 +119,93 @@ static int spool(struct exec *x, const void *data, size_t len)
         pthread_cond_broadcast(&x->cond);
     pthread_mutex_unlock(&x->mu);
     return 0;
+}
+
+/*
+ * The log's cap (the claim's "max_log_bytes"): the first half of the cap
+ * goes to the spool as it comes; past it, output goes round a ring file of
+ * the other half, and when the job ends the spool gets the ring in order —
+ * after a marker saying how much was dropped when the ring went round. A log
+ * under the cap is so kept whole (its second half shown when the job ends);
+ * a longer one keeps its head and its tail.
+ */
+static int tail_write(struct exec *x, const char *p, size_t len)
+{
+    uint64_t ring = x->log_cap - x->log_cap / 2;
+    if (x->tail_fd < 0) {
+        x->tail_fd = open(x->tail_path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+        if (x->tail_fd < 0)
+            return -errno;
+    }
+    while (len > 0) {
+        uint64_t at = x->tail_total % ring;
+        size_t n = len < ring - at ? len : (size_t)(ring - at);
+        ssize_t w = pwrite(x->tail_fd, p, n, (off_t)at);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w <= 0)
+            return w < 0 ? -errno : -EIO;
+        x->tail_total += (uint64_t)w;
+        p += w;
+        len -= (size_t)w;
+    }
+    return 0;
+}
+
+static int spool(struct exec *x, const void *data, size_t len)
+{
+    uint64_t head = x->log_cap / 2;
+    if (!x->log_cap || x->raw + len <= head) {
+        x->raw += len;
+        return spool_append(x, data, len);
+    }
+    const char *p = data;
+    if (x->raw < head) {
+        size_t first = (size_t)(head - x->raw);
+        int r = spool_append(x, p, first);
+        if (r < 0)
+            return r;
+        p += first;
+        len -= first;
+        x->raw = head;
+    }
+    x->raw += len;
+    return tail_write(x, p, len);
+}
+
+/* At the end of a capped job: the marker, then the ring in order. */
+static void spool_tail(struct exec *x)
+{
+    if (x->tail_fd < 0)
+        return;
+    uint64_t ring = x->log_cap - x->log_cap / 2;
+    uint64_t kept = x->tail_total < ring ? x->tail_total : ring;
+    uint64_t dropped = x->tail_total - kept;
+    if (dropped) {
+        char note[200];
+        int n = snprintf(note, sizeof note,
+                         "\n[yci: %" PRIu64 " bytes of output dropped here (the log is capped "
+                         "at %" PRIu64 " bytes); the last %" PRIu64 " bytes follow]\n",
+                         dropped, x->log_cap, kept);
+        spool_append(x, note, (size_t)n);
+    }
+    static _Thread_local char chunk[65536];
+    uint64_t start = x->tail_total > ring ? x->tail_total % ring : 0;
+    for (uint64_t done = 0; done < kept;) {
+        uint64_t at = (start + done) % ring;
+        size_t want = sizeof chunk;
+        if (want > kept - done)
+            want = (size_t)(kept - done);
+        if (want > ring - at)
+            want = (size_t)(ring - at);
+        ssize_t r = pread(x->tail_fd, chunk, want, (off_t)at);
+        if (r <= 0 || spool_append(x, chunk, (size_t)r) < 0)
+            break;
+        done += (uint64_t)r;
+    }
+    close(x->tail_fd);
+    x->tail_fd = -1;
+    unlink(x->tail_path);
 }
 
 static void spoolf(struct exec *x, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -603,6 +703,7 @@ void exec_run(struct exec *x)
         else
             run_commands(x, ws);
     }
+    spool_tail(x);
     if (stopping(x))
         set_result(x, YCI_ABANDONED, -1,
                    atomic_load(&x->stop) == EXEC_SHUTDOWN ? "the runner stopped" : "cancelled");

@@ -59,6 +59,13 @@ struct exec {
     int exit_code; /* -1: none */
     struct buf error;
     char *plan_jobs; /* a plan job that passed: the generated jobs, JSON text */
+
+    /* The log's cap (0: none), and the executor's own state for it. */
+    uint64_t log_cap;
+    uint64_t raw;        /* bytes of output so far */
+    int tail_fd;         /* the ring of the tail, once past half the cap */
+    char *tail_path;
+    uint64_t tail_total; /* bytes that went to the ring */
 };
 
 /* spool_fd is borrowed (the caller closes it after exec_free()). */

@@ -97,6 +97,7 @@ void sched_claim_json(struct server *srv, json_t *job)
     json_t *timeout = json_object_get(job, "timeout");
     if (!json_is_integer(timeout) || json_integer_value(timeout) <= 0)
         json_object_set_new(job, "timeout", json_integer(srv->cfg.job_timeout));
+    json_object_set_new(job, "max_log_bytes", json_integer(srv->cfg.max_log_bytes));
 }
 
 /* Answer req with a claimed job (consumes job). */

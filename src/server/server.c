@@ -113,6 +113,8 @@ static int server_open(const struct server_config *cfg_in, struct server **out, 
         srv->cfg.poll_interval = 5;
     if (srv->cfg.job_timeout <= 0)
         srv->cfg.job_timeout = 3600;
+    if (srv->cfg.max_log_bytes <= 0)
+        srv->cfg.max_log_bytes = YCI_MAX_LOG_DEFAULT;
     if (srv->cfg.plan_timeout <= 0)
         srv->cfg.plan_timeout = YCI_PLAN_TIMEOUT;
     if (srv->cfg.max_jobs_per_build <= 0)

@@ -42,6 +42,7 @@ struct server_config {
     struct github_config github;
     const char *http_root; /* HTTP_ROOT: public root URL of the pages and logs; NULL: ours */
     const char *github_webhook_secret; /* GITHUB_WEBHOOK_SECRET; NULL: POST /hooks/github off */
+    int64_t max_log_bytes; /* a job log's cap (head and tail kept); 0: YCI_MAX_LOG_DEFAULT */
 };
 
 /*
@@ -59,7 +60,7 @@ struct server_config {
 int server_github_pass(const struct server_config *cfg, struct buf *err);
 
 #define SERVER_CONFIG_INIT                                                                         \
-    {NULL, NULL, 5, 3600, 0, false, 0, 0, NULL, {NULL, NULL, NULL, NULL}, NULL, NULL}
+    {NULL, NULL, 5, 3600, 0, false, 0, 0, NULL, {NULL, NULL, NULL, NULL}, NULL, NULL, 0}
 
 /* Start serving; on failure *out is untouched and err says why. */
 int server_start(const struct server_config *cfg, struct server **out, struct buf *err);

@@ -214,3 +214,31 @@ def test_cancel_kills_the_running_job(ctx, server, runner, tmp_path):
     # The runner is free again.
     _, more = server.submit_jobs(["true"])
     assert server.wait_job(more[0]["id"])["status"] == "passed"
+
+
+def test_log_cap_keeps_head_and_tail(ctx):
+    """Past --max-log-size a log keeps its first and last halves with a marker
+    between; the job is not failed for it."""
+    server = ctx.server(args=["--max-log-size", "64K"]).start()
+    ctx.runner(server).start()
+    bid = server.submit([{"name": "loud", "commands": ["seq 1 1000000"]}])["id"]
+    b = server.wait_build(bid, timeout=120)
+    job = server.build(bid)["jobs"][0]
+    assert b["status"] == "passed" and job["status"] == "passed", job
+    log = server.log(job["id"]).decode()
+    assert log.startswith("$ seq 1 1000000\n1\n2\n3\n"), log[:100]
+    m = re.search(r"\[yci: (\d+) bytes of output dropped here \(the log is capped at 65536 "
+                  r"bytes\); the last 32768 bytes follow\]\n", log)
+    assert m, log[32000:33500]
+    assert log.endswith("999999\n1000000\n"), log[-100:]
+    total = len("".join("%d\n" % i for i in range(1, 1000001))) + len("$ seq 1 1000000\n")
+    assert m.start() == 32768 + 1, m.start()  # after the marker's own newline
+    assert int(m.group(1)) == total - 32768 - 32768
+    assert len(log) < 65536 + 400, len(log)
+    # Under the cap: whole, no marker.
+    bid = server.submit([{"name": "fits", "commands": ["seq 1 9000"]}])["id"]
+    server.wait_build(bid)
+    log = server.log(server.build(bid)["jobs"][0]["id"]).decode()
+    assert log == "$ seq 1 9000\n" + "".join("%d\n" % i for i in range(1, 9001)), log[-200:]
+    r = ctx.cli("server", "--max-log-size", "1K", "--data", str(ctx.tmp / "x"))
+    assert r.returncode == 2 and "--max-log-size" in r.stderr, r
