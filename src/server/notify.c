@@ -44,6 +44,7 @@ struct notifier {
     bool stopping, kicked, thread_started;
     pthread_t thread;
     int64_t paused_until; /* wall clock: a rate limit */
+    bool failing;         /* a delivery failed since the last one that worked */
 };
 
 /* GitHub's state for a yci status. */
@@ -123,11 +124,20 @@ static bool deliver(struct notifier *n, json_t *row)
     bool go_on = true;
     if (rc == 0) {
         store_status_sent(srv->store, id, jint(row, "version"));
+        if (n->failing) {
+            /* GitHub answers again: what waited out a backoff goes now. */
+            n->failing = false;
+            int woken = store_statuses_wake(srv->store);
+            if (woken > 0)
+                log_info("GitHub answers again: %d waiting status%s sent now", woken,
+                         woken == 1 ? "" : "es");
+        }
     } else if (rc == -EINVAL) {
         log_error("status %s %s of %s@%.12s: %s; given up", context, github_state(state), github,
                   sha, err.data);
         store_status_sent(srv->store, id, jint(row, "version"));
     } else {
+        n->failing = true;
         int64_t tries = jint(row, "tries");
         int64_t next = retry_at > now ? retry_at : now + backoff_ms(tries);
         if (rc == -EACCES || rc == -ENOENT)

@@ -268,6 +268,7 @@ enum q {
     Q_STATUS_RETRY,
     Q_STATUSES_PENDING,
     Q_DELIVERY_INSERT,
+    Q_STATUSES_WAKE,
     Q_DELIVERY_PRUNE,
     Q_BUILD_ROW,
     Q_JOBS_COPY,
@@ -357,6 +358,7 @@ static const char *const sql[Q_COUNT] = {
                       "WHERE id = ?1",
     [Q_STATUS_RETRY] = "UPDATE statuses SET next_try = ?2, tries = tries + 1, last_error = ?3 "
                        "WHERE id = ?1",
+    [Q_STATUSES_WAKE] = "UPDATE statuses SET next_try = 0 WHERE sent < version AND next_try > ?1",
     [Q_DELIVERY_INSERT] = "INSERT OR IGNORE INTO deliveries(id, received) VALUES (?1, ?2)",
     [Q_DELIVERY_PRUNE] = "DELETE FROM deliveries WHERE received < ?1",
     [Q_STATUSES_PENDING] = "SELECT count(*) FROM statuses INDEXED BY statuses_due "
@@ -1642,6 +1644,16 @@ int store_delivery_new(struct store *st, const char *id)
 out:
     if (r < 0)
         tx_rollback(st);
+    unlock(st);
+    return r;
+}
+
+int store_statuses_wake(struct store *st)
+{
+    lock(st);
+    sqlite3_stmt *s = q(st, Q_STATUSES_WAKE);
+    sqlite3_bind_int64(s, 1, time_now_ms());
+    int r = exec_q(s) == 0 ? sqlite3_changes(st->db) : -EIO;
     unlock(st);
     return r;
 }

@@ -239,6 +239,9 @@ json_t *store_statuses_due(struct store *st, int64_t now, int limit);
 int store_status_sent(struct store *st, int64_t id, int64_t version);
 /* Delivery failed: try again at next_try; error is kept for the record. */
 int store_status_retry(struct store *st, int64_t id, int64_t next_try, const char *error);
+/* Make every row waiting for a retry due now (GitHub answers again).
+ * Returns how many. */
+int store_statuses_wake(struct store *st);
 /* How many rows are due or waiting for a retry. */
 int64_t store_statuses_pending(struct store *st);
 

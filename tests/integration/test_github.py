@@ -200,7 +200,8 @@ def test_statuses_survive_errors_rate_limits_and_restarts(ctx, gh, gitrepo):
     server.start()
     b = wait_pr_build(server, 2, sha2, timeout=60)
     assert b["status"] == "passed", b
-    states = wait_until(lambda: (lambda st: st if st.get("yci") == "success" else None)(
+    want = {"yci": "success", "yci/unit": "success", "yci/lint": "success"}
+    states = wait_until(lambda: (lambda st: st if st == want else None)(
         gh.latest_states("octo", "proj", sha2)), 60, what="statuses after the restart")
     assert states == {"yci": "success", "yci/unit": "success", "yci/lint": "success"}, states
     runner.stop()
