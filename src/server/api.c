@@ -675,6 +675,47 @@ static void h_job_cancel(struct call *c)
     respond_json(c->req, 200, job);
 }
 
+/*
+ * A single "Range: bytes=A-B" (or "A-", or "-N": the last N) against a file
+ * of size bytes: 1 and [*from, *from + *len) when satisfiable, 0 when there
+ * is no Range header (or one yci does not serve, such as several ranges:
+ * the whole file then, as RFC 9110 allows), -1 when unsatisfiable.
+ */
+static int byte_range(const char *h, uint64_t size, uint64_t *from, uint64_t *len)
+{
+    if (!h || strncmp(h, "bytes=", 6) != 0 || strchr(h, ','))
+        return 0;
+    const char *spec = h + 6, *dash = strchr(spec, '-');
+    if (!dash)
+        return 0;
+    char a[24] = "", b[24] = "";
+    size_t la = (size_t)(dash - spec), lb = strlen(dash + 1);
+    if (la >= sizeof a || lb >= sizeof b)
+        return 0;
+    memcpy(a, spec, la);
+    memcpy(b, dash + 1, lb + 1);
+    int64_t x = 0, y = 0;
+    if (!la) { /* the last N bytes */
+        if (parse_int64(b, 1, INT64_MAX, &y) < 0)
+            return 0;
+        if (size == 0)
+            return -1;
+        *from = (uint64_t)y >= size ? 0 : size - (uint64_t)y;
+        *len = size - *from;
+        return 1;
+    }
+    if (parse_int64(a, 0, INT64_MAX, &x) < 0 || (lb && parse_int64(b, 0, INT64_MAX, &y) < 0))
+        return 0;
+    if (lb && y < x)
+        return 0;
+    if ((uint64_t)x >= size)
+        return -1;
+    uint64_t end = lb && (uint64_t)y < size - 1 ? (uint64_t)y : size - 1;
+    *from = (uint64_t)x;
+    *len = end - (uint64_t)x + 1;
+    return 1;
+}
+
 static void h_job_log_get(struct call *c)
 {
     int64_t id;
@@ -707,7 +748,27 @@ static void h_job_log_get(struct call *c)
     http_add_header(c->req, "X-Yci-Log-Size", sz);
     http_add_header(c->req, "X-Yci-Job-Status", status);
     http_add_header(c->req, "Cache-Control", "no-cache");
+    http_add_header(c->req, "Accept-Ranges", "bytes");
     const char *ct = "text/plain; charset=utf-8";
+    uint64_t from = 0, rlen = 0;
+    int range = byte_range(http_req_header(c->req, "Range"), size, &from, &rlen);
+    if (range != 0) {
+        char cr[80];
+        if (range < 0) {
+            if (fd >= 0)
+                close(fd);
+            snprintf(cr, sizeof cr, "bytes */%" PRIu64, size);
+            http_add_header(c->req, "Content-Range", cr);
+            http_respond_error(c->req, 416, "the range is past the log's %" PRIu64 " bytes",
+                               size);
+            return;
+        }
+        snprintf(cr, sizeof cr, "bytes %" PRIu64 "-%" PRIu64 "/%" PRIu64, from,
+                 from + rlen - 1, size);
+        http_add_header(c->req, "Content-Range", cr);
+        http_respond_fd(c->req, 206, ct, fd, from, rlen);
+        return;
+    }
     if (fd < 0 || (uint64_t)offset >= size) {
         if (fd >= 0)
             close(fd);

@@ -242,3 +242,36 @@ def test_log_cap_keeps_head_and_tail(ctx):
     assert log == "$ seq 1 9000\n" + "".join("%d\n" % i for i in range(1, 9001)), log[-200:]
     r = ctx.cli("server", "--max-log-size", "1K", "--data", str(ctx.tmp / "x"))
     assert r.returncode == 2 and "--max-log-size" in r.stderr, r
+
+
+def test_log_windows_by_offset_and_http_range(ctx, server, runner):
+    from conftest import http_request
+    bid = server.submit([{"name": "digits", "commands": ["printf 0123456789"]}])["id"]
+    server.wait_build(bid)
+    jid = server.build(bid)["jobs"][0]["id"]
+    full = server.log(jid)
+    assert full.endswith(b"0123456789"), full
+    n = len(full)
+    path = "/api/jobs/%d/log" % jid
+
+    def get(rng):
+        return http_request(server.url, "GET", path, headers={"Range": rng})
+    r = get("bytes=0-3")
+    assert r.status == 206 and r.body == full[:4], r
+    assert r.header("Content-Range") == "bytes 0-3/%d" % n
+    r = get("bytes=-4")
+    assert r.status == 206 and r.body == b"6789" and r.header("Content-Range") == \
+        "bytes %d-%d/%d" % (n - 4, n - 1, n), r
+    r = get("bytes=%d-" % (n - 2))
+    assert r.status == 206 and r.body == b"89", r
+    r = get("bytes=%d-%d" % (n - 3, n + 100))
+    assert r.status == 206 and r.body == b"789", r
+    r = get("bytes=%d-" % n)
+    assert r.status == 416 and r.header("Content-Range") == "bytes */%d" % n, r
+    # Several ranges, or a malformed one: the whole log, as HTTP allows.
+    for rng in ("bytes=0-1,3-4", "lines=1-2", "bytes=5-2"):
+        r = get(rng)
+        assert r.status == 200 and r.body == full, (rng, r)
+    assert http_request(server.url, "GET", path).header("Accept-Ranges") == "bytes"
+    # The API's own window: offset and limit.
+    assert server.log(jid, offset=n - 6, limit=3) == b"456"
