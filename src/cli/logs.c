@@ -1,10 +1,12 @@
 /*
  * logs — `yci logs [-f] JOB`: print a job's log, and follow it while it runs.
  *
- * Following polls the API: GET /api/jobs/{id} for the status, the current
+ * Following asks the API: GET /api/jobs/{id} for the status, the current
  * attempt and the log's size, then GET /api/jobs/{id}/log from the offset
- * printed so far (in chunks of at most YCI_MAX_LOG_CHUNK), every ~200 ms while
- * nothing is new. The bytes go to stdout unbuffered as they arrive. When the
+ * printed so far (in chunks of at most YCI_MAX_LOG_CHUNK) with wait=20: the
+ * server answers as soon as new bytes arrive (or the job ends), so output
+ * shows within milliseconds of its upload. Before the first attempt starts
+ * it asks every ~200 ms. The bytes go to stdout unbuffered as they arrive. When the
  * job is re-queued (its runner was lost) its attempt changes and the log of
  * the new attempt is printed from its start, after a note on stderr.
  */
@@ -21,6 +23,8 @@
 #include "lib/banned.h"
 
 #define FOLLOW_INTERVAL_MS 200
+/* How long one follow request may wait on the server for new bytes. */
+#define FOLLOW_WAIT_S 20
 
 bool cli_job_status_final(const char *s)
 {
@@ -30,7 +34,8 @@ bool cli_job_status_final(const char *s)
 
 /* Print the log of (job, attempt) from *offset up to its current end; attempt
  * 0 means the server's current one. Returns 0 or 1 (error printed). */
-static int print_from(struct cli_api *api, int64_t job, int64_t attempt, int64_t *offset)
+static int print_from(struct cli_api *api, int64_t job, int64_t attempt, int64_t *offset,
+                      int wait)
 {
     struct http_result res = HTTP_RESULT_INIT;
     int status = 0;
@@ -39,7 +44,11 @@ static int print_from(struct cli_api *api, int64_t job, int64_t attempt, int64_t
         int n = snprintf(path, sizeof(path), "/api/jobs/%lld/log?offset=%lld&limit=%d",
                          (long long)job, (long long)*offset, YCI_MAX_LOG_CHUNK);
         if (attempt > 0)
-            snprintf(path + n, sizeof(path) - (size_t)n, "&attempt=%lld", (long long)attempt);
+            n += snprintf(path + n, sizeof(path) - (size_t)n, "&attempt=%lld", (long long)attempt);
+        /* The first request may wait for new bytes (follow.c on the server). */
+        if (wait > 0)
+            snprintf(path + n, sizeof(path) - (size_t)n, "&wait=%d", wait);
+        wait = 0;
         if ((status = cli_api_get_raw(api, path, &res)))
             break;
         if (res.body.len == 0)
@@ -87,7 +96,9 @@ static int follow(struct cli_api *api, int64_t job, int64_t want_attempt)
             offset = 0;
         }
         int64_t before = offset;
-        status = attempt > 0 ? print_from(api, job, attempt, &offset) : 0;
+        /* Not final: the server holds the request until new bytes come. */
+        status = attempt > 0 ? print_from(api, job, attempt, &offset, final ? 0 : FOLLOW_WAIT_S)
+                             : 0;
         if (status) {
             free(st_copy);
             return status;
@@ -100,8 +111,8 @@ static int follow(struct cli_api *api, int64_t job, int64_t want_attempt)
             free(st_copy);
             return passed ? 0 : 1;
         }
-        if (offset == before)
-            time_sleep_ms(FOLLOW_INTERVAL_MS);
+        if (offset == before && attempt == 0)
+            time_sleep_ms(FOLLOW_INTERVAL_MS); /* not started: nothing to wait on */
     }
 }
 
@@ -150,7 +161,7 @@ int cli_cmd_logs(int argc, char **argv)
         status = follow(&api, job, attempt);
     } else {
         int64_t offset = 0;
-        status = print_from(&api, job, attempt, &offset);
+        status = print_from(&api, job, attempt, &offset, 0);
     }
     cli_api_close(&api);
     return status;

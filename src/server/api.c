@@ -727,58 +727,64 @@ static void h_job_log_get(struct call *c)
         return;
     }
     int64_t attempt = json_integer_value(json_object_get(job, "attempt"));
-    int64_t offset = 0, limit = INT64_MAX;
+    int64_t offset = 0, limit = INT64_MAX, wait = 0;
     char status[32];
     snprintf(status, sizeof(status), "%s", json_string_value(json_object_get(job, "status")));
     json_decref(job);
+    int64_t current_attempt = attempt;
     if (!query_int(c->req, "attempt", 1, INT32_MAX, &attempt) ||
         !query_int(c->req, "offset", 0, INT64_MAX, &offset) ||
-        !query_int(c->req, "limit", 0, INT64_MAX, &limit))
+        !query_int(c->req, "limit", 0, INT64_MAX, &limit) ||
+        !query_int(c->req, "wait", 0, YCI_MAX_CLAIM_WAIT, &wait))
         return;
-    int fd = -1;
-    uint64_t size = 0;
-    int rc = attempt > 0 ? logstore_open_read(c->srv->logs, id, (int)attempt, &fd, &size) : -ENOENT;
-    if (rc < 0 && rc != -ENOENT) {
-        log_error("job %" PRId64 ": reading its log failed: %s", id, strerror(-rc));
-        http_respond_error(c->req, 500, "cannot read the log: %s", strerror(-rc));
-        return;
-    }
-    char sz[32];
-    snprintf(sz, sizeof(sz), "%" PRIu64, size);
-    http_add_header(c->req, "X-Yci-Log-Size", sz);
-    http_add_header(c->req, "X-Yci-Job-Status", status);
-    http_add_header(c->req, "Cache-Control", "no-cache");
+    bool current = attempt == current_attempt;
     http_add_header(c->req, "Accept-Ranges", "bytes");
-    const char *ct = "text/plain; charset=utf-8";
-    uint64_t from = 0, rlen = 0;
-    int range = byte_range(http_req_header(c->req, "Range"), size, &from, &rlen);
-    if (range != 0) {
-        char cr[80];
-        if (range < 0) {
-            if (fd >= 0)
-                close(fd);
-            snprintf(cr, sizeof cr, "bytes */%" PRIu64, size);
-            http_add_header(c->req, "Content-Range", cr);
-            http_respond_error(c->req, 416, "the range is past the log's %" PRIu64 " bytes",
-                               size);
+    const char *range_h = http_req_header(c->req, "Range");
+    if (range_h) {
+        int fd = -1;
+        uint64_t size = 0, from = 0, rlen = 0;
+        int rc = attempt > 0 ? logstore_open_read(c->srv->logs, id, (int)attempt, &fd, &size)
+                             : -ENOENT;
+        if (rc < 0 && rc != -ENOENT) {
+            http_respond_error(c->req, 500, "cannot read the log: %s", strerror(-rc));
             return;
         }
-        snprintf(cr, sizeof cr, "bytes %" PRIu64 "-%" PRIu64 "/%" PRIu64, from,
-                 from + rlen - 1, size);
-        http_add_header(c->req, "Content-Range", cr);
-        http_respond_fd(c->req, 206, ct, fd, from, rlen);
-        return;
-    }
-    if (fd < 0 || (uint64_t)offset >= size) {
+        int range = byte_range(range_h, size, &from, &rlen);
+        if (range != 0) {
+            char cr[80];
+            if (range < 0) {
+                if (fd >= 0)
+                    close(fd);
+                snprintf(cr, sizeof cr, "bytes */%" PRIu64, size);
+                http_add_header(c->req, "Content-Range", cr);
+                http_respond_error(c->req, 416, "the range is past the log's %" PRIu64 " bytes",
+                                   size);
+                return;
+            }
+            snprintf(cr, sizeof cr, "bytes %" PRIu64 "-%" PRIu64 "/%" PRIu64, from,
+                     from + rlen - 1, size);
+            http_add_header(c->req, "Content-Range", cr);
+            http_add_header(c->req, "Cache-Control", "no-cache");
+            http_respond_fd(c->req, 206, "text/plain; charset=utf-8", fd, from, rlen);
+            return;
+        }
         if (fd >= 0)
             close(fd);
-        http_respond(c->req, 200, ct, "", 0);
-        return;
     }
-    uint64_t len = size - (uint64_t)offset;
-    if ((uint64_t)limit < len)
-        len = (uint64_t)limit;
-    http_respond_fd(c->req, 200, ct, fd, (uint64_t)offset, len);
+    /* Nothing new yet, and the job may still print: wait for it. A follower
+     * of an older attempt (attempt= given) is answered at once. */
+    if (wait > 0 && current && strcmp(status, "queued") != 0 && strcmp(status, "running") != 0)
+        wait = 0;
+    if (wait > 0 && current) {
+        uint64_t size = 0;
+        if (attempt > 0)
+            logstore_size(c->srv->logs, id, (int)attempt, &size); /* none yet: 0 */
+        if ((uint64_t)offset >= size) {
+            follow_wait(c->srv->follow, c->req, id, attempt, offset, limit, (int)wait);
+            return;
+        }
+    }
+    follow_respond(c->srv, c->req, id, attempt, offset, limit, status);
 }
 
 static void respond_stale(struct call *c, int64_t job_id)
@@ -837,6 +843,8 @@ static void h_job_log_post(struct call *c)
     char out[48];
     int n = snprintf(out, sizeof(out), "{\"size\":%" PRIu64 "}\n", size);
     http_respond(c->req, 200, "application/json", out, (size_t)n);
+    if (len > 0)
+        follow_notify(c->srv->follow, id);
 }
 
 static void h_job_finish(struct call *c)
@@ -912,6 +920,7 @@ static void h_job_finish(struct call *c)
     if (build_done)
         results_build_done(c->srv->results, build_id);
     sched_kick(c->srv->sched);
+    follow_notify(c->srv->follow, id);
     add_log_size(c->srv, job);
     respond_json(c->req, 200, job);
     buf_release(&serr);

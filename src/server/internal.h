@@ -24,6 +24,7 @@ struct sched;
 struct observer;
 struct results;
 struct notifier;
+struct follow;
 struct auth_cache;
 
 struct server {
@@ -41,6 +42,7 @@ struct server {
     struct observer *observer;
     struct results *results;
     struct notifier *notifier; /* GitHub commit statuses; NULL without GitHub */
+    struct follow *follow;     /* requests waiting for more of a log (follow.c) */
     struct http_server *http;
 };
 
@@ -125,6 +127,17 @@ int observer_once(struct server *srv);
  * results.c — <data>/test_results/<commit>, written by a worker thread.
  */
 void hooks_github(struct server *srv, struct http_request *req);
+
+int follow_new(struct server *srv, struct follow **out, struct buf *err);
+void follow_free(struct follow *f);
+/* Suspend req until job's log grows past offset, the job ends, or wait_s. */
+void follow_wait(struct follow *f, struct http_request *req, int64_t job, int64_t attempt,
+                 int64_t offset, int64_t limit, int wait_s);
+/* Job's log grew, or the job ended: answer its waiters. */
+void follow_notify(struct follow *f, int64_t job);
+/* The log of (job, attempt) from offset, at most limit bytes. */
+void follow_respond(struct server *srv, struct http_request *req, int64_t id, int64_t attempt,
+                    int64_t offset, int64_t limit, const char *status);
 
 int notifier_new(struct server *srv, struct notifier **out, struct buf *err);
 void notifier_free(struct notifier *n);

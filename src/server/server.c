@@ -207,6 +207,9 @@ int server_start(const struct server_config *cfg_in, struct server **out, struct
     rc = observer_new(srv, &srv->observer, err);
     if (rc < 0)
         goto fail;
+    rc = follow_new(srv, &srv->follow, err);
+    if (rc < 0)
+        goto fail;
 
     struct http_server_config hc = {
         .listen = srv->cfg.listen,
@@ -245,6 +248,8 @@ void server_free(struct server *srv)
     sched_stop(srv->sched);
     http_server_free(srv->http);
     srv->http = NULL;
+    follow_free(srv->follow); /* after the HTTP server: it cancelled the waiters */
+    srv->follow = NULL;
     notifier_free(srv->notifier);
     srv->notifier = NULL;
     observer_free(srv->observer);

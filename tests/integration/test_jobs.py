@@ -275,3 +275,56 @@ def test_log_windows_by_offset_and_http_range(ctx, server, runner):
     assert http_request(server.url, "GET", path).header("Accept-Ranges") == "bytes"
     # The API's own window: offset and limit.
     assert server.log(jid, offset=n - 6, limit=3) == b"456"
+
+
+def test_log_follower_waits_for_new_bytes(ctx, server, runner):
+    """GET .../log?offset=N&wait=S holds the request until the job prints more
+    (or ends): a follower gets output as it comes, without polling."""
+    import time as _time
+    from conftest import http_request
+    bid = server.submit([{"name": "slowprint",
+                          "commands": ["echo first-part; sleep 2; echo second-part"]}])["id"]
+    jid = server.build(bid)["jobs"][0]["id"]
+    wait_until(lambda: b"first-part" in server.log(jid), 30, what="the first part")
+    n = len(server.log(jid))
+    t0 = _time.monotonic()
+    r = http_request(server.url, "GET", "/api/jobs/%d/log?offset=%d&wait=20" % (jid, n),
+                     timeout=30)
+    took = _time.monotonic() - t0
+    assert r.status == 200 and b"second-part" in r.body, r
+    assert 0.5 < took < 10, took  # it waited for the print, not for the 20 s
+    server.wait_build(bid)
+    # The job is over: no waiting, an empty answer at the end, its status in a header.
+    end = int(r.header("X-Yci-Log-Size"))
+    t0 = _time.monotonic()
+    r = http_request(server.url, "GET", "/api/jobs/%d/log?offset=%d&wait=20" % (jid, end + 10),
+                     timeout=30)
+    assert r.status == 200 and r.body == b"" and _time.monotonic() - t0 < 5, r
+    assert r.header("X-Yci-Job-Status") == "passed"
+    bad = http_request(server.url, "GET", "/api/jobs/%d/log?wait=61" % jid)
+    assert bad.status == 400, bad
+
+
+def test_log_waiters_that_go_away_or_outlive_the_server(ctx, server, runner):
+    import socket
+    bid = server.submit([{"name": "long", "commands": ["echo x; sleep 30"]}])["id"]
+    jid = server.build(bid)["jobs"][0]["id"]
+    wait_until(lambda: server.log(jid), 30, what="the job's first bytes")
+    n = len(server.log(jid))
+    req = ("GET /api/jobs/%d/log?offset=%d&wait=30 HTTP/1.1\r\nHost: x\r\n\r\n" % (jid, n))
+    socks = []
+    for _ in range(5):
+        s = socket.create_connection(("127.0.0.1", server.port))
+        s.sendall(req.encode())
+        socks.append(s)
+    socks[0].close()  # a follower that goes away: forgotten
+    socks[1].close()
+    assert server.get("/api/health").status == 200
+    # The others are still waiting when the server stops: it answers them and
+    # exits cleanly (the teardown checks the exit status and the sanitizers).
+    assert server.stop() in (0, -15)
+    for s in socks[2:]:
+        s.settimeout(10)
+        data = s.recv(4096)
+        assert data == b"" or data.startswith(b"HTTP/1.1 "), data
+        s.close()

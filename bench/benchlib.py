@@ -1,0 +1,115 @@
+"""Shared pieces of the benchmarks in bench/: start yci, ask its API, wait.
+
+Benchmarks never fail for being slow: die() is for a broken run only.
+"""
+
+import http.client
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
+
+
+def die(msg):
+    print("%s: %s" % (os.path.basename(sys.argv[0]), msg), file=sys.stderr)
+    sys.exit(1)
+
+
+def yci_bin():
+    path = os.environ.get("YCI_BIN", os.path.join(ROOT, "build", "yci"))
+    if not os.access(path, os.X_OK):
+        die("no binary at %s (ninja -C build)" % path)
+    return path
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def request(port, method, path, body=None, token=None, timeout=30):
+    """(status, headers dict with lower-case names, body bytes)."""
+    c = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        hdrs = {"Content-Type": "application/json"} if body is not None else {}
+        if token:
+            hdrs["Authorization"] = "Bearer " + token
+        c.request(method, path, body=json.dumps(body).encode() if body is not None else None,
+                  headers=hdrs)
+        r = c.getresponse()
+        return r.status, {k.lower(): v for k, v in r.getheaders()}, r.read()
+    finally:
+        c.close()
+
+
+def get_json(port, path):
+    status, _, body = request(port, "GET", path)
+    return status, (json.loads(body) if body else None)
+
+
+def wait(fn, timeout, what):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        v = fn()
+        if v:
+            return v
+        time.sleep(0.01)
+    die("timed out waiting for " + what)
+
+
+class Yci:
+    """A yci server and runners in a temporary directory; stop() ends them."""
+
+    def __init__(self, tmp, env=None):
+        self.yci = yci_bin()
+        self.tmp = tmp
+        self.env = env
+        self.procs = []
+        self.port = None
+        self.data = os.path.join(tmp, "data")
+
+    def server(self, *args):
+        self.port = free_port()
+        log = open(os.path.join(self.tmp, "server.log"), "wb")
+        self.procs.append(subprocess.Popen(
+            [self.yci, "server", "--listen", "127.0.0.1:%d" % self.port, "--data", self.data]
+            + list(args), env=self.env, stdout=log, stderr=subprocess.STDOUT))
+
+        def up():
+            try:
+                return (os.path.exists(os.path.join(self.data, "registration-secret")) and
+                        get_json(self.port, "/api/health")[0] == 200)
+            except OSError:
+                return False
+        wait(up, 30, "the server")
+        with open(os.path.join(self.data, "admin-token")) as f:
+            self.token = f.read().strip()
+        return self
+
+    def runner(self, name="bench", slots=1):
+        with open(os.path.join(self.data, "registration-secret")) as f:
+            secret = f.read().strip()
+        log = open(os.path.join(self.tmp, "runner-%s.log" % name), "wb")
+        self.procs.append(subprocess.Popen(
+            [self.yci, "runner", "--server", "http://127.0.0.1:%d" % self.port, "--secret",
+             secret, "--name", name, "--slots", str(slots), "--heartbeat", "1",
+             "--workdir", os.path.join(self.tmp, "runner-" + name)],
+            stdout=log, stderr=subprocess.STDOUT))
+        wait(lambda: any(r["name"] == name and r["alive"]
+                         for r in get_json(self.port, "/api/runners")[1] or []),
+             30, "the runner")
+        return self
+
+    def stop(self):
+        for p in reversed(self.procs):
+            p.send_signal(signal.SIGTERM)
+            try:
+                p.wait(20)
+            except subprocess.TimeoutExpired:
+                p.kill()
