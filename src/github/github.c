@@ -7,12 +7,15 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "http/client.h"
 #include "lib/util.h"
 #include "lib/xalloc.h"
 #include "lib/banned.h"
 
+/* The longest a rate limit makes us wait, whatever the headers say. */
+#define GITHUB_MAX_WAIT_S 3600
 /* Largest answer read (a page of 100 pull requests is ~1.5 MB). */
 #define GITHUB_MAX_BODY (32 * 1024 * 1024)
 /* GitHub's limit on a status's description. */
@@ -75,6 +78,44 @@ static char *basic_auth(const char *user, const char *password)
     free(b64);
     free(pair);
     return auth;
+}
+
+/* The scheme and host of url ("https", "github.com"), without port or user. */
+static bool url_parts(const char *url, char *scheme, size_t ns, char *host, size_t nh)
+{
+    const char *sep = strstr(url, "://");
+    if (!sep || (size_t)(sep - url) >= ns)
+        return false;
+    snprintf(scheme, ns, "%.*s", (int)(sep - url), url);
+    const char *h = sep + 3;
+    size_t len = strcspn(h, "/?#");
+    const char *at = memchr(h, '@', len);
+    if (at) {
+        len -= (size_t)(at + 1 - h);
+        h = at + 1;
+    }
+    size_t hl = strcspn(h, ":/?#");
+    if (hl > len)
+        hl = len;
+    if (hl == 0 || hl >= nh)
+        return false;
+    snprintf(host, nh, "%.*s", (int)hl, h);
+    return true;
+}
+
+bool github_url_trusted(const struct github_config *cfg, const char *url)
+{
+    const char *api = cfg->api_url ? cfg->api_url : GITHUB_API_URL_DEFAULT;
+    char s1[16], h1[256], s2[16], h2[256];
+    if (!url || !url_parts(api, s1, sizeof s1, h1, sizeof h1) ||
+        !url_parts(url, s2, sizeof s2, h2, sizeof h2))
+        return false;
+    /* api.github.com serves the API of github.com */
+    const char *web = strcasecmp(h1, "api.github.com") == 0 ? "github.com" : h1;
+    if (strcasecmp(h2, web) != 0 && strcasecmp(h2, h1) != 0)
+        return false;
+    /* https, or the API's own scheme (an http:// Enterprise or test server) */
+    return strcmp(s2, "https") == 0 || strcmp(s2, s1) == 0;
 }
 
 char *github_git_header(const struct github_config *cfg)
@@ -162,10 +203,15 @@ static int classify(const struct http_result *res, const char *what, int64_t *re
     int64_t remaining = header_int(res, "x-ratelimit-remaining", -1);
     int64_t reset = header_int(res, "x-ratelimit-reset", -1);
     if (res->status == 429 || (res->status == 403 && (retry_after >= 0 || remaining == 0))) {
+        /* At most an hour: a broken proxy's header must not stop us for years. */
+        if (retry_after > GITHUB_MAX_WAIT_S)
+            retry_after = GITHUB_MAX_WAIT_S;
         if (retry_after >= 0)
             *retry_at_ms = now + retry_after * 1000;
-        else if (reset > 0)
+        else if (reset > 0 && reset < now / 1000 + GITHUB_MAX_WAIT_S)
             *retry_at_ms = reset * 1000 + 1000;
+        else if (reset > 0)
+            *retry_at_ms = now + GITHUB_MAX_WAIT_S * 1000;
         else
             *retry_at_ms = now + 60000;
         buf_addf(err, " (rate limited: retrying in %" PRId64 " s)",
@@ -254,10 +300,12 @@ int github_open_pulls(struct github *gh, const char *full_name, json_t **pulls,
     struct http_result res = HTTP_RESULT_INIT;
     struct buf etag = BUF_INIT;
     int r = 0;
+    bool partial = false;
     for (int page = 0; url; page++) {
         if (page >= GITHUB_MAX_PAGES) {
             buf_setf(err, "%s has more than %d pages of open pull requests; reading the first",
                      full_name, GITHUB_MAX_PAGES);
+            partial = true;
             break;
         }
         const char *old_etag =
@@ -332,7 +380,7 @@ int github_open_pulls(struct github *gh, const char *full_name, json_t **pulls,
     free(url);
     buf_release(&etag);
     http_result_release(&res);
-    return r;
+    return r == 0 && partial ? 1 : r;
 }
 
 char *github_repo_name(const char *full_name)

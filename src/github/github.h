@@ -60,6 +60,9 @@ bool github_full_name_valid(const char *full_name);
 /* The header git sends to fetch over HTTPS with these credentials (a token
  * as user "x-access-token"), or NULL without credentials. A new string. */
 char *github_git_header(const struct github_config *cfg);
+/* May the credentials go with a fetch of url? Only to GitHub's own host (the
+ * API's, or github.com for api.github.com), over https or the API's scheme. */
+bool github_url_trusted(const struct github_config *cfg, const char *url);
 
 struct github;
 
@@ -68,7 +71,9 @@ void github_free(struct github *gh);
 
 /*
  * The open pull requests of full_name ("owner/repo"), oldest first: a new
- * JSON array of GitHub's pull request objects. The ETags and bodies of the
+ * JSON array of GitHub's pull request objects. Returns 1 (err says why) when
+ * the list is partial (more than GITHUB_MAX_PAGES pages): what is missing
+ * must not be taken as closed. The ETags and bodies of the
  * pages are kept in gh, per repository, so a repeated call whose pages are
  * all unchanged (304) costs no rate limit and returns the same list.
  */

@@ -893,7 +893,6 @@ static void h_job_finish(struct call *c)
     buf_release(&perr);
     if (rc == -EINVAL) {
         http_respond_error(c->req, 400, "a plan job that passed must send \"jobs\"");
-        buf_release(&serr);
         goto out;
     }
     if (rc == -ESTALE) {
@@ -923,8 +922,8 @@ static void h_job_finish(struct call *c)
     follow_notify(c->srv->follow, id);
     add_log_size(c->srv, job);
     respond_json(c->req, 200, job);
-    buf_release(&serr);
 out:
+    buf_release(&serr);
     json_decref(body);
 }
 

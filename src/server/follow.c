@@ -126,6 +126,21 @@ void follow_wait(struct follow *f, struct http_request *req, int64_t job, int64_
     w->limit = limit;
     w->deadline = time_mono_ms() + (int64_t)wait_s * 1000;
     pthread_mutex_lock(&f->lock);
+    /* A chunk may have come since the caller looked at the size: its
+     * follow_notify() found no waiter. Looking again with the lock held
+     * closes that gap (a later chunk's notify needs the lock). */
+    uint64_t size = 0;
+    if (attempt > 0)
+        logstore_size(f->srv->logs, job, (int)attempt, &size);
+    if (size > (uint64_t)offset) {
+        pthread_mutex_unlock(&f->lock);
+        free(w);
+        json_t *j = store_job_get(f->srv->store, job);
+        follow_respond(f->srv, req, job, attempt, offset, limit,
+                       json_string_value(json_object_get(j, "status")));
+        json_decref(j);
+        return;
+    }
     w->next = f->waiters;
     f->waiters = w;
     pthread_mutex_unlock(&f->lock);

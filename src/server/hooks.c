@@ -11,8 +11,10 @@
  *      body with the secret, compared in constant time, else 401 — before
  *      the body is parsed (the HTTP layer already refused a body over
  *      GitHub's 25 MB with 413);
- *   3. a repeated X-GitHub-Delivery is answered 200 and not acted on again;
- *   4. the body must be a JSON object, else 400.
+ *   3. the body must be a JSON object (application/json), else 400 (415);
+ *   4. a repeated X-GitHub-Delivery is answered 200 and not acted on again
+ *      (recorded only once the body was accepted, so a redelivery after a
+ *      fix of the hook's settings is handled).
  * Events: ping (200), push and pull_request (202: the repository is polled),
  * anything else (202, ignored). A repository yci does not watch is 202 and
  * ignored, so that GitHub does not mark the hook as failing.
@@ -74,19 +76,6 @@ void hooks_github(struct server *srv, struct http_request *req)
         http_respond_error(req, 401, "missing or wrong X-Hub-Signature-256");
         return;
     }
-    const char *event = http_req_header(req, "X-GitHub-Event");
-    const char *delivery = http_req_header(req, "X-GitHub-Delivery");
-    if (delivery && *delivery) {
-        int fresh = store_delivery_new(srv->store, delivery);
-        if (fresh == 0) {
-            respond(req, 200, json_pack("{s:s, s:s}", "ignored", "delivery seen already",
-                                        "delivery", delivery));
-            return;
-        }
-        if (fresh < 0)
-            log_warn("webhook delivery %s: cannot record it (%s); handling it anyway", delivery,
-                     strerror(-fresh));
-    }
     const char *ctype = http_req_header(req, "Content-Type");
     if (ctype && strncasecmp(ctype, "application/x-www-form-urlencoded", 33) == 0) {
         http_respond_error(req, 415, "set the webhook's content type to application/json on "
@@ -99,6 +88,20 @@ void hooks_github(struct server *srv, struct http_request *req)
         json_decref(payload);
         http_respond_error(req, 400, "the payload is not a JSON object: %s", je.text);
         return;
+    }
+    const char *event = http_req_header(req, "X-GitHub-Event");
+    const char *delivery = http_req_header(req, "X-GitHub-Delivery");
+    if (delivery && *delivery) {
+        int fresh = store_delivery_new(srv->store, delivery);
+        if (fresh == 0) {
+            respond(req, 200, json_pack("{s:s, s:s}", "ignored", "delivery seen already",
+                                        "delivery", delivery));
+            json_decref(payload);
+            return;
+        }
+        if (fresh < 0)
+            log_warn("webhook delivery %s: cannot record it (%s); handling it anyway", delivery,
+                     strerror(-fresh));
     }
     const char *full = json_string_value(
         json_object_get(json_object_get(payload, "repository"), "full_name"));
@@ -114,16 +117,19 @@ void hooks_github(struct server *srv, struct http_request *req)
         respond(req, 202, json_pack("{s:s}", "ignored", "yci acts on push and pull_request"));
         goto out;
     }
+    /* GitHub names are case-insensitive: match the repository watched for
+     * full_name however GITHUB_REPOSITORIES spelled it. */
     json_t *repo = NULL;
     if (full && github_full_name_valid(full)) {
-        char *name = github_repo_name(full);
-        repo = store_repo_get(srv->store, name);
-        free(name);
-        const char *gh = json_string_value(json_object_get(repo, "github"));
-        if (!gh || strcasecmp(gh, full) != 0) {
-            json_decref(repo);
-            repo = NULL;
+        json_t *all = store_repo_list(srv->store);
+        size_t i;
+        json_t *r;
+        json_array_foreach(all, i, r) {
+            const char *gh = json_string_value(json_object_get(r, "github"));
+            if (!repo && gh && strcasecmp(gh, full) == 0)
+                repo = json_incref(r);
         }
+        json_decref(all);
     }
     if (!repo) {
         respond(req, 202,

@@ -137,7 +137,10 @@ static bool deliver(struct notifier *n, json_t *row)
                   sha, err.data);
         store_status_sent(srv->store, id, jint(row, "version"));
     } else {
-        n->failing = true;
+        /* GitHub down (not a refusal, not a rate limit): a later success
+         * wakes what waits. */
+        if (rc == -EAGAIN && retry_at <= now)
+            n->failing = true;
         int64_t tries = jint(row, "tries");
         int64_t next = retry_at > now ? retry_at : now + backoff_ms(tries);
         if (rc == -EACCES || rc == -ENOENT)
@@ -145,7 +148,7 @@ static bool deliver(struct notifier *n, json_t *row)
         if (tries == 0)
             log_warn("status %s of %s@%.12s not delivered: %s; retrying in %" PRId64 " s",
                      context, github, sha, err.data, (next - now + 999) / 1000);
-        store_status_retry(srv->store, id, next, err.data);
+        store_status_retry(srv->store, id, jint(row, "version"), next, err.data);
         if (retry_at > now) {
             log_warn("GitHub rate limited the statuses: delivering none for %" PRId64 " s",
                      (retry_at - now + 999) / 1000);

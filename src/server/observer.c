@@ -165,7 +165,8 @@ static bool pull_from_fork(json_t *pull)
 /*
  * The open pull requests of a GitHub repository, as heads: each open PR N
  * whose refs/pull/N/head the mirror has becomes heads[ref] = its commit and
- * pulls[ref] = the PR. 0, or -errno (GitHub could not be asked) with err.
+ * pulls[ref] = the PR. 0; 1 when GitHub's list was partial; or -errno with err
+ * (GitHub could not be asked).
  */
 static int github_heads(struct observer *o, const char *full_name, const char *mirror,
                         json_t *heads, json_t *pulls, struct buf *err)
@@ -175,6 +176,7 @@ static int github_heads(struct observer *o, const char *full_name, const char *m
     int rc = github_open_pulls(o->gh, full_name, &open, &retry_at, err);
     if (rc < 0)
         return rc;
+    bool partial = rc == 1;
     rc = git_list_refs(mirror, "refs/pull/", &refs, err);
     if (rc < 0) {
         json_decref(open);
@@ -196,7 +198,7 @@ static int github_heads(struct observer *o, const char *full_name, const char *m
     }
     json_decref(refs);
     json_decref(open);
-    return 0;
+    return partial ? 1 : 0; /* 1: build these, close nothing */
 }
 
 /* Poll one repository; returns 0, or a negative errno with err set. */
@@ -223,7 +225,9 @@ static int poll_repo(struct observer *o, json_t *repo, struct buf *err)
     static const char *const refspecs[] = {GIT_REFSPEC_HEADS, GIT_REFSPEC_PULLS};
     /* A GitHub repository is fetched with the GitHub credentials (private
      * repositories over HTTPS). */
-    char *auth = github && o->gh ? github_git_header(&srv->cfg.github) : NULL;
+    char *auth = github && o->gh && github_url_trusted(&srv->cfg.github, url)
+                     ? github_git_header(&srv->cfg.github)
+                     : NULL;
     rc = git_mirror_fetch(mirror, url, refspecs, github && o->gh ? 2 : 1, auth, err);
     free(auth);
     if (rc < 0)
@@ -235,8 +239,12 @@ static int poll_repo(struct observer *o, json_t *repo, struct buf *err)
     if (git_mirror_fix_head(mirror, heads, &herr) < 0)
         log_warn("repo '%s': %s, ignoring", name, herr.data);
     buf_release(&herr);
-    if (github && o->gh)
-        pulls_known = github_heads(o, github, mirror, heads, pulls, &gerr) == 0;
+    if (github && o->gh) {
+        int g = github_heads(o, github, mirror, heads, pulls, &gerr);
+        pulls_known = g == 0;
+        if (g == 1)
+            log_warn("repo '%s': %s", name, gerr.data);
+    }
     seen = store_heads_get(srv->store, repo_id);
     if (!seen)
         seen = json_object();

@@ -356,8 +356,9 @@ static const char *const sql[Q_COUNT] = {
                        "ORDER BY s.next_try, s.job_id = 0, s.id LIMIT ?2",
     [Q_STATUS_SENT] = "UPDATE statuses SET sent = max(sent, ?2), tries = 0, last_error = NULL "
                       "WHERE id = ?1",
+    /* Only the version tried: a newer state stays due at once. */
     [Q_STATUS_RETRY] = "UPDATE statuses SET next_try = ?2, tries = tries + 1, last_error = ?3 "
-                       "WHERE id = ?1",
+                       "WHERE id = ?1 AND version = ?4",
     [Q_STATUSES_WAKE] = "UPDATE statuses SET next_try = 0 WHERE sent < version AND next_try > ?1",
     [Q_DELIVERY_INSERT] = "INSERT OR IGNORE INTO deliveries(id, received) VALUES (?1, ?2)",
     [Q_DELIVERY_PRUNE] = "DELETE FROM deliveries WHERE received < ?1",
@@ -1603,13 +1604,15 @@ int store_status_sent(struct store *st, int64_t id, int64_t version)
     return r;
 }
 
-int store_status_retry(struct store *st, int64_t id, int64_t next_try, const char *error)
+int store_status_retry(struct store *st, int64_t id, int64_t version, int64_t next_try,
+                       const char *error)
 {
     lock(st);
     sqlite3_stmt *s = q(st, Q_STATUS_RETRY);
     sqlite3_bind_int64(s, 1, id);
     sqlite3_bind_int64(s, 2, next_try);
     bind_text(s, 3, error);
+    sqlite3_bind_int64(s, 4, version);
     int r = exec_q(s) == 0 ? 0 : -EIO;
     unlock(st);
     return r;

@@ -237,8 +237,10 @@ int store_leases_grace(struct store *st, int64_t grace_ms);
 json_t *store_statuses_due(struct store *st, int64_t now, int limit);
 /* version was delivered (a newer one stays due). */
 int store_status_sent(struct store *st, int64_t id, int64_t version);
-/* Delivery failed: try again at next_try; error is kept for the record. */
-int store_status_retry(struct store *st, int64_t id, int64_t next_try, const char *error);
+/* Delivering version failed: try again at next_try (unless the row has a
+ * newer version, which stays due); error is kept for the record. */
+int store_status_retry(struct store *st, int64_t id, int64_t version, int64_t next_try,
+                       const char *error);
 /* Make every row waiting for a retry due now (GitHub answers again).
  * Returns how many. */
 int store_statuses_wake(struct store *st);

@@ -380,11 +380,16 @@ def test_private_repository_is_fetched_with_the_token(ctx, gh, gitrepo):
     try:
         url = "http://127.0.0.1:%d/octo/proj.git" % srv.server_address[1]
         gh.add_repo("octo", "proj", clone_url=url, private=True)
-        server = github_server(ctx, gh)
-        wait_until(lambda: seen, 30, what="git fetching the mirror")
+        # A clone_url on another host than GitHub's (the API's): no credentials go there.
+        gh.add_repo("octo", "other", clone_url="http://localhost:%d/octo/other.git"
+                    % srv.server_address[1])
+        server = github_server(ctx, gh, repos="octo/proj octo/other")
+        wait_until(lambda: {p.split("/")[2] for p, _ in seen} >= {"proj.git", "other.git"}, 30,
+                   what="git fetching both mirrors")
         want = "Basic " + base64.b64encode(("x-access-token:" + TOKEN).encode()).decode()
-        assert seen[0][1] == want, seen
-        assert seen[0][0].startswith("/octo/proj.git/info/refs"), seen
+        auth = {p.split("/")[2]: a for p, a in seen}
+        assert auth == {"proj.git": want, "other.git": None}, seen
+        assert all("/info/refs?service=git-upload-pack" in p for p, _ in seen), seen
         # The failure is the repository's error, and the server goes on.
         r = wait_until(lambda: (lambda x: x if x.get("last_error") else None)(
             server.get_json("/api/repos/octo.proj")), 30, what="the fetch error")
