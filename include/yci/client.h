@@ -199,6 +199,10 @@ int yci_client_job_log(struct yci_client *c, struct yci_job *job, const void *da
 int yci_client_register(struct yci_client *c, struct yci_error *err);
 /* The runner id and lease length the server gave at registration (0 before). */
 int64_t yci_client_runner_id(struct yci_client *c);
+/* A copy of the runner token (free() it), or NULL before registration: for
+ * requests made outside the library, such as git fetching a private
+ * repository's mirror from the server. */
+char *yci_client_token(struct yci_client *c);
 int yci_client_lease_seconds(struct yci_client *c);
 
 /* A job in hand, as heartbeats list it. */

@@ -163,6 +163,14 @@ bool yci_client_stopping(struct yci_client *c)
 
 /* ---- HTTP ---- */
 
+char *yci_client_token(struct yci_client *c)
+{
+    pthread_mutex_lock(&c->mu);
+    char *t = c->token ? xstrdup(c->token) : NULL;
+    pthread_mutex_unlock(&c->mu);
+    return t;
+}
+
 static struct http_client *conn_get(struct yci_client *c, const char *token)
 {
     struct http_client *h;

@@ -43,6 +43,7 @@ struct exec {
     /* Inputs, set by exec_new(). */
     const struct yci_job *job;
     char *server_url;
+    char *token; /* the runner token, sent when git fetches from the server (or NULL) */
     char *workdir; /* absolute */
     int slot;
     int spool_fd;    /* O_APPEND; the executor only writes, the uploader preads */

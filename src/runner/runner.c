@@ -180,7 +180,6 @@ static void do_job(struct yci_client *c, struct yci_job *job, struct yci_result 
 {
     free(plan_jobs_text);
     plan_jobs_text = NULL;
-    (void)c;
     struct runner *r = arg;
     struct buf err = BUF_INIT;
     struct exec *x = NULL;
@@ -200,6 +199,7 @@ static void do_job(struct yci_client *c, struct yci_job *job, struct yci_result 
         res->error = "the runner cannot start the job";
         goto out;
     }
+    x->token = yci_client_token(c); /* git fetches private mirrors with it */
     log_info("job %" PRId64 ": claimed (build %" PRId64 ", '%s', attempt %d, slot %d)", job->id,
              job->build_id, job->name, job->attempt, job->slot);
 

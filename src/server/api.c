@@ -1085,6 +1085,21 @@ static char *git_mirror_param(struct call *c)
         name = alt;
     }
     char *mirror = NULL;
+    if (repo && json_is_true(json_object_get(repo, "private"))) {
+        /* A private GitHub repository's mirror: runners and admins only. */
+        const char *token = auth_bearer(c->req);
+        bool ok = token && (secret_equal(token, c->srv->admin_token) ||
+                            auth_runner_lookup(c->srv, token));
+        if (!ok) {
+            json_decref(repo);
+            free(alt);
+            http_add_header(c->req, "WWW-Authenticate", "Bearer realm=\"yci\"");
+            http_respond_error(c->req, 401,
+                               "a private repository: a runner token or the admin token is "
+                               "needed (git -c http.extraHeader=\"Authorization: Bearer ...\")");
+            return NULL;
+        }
+    }
     if (repo) {
         mirror = server_mirror_path(c->srv, name);
         char *head = xasprintf("%s/HEAD", mirror);

@@ -329,22 +329,26 @@ static int github_register(struct observer *o)
         if (!github_full_name_valid(full) || !name_valid(name)) {
             buf_setf(&err, "'%s' in GITHUB_REPOSITORIES is not a repository (owner/name)", full);
             rc = -EINVAL;
-        } else if (!(repo = store_repo_get(srv->store, name))) {
+        } else {
+            /* Ask GitHub every time: the clone URL, and whether it is private. */
             json_t *gh_repo = NULL;
             rc = github_get_repo(o->gh, full, &gh_repo, NULL, &err);
-            if (rc == 0) {
-                const char *url = json_string_value(json_object_get(gh_repo, "clone_url"));
+            const char *url = json_string_value(json_object_get(gh_repo, "clone_url"));
+            bool priv = json_is_true(json_object_get(gh_repo, "private"));
+            if (rc == 0 && !(repo = store_repo_get(srv->store, name))) {
                 rc = store_repo_add(srv->store, name, url, &repo, &err);
                 if (rc == 0)
                     log_info("repo '%s' added for GitHub's %s: %s", name, full, url);
             }
+            if (rc == 0) {
+                rc = store_repo_set_github(srv->store,
+                                           json_integer_value(json_object_get(repo, "id")), full,
+                                           priv);
+                if (rc < 0)
+                    buf_setf(&err, "marking '%s' as GitHub's %s: %s", name, full,
+                             strerror(-rc));
+            }
             json_decref(gh_repo);
-        }
-        if (rc == 0 && !json_is_string(json_object_get(repo, "github"))) {
-            rc = store_repo_set_github(srv->store, json_integer_value(json_object_get(repo, "id")),
-                                       full);
-            if (rc < 0)
-                buf_setf(&err, "marking '%s' as GitHub's %s: %s", name, full, strerror(-rc));
         }
         if (rc == 0) {
             json_object_set_new(o->registered, full, json_true());

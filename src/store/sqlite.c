@@ -165,6 +165,7 @@ static const char *const migrations[] = {
     /* GitHub: a repository's full name; a pull request build's PR (JSON)
      * and whether it comes from a fork */
     "ALTER TABLE repos ADD COLUMN github TEXT;"
+    "ALTER TABLE repos ADD COLUMN private INTEGER NOT NULL DEFAULT 0;"
     "ALTER TABLE builds ADD COLUMN pull TEXT;"
     "ALTER TABLE builds ADD COLUMN untrusted INTEGER NOT NULL DEFAULT 0;"
     /* The outbox of commit statuses for GitHub repositories: one row per
@@ -230,7 +231,7 @@ static const char *const migrations[] = {
     "b.finished, b.rebuild_of, json_extract(b.pull, '$.number'), b.untrusted"
 #define BUILD_FROM " FROM builds b LEFT JOIN repos p ON p.id = b.repo_id"
 
-#define REPO_COLS "id, name, url, created, last_poll, last_error, github FROM repos"
+#define REPO_COLS "id, name, url, created, last_poll, last_error, github, private FROM repos"
 
 #define RUNNER_COLS                                                                                \
     "id, name, labels, platform, slots, heartbeat, client_info, created, last_seen FROM runners"
@@ -345,7 +346,7 @@ static const char *const sql[Q_COUNT] = {
     [Q_BUILD_SET_PULL] = "UPDATE builds SET pull = ?2, untrusted = ?3 WHERE id = ?1",
     [Q_BUILD_COPY_PULL] = "UPDATE builds SET (pull, untrusted) = (SELECT pull, untrusted FROM "
                           "builds WHERE id = ?2) WHERE id = ?1",
-    [Q_REPO_SET_GITHUB] = "UPDATE repos SET github = ?2 WHERE id = ?1",
+    [Q_REPO_SET_GITHUB] = "UPDATE repos SET github = ?2, private = ?3 WHERE id = ?1",
     [Q_STATUSES_DUE] = "SELECT s.id, s.build_id, s.job_id, s.github, s.sha, s.context, s.state, "
                        "s.version, s.tries, j.exit_code, j.error, j.started, j.finished, "
                        "j.attempt, j.retries, j.max_retries, b.error FROM statuses s "
@@ -590,6 +591,7 @@ static json_t *repo_from_row(sqlite3_stmt *s)
     json_object_set_new(r, "last_poll", col_int(s, 4));
     json_object_set_new(r, "last_error", col_text(s, 5));
     json_object_set_new(r, "github", col_text(s, 6));
+    json_object_set_new(r, "private", json_boolean(sqlite3_column_int(s, 7) != 0));
     return r;
 }
 
@@ -1555,12 +1557,14 @@ int store_ref_close(struct store *st, int64_t repo_id, const char *ref, const ch
     return why ? head_forget(st, repo_id, ref, why) : -EINVAL;
 }
 
-int store_repo_set_github(struct store *st, int64_t repo_id, const char *full_name)
+int store_repo_set_github(struct store *st, int64_t repo_id, const char *full_name,
+                          bool private_repo)
 {
     lock(st);
     sqlite3_stmt *s = q(st, Q_REPO_SET_GITHUB);
     sqlite3_bind_int64(s, 1, repo_id);
     bind_text(s, 2, full_name);
+    sqlite3_bind_int(s, 3, private_repo);
     int r = exec_q(s) == 0 ? (sqlite3_changes(st->db) ? 0 : -ENOENT) : -EIO;
     unlock(st);
     return r;

@@ -46,7 +46,8 @@ void store_free(struct store *st);
 
 /*
  * Repositories.
- * JSON: {"id", "name", "url", "created", "last_poll", "last_error", "github"}
+ * JSON: {"id", "name", "url", "created", "last_poll", "last_error", "github",
+ * "private"}
  */
 int store_repo_add(struct store *st, const char *name, const char *url, json_t **repo_out,
                    struct buf *err);
@@ -68,8 +69,11 @@ int store_head_delete(struct store *st, int64_t repo_id, const char *ref);
  * cancelled") and forget its head. */
 int store_ref_close(struct store *st, int64_t repo_id, const char *ref, const char *why);
 /* Mark a repository as the GitHub repository full_name ("owner/name"; NULL:
- * none). Its JSON then has "github": full_name. -ENOENT: no such repo. */
-int store_repo_set_github(struct store *st, int64_t repo_id, const char *full_name);
+ * none), private or not. Its JSON then has "github": full_name and
+ * "private": true|false (the server's mirror of a private repository is
+ * served to runners and admins only). -ENOENT: no such repo. */
+int store_repo_set_github(struct store *st, int64_t repo_id, const char *full_name,
+                          bool private_repo);
 
 /*
  * A job as the caller describes it when creating a build:

@@ -397,3 +397,28 @@ def test_private_repository_is_fetched_with_the_token(ctx, gh, gitrepo):
     finally:
         srv.shutdown()
         srv.server_close()
+
+
+def test_private_repository_mirror_is_for_runners_and_admins(ctx, gh, gitrepo):
+    import subprocess
+    repo = gitrepo("proj")
+    sha = repo.commit({".yci.yml": PASS_YML})
+    gh.add_repo("octo", "proj", clone_url=repo.path, private=True)
+    server = github_server(ctx, gh)
+    ctx.runner(server).start()
+    # The runner fetches the private mirror with its token: the build runs.
+    assert server.wait_commit_build("octo.proj", sha, timeout=60)["status"] == "passed"
+    assert server.get_json("/api/repos/octo.proj")["private"] is True
+
+    def clone(*extra):
+        dest = str(ctx.tmp / ("clone%d" % len(extra)))
+        return subprocess.run(["git"] + list(extra) + ["clone", "-q", server.url + "/git/octo.proj",
+                                                       dest],
+                              capture_output=True, text=True, env=ctx.env())
+    r = clone()
+    assert r.returncode != 0 and ("401" in r.stderr or "Username" in r.stderr), r.stderr
+    r = clone("-c", "http.extraHeader=Authorization: Bearer wrong-token")
+    assert r.returncode != 0, r
+    r = clone("-c", "http.extraHeader=Authorization: Bearer " + server.admin_token)
+    assert r.returncode == 0, r.stderr
+    assert server.get("/git/octo.proj/info/refs?service=git-upload-pack").status == 401
