@@ -857,6 +857,8 @@ static void h_job_finish(struct call *c)
         return;
     int64_t attempt = 0, exit_code = -1;
     const char *status = NULL, *error = NULL;
+    /* Before the first goto out: released there. */
+    struct buf perr = BUF_INIT, serr = BUF_INIT;
     bool has_exit = json_is_integer(json_object_get(body, "exit_code"));
     if (!field_int(c->req, body, "attempt", true, 1, INT32_MAX, &attempt) ||
         !field_string(c->req, body, "status", true, &status) ||
@@ -873,7 +875,6 @@ static void h_job_finish(struct call *c)
      * checked like a .yci.yml's, and a problem is the plan's (and so the
      * build's) error, never a request the runner would retry. */
     json_t *plan = json_object_get(body, "jobs"), *planned = NULL;
-    struct buf perr = BUF_INIT, serr = BUF_INIT;
     if (plan && strcmp(status, "passed") == 0 &&
         pipeline_validate_jobs(plan, c->srv->cfg.max_jobs_per_build, &planned, &perr) < 0) {
         buf_setf(&serr, ".yci.py: %s", perr.data ? perr.data : "invalid jobs");
@@ -890,7 +891,6 @@ static void h_job_finish(struct call *c)
                                serr.data, NULL, &build_done, NULL);
     }
     json_decref(planned);
-    buf_release(&perr);
     if (rc == -EINVAL) {
         http_respond_error(c->req, 400, "a plan job that passed must send \"jobs\"");
         goto out;
@@ -923,6 +923,7 @@ static void h_job_finish(struct call *c)
     add_log_size(c->srv, job);
     respond_json(c->req, 200, job);
 out:
+    buf_release(&perr);
     buf_release(&serr);
     json_decref(body);
 }
