@@ -118,13 +118,83 @@ void web_not_found(struct http_request *req)
     respond_page(req, 404, &b);
 }
 
+/* "3 min ago" */
+static void add_age(struct buf *b, json_t *t, int64_t now)
+{
+    if (!json_is_integer(t)) {
+        buf_adds(b, "-");
+        return;
+    }
+    int64_t s = (now - json_integer_value(t)) / 1000;
+    if (s < 60)
+        buf_addf(b, "%" PRId64 " s ago", s < 0 ? 0 : s);
+    else if (s < 3600)
+        buf_addf(b, "%" PRId64 " min ago", s / 60);
+    else if (s < 86400)
+        buf_addf(b, "%" PRId64 " h ago", s / 3600);
+    else
+        buf_addf(b, "%" PRId64 " days ago", s / 86400);
+}
+
+/* The overview, in the runbot manner: each repository with the newest build
+ * of each of its branches and pull requests. */
+static void overview(struct server *srv, struct buf *b)
+{
+    json_t *latest = store_latest_builds(srv->store);
+    int64_t now = time_now_ms();
+    const char *repo = NULL;
+    size_t i;
+    json_t *bd;
+    json_array_foreach(latest, i, bd) {
+        const char *r = json_string_value(json_object_get(bd, "repo"));
+        if (!r)
+            continue;
+        if (!repo || strcmp(repo, r) != 0) {
+            if (repo)
+                buf_adds(b, "</table>\n");
+            else
+                buf_adds(b, "<h1>Branches and pull requests</h1>\n");
+            repo = r;
+            buf_adds(b, "<h2>");
+            esc(b, r);
+            buf_adds(b, "</h2>\n<table class=\"overview\"><tr><th>branch</th><th>status</th>"
+                        "<th>build</th><th>commit</th><th>started</th><th>duration</th></tr>\n");
+        }
+        int64_t id = json_integer_value(json_object_get(bd, "id"));
+        json_t *pull = json_object_get(bd, "pull_number");
+        buf_adds(b, "<tr><td>");
+        if (json_is_integer(pull))
+            buf_addf(b, "pull request #%" PRId64 "%s", (int64_t)json_integer_value(pull),
+                     json_is_true(json_object_get(bd, "untrusted")) ? " (fork)" : "");
+        else
+            esc_field(b, bd, "branch", "-");
+        buf_adds(b, "</td>");
+        status_cell(b, bd);
+        buf_addf(b, "<td><a href=\"/builds/%" PRId64 "\">#%" PRId64 "</a></td><td><code>", id,
+                 id);
+        const char *commit = json_string_value(json_object_get(bd, "commit"));
+        char short_sha[13];
+        snprintf(short_sha, sizeof short_sha, "%s", commit ? commit : "-");
+        esc(b, short_sha);
+        buf_adds(b, "</code></td><td>");
+        add_age(b, json_object_get(bd, "created"), now);
+        buf_adds(b, "</td><td>");
+        add_duration(b, json_object_get(bd, "duration_ms"));
+        buf_adds(b, "</td></tr>\n");
+    }
+    if (repo)
+        buf_adds(b, "</table>\n");
+    json_decref(latest);
+}
+
 void web_index(struct server *srv, struct http_request *req)
 {
-    json_t *filter = json_pack("{s:i}", "limit", 50);
+    json_t *filter = json_pack("{s:i}", "limit", 30);
     json_t *builds = store_build_list(srv->store, filter);
     json_decref(filter);
     struct buf b = BUF_INIT;
     page_start(&b, "yci: builds");
+    overview(srv, &b);
     buf_adds(&b, "<h1>Recent builds</h1>\n");
     if (json_array_size(builds) == 0) {
         buf_adds(&b, "<p>No builds yet.</p>\n");

@@ -269,6 +269,7 @@ enum q {
     Q_STATUS_RETRY,
     Q_STATUSES_PENDING,
     Q_DELIVERY_INSERT,
+    Q_LATEST_BUILDS,
     Q_STATUSES_WAKE,
     Q_DELIVERY_PRUNE,
     Q_BUILD_ROW,
@@ -361,6 +362,10 @@ static const char *const sql[Q_COUNT] = {
     [Q_STATUS_RETRY] = "UPDATE statuses SET next_try = ?2, tries = tries + 1, last_error = ?3 "
                        "WHERE id = ?1 AND version = ?4",
     [Q_STATUSES_WAKE] = "UPDATE statuses SET next_try = 0 WHERE sent < version AND next_try > ?1",
+    /* The newest build of each (repository, ref): the overview. */
+    [Q_LATEST_BUILDS] = "SELECT " BUILD_COLS BUILD_FROM " WHERE b.id IN (SELECT max(id) FROM "
+                        "builds WHERE repo_id IS NOT NULL GROUP BY repo_id, ref) "
+                        "ORDER BY p.name, b.ref",
     [Q_DELIVERY_INSERT] = "INSERT OR IGNORE INTO deliveries(id, received) VALUES (?1, ?2)",
     [Q_DELIVERY_PRUNE] = "DELETE FROM deliveries WHERE received < ?1",
     [Q_STATUSES_PENDING] = "SELECT count(*) FROM statuses INDEXED BY statuses_due "
@@ -1620,6 +1625,18 @@ int store_status_retry(struct store *st, int64_t id, int64_t version, int64_t ne
     int r = exec_q(s) == 0 ? 0 : -EIO;
     unlock(st);
     return r;
+}
+
+json_t *store_latest_builds(struct store *st)
+{
+    lock(st);
+    json_t *a = json_array();
+    sqlite3_stmt *s = q(st, Q_LATEST_BUILDS);
+    while (sqlite3_step(s) == SQLITE_ROW)
+        json_array_append_new(a, build_from_row(s));
+    sqlite3_reset(s);
+    unlock(st);
+    return a;
 }
 
 int store_delivery_new(struct store *st, const char *id)

@@ -146,6 +146,10 @@ json_t *store_build_get(struct store *st, int64_t id);
  * "before" (id: only builds with a smaller id), "limit" (default 50, at most
  * YCI_MAX_LIST). */
 json_t *store_build_list(struct store *st, json_t *filter);
+/* The newest build of every (repository, ref) — branches, pull requests,
+ * tags — by repository name then ref (builds without a repository left
+ * out). For the overview page. */
+json_t *store_latest_builds(struct store *st);
 /* A new build with the same repository, ref, commit and job descriptions. */
 int store_build_rebuild(struct store *st, int64_t id, int64_t *new_id);
 /* Cancel every queued or running job of the build. Returns the number of

@@ -32,3 +32,28 @@ def test_runners_page(ctx, server):
     wait_until(lambda: ">dead<" in server.get("/runners").text, 30, what="a dead runner")
     # The link in every page's header.
     assert '<a href="/runners">runners</a>' in server.get("/").text
+
+
+def test_overview_shows_each_branch_latest_build(ctx, server, runner, gitrepo):
+    from conftest import PASSING_TESTS
+    repo = gitrepo("proj")
+    old = repo.commit(PASSING_TESTS)
+    server.add_repo(repo.path)
+    server.wait_commit_build("proj", old, timeout=60)
+    new = repo.commit({"more.txt": "x\n"})
+    main = server.wait_commit_build("proj", new, timeout=60)
+    hostile = "<i>evil</i>"
+    repo.checkout(hostile, new=True)
+    bad = repo.commit({".yci.yml": "jobs:\n  t:\n    run: exit 1\n"})
+    other = server.wait_commit_build("proj", bad, timeout=60)
+    page = server.get("/").text
+    assert "<h1>Branches and pull requests</h1>" in page and "<h2>proj</h2>" in page, page
+    overview = page[page.index("<h2>proj</h2>"):page.index("<h1>Recent builds</h1>")]
+    # One row per branch: the newest build of each.
+    assert overview.count("<tr><td>") == 2, overview
+    assert '<a href="/builds/%d">' % main["id"] in overview and new[:12] in overview
+    assert old[:12] not in overview
+    assert '<a href="/builds/%d">' % other["id"] in overview
+    assert '<td class="failed">failed</td>' in overview and '<td class="passed">passed</td>' \
+        in overview
+    assert "<i>evil</i>" not in page and "&lt;i&gt;evil&lt;/i&gt;" in page
