@@ -345,11 +345,7 @@ int yci_client_new(const struct yci_client_config *cfg, struct yci_client **out,
     c->in_hand = xcalloc((size_t)c->slots, sizeof *c->in_hand);
 
     pthread_mutex_init(&c->mu, NULL);
-    pthread_condattr_t ca;
-    pthread_condattr_init(&ca);
-    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-    pthread_cond_init(&c->cond, &ca);
-    pthread_condattr_destroy(&ca);
+    cond_init_monotonic(&c->cond);
     *out = c;
     return 0;
 }

@@ -26,7 +26,6 @@ struct github {
     char *api_url;
     /* Per repository: {"etags": [...], "pages": [[...], ...], "next": [...]} */
     json_t *cache;
-    int64_t requests, not_modified;
 };
 
 int github_config_from_env(struct github_config *cfg, const char **repositories)
@@ -161,14 +160,6 @@ void github_free(struct github *gh)
     free(gh);
 }
 
-void github_counts(const struct github *gh, int64_t *requests, int64_t *not_modified)
-{
-    if (requests)
-        *requests = gh->requests;
-    if (not_modified)
-        *not_modified = gh->not_modified;
-}
-
 /* GitHub's message in an error body, or the status. */
 static void answer_error(const struct http_result *res, const char *what, struct buf *err)
 {
@@ -241,7 +232,6 @@ static int request(struct github *gh, const char *method, const char *path,
                    const char *const *headers, const char *body, struct http_result *res,
                    int64_t *retry_at_ms, struct buf *err)
 {
-    gh->requests++;
     res->body.max = GITHUB_MAX_BODY;
     int r = http_client_request_h(gh->http, method, path, headers,
                                   body ? "application/json" : NULL, body,
@@ -323,7 +313,6 @@ int github_open_pulls(struct github *gh, const char *full_name, json_t **pulls,
         json_t *items = NULL;
         char *next = NULL;
         if (res.status == 304 && old_etag) {
-            gh->not_modified++;
             items = json_incref(
                 json_array_get(json_object_get(cached, "pages"), (size_t)page));
             const char *n =

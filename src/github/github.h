@@ -96,7 +96,4 @@ int github_create_status(struct github *gh, const char *full_name, const char *s
                          const char *state, const char *target_url, const char *description,
                          const char *context, int64_t *retry_at_ms, struct buf *err);
 
-/* How many requests gh made, and how many of them were answered 304. */
-void github_counts(const struct github *gh, int64_t *requests, int64_t *not_modified);
-
 #endif

@@ -7,6 +7,7 @@
 #ifndef YCI_LIB_UTIL_H
 #define YCI_LIB_UTIL_H
 
+#include <pthread.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -43,6 +44,12 @@ int fd_write_all(int fd, const void *data, size_t len);
 int file_read(const char *path, struct buf *b);
 /* Write a file atomically (temp file + fsync + rename) with the given mode. */
 int file_write_atomic(const char *path, const void *data, size_t len, unsigned mode);
+/* A condition variable that times out on the monotonic clock (what
+ * cond_wait_ms and the timed waits of the threads expect). */
+void cond_init_monotonic(pthread_cond_t *c);
+/* Wait on c (m held) for at most ms milliseconds, or until signalled. */
+void cond_wait_ms(pthread_cond_t *c, pthread_mutex_t *m, int64_t ms);
+
 /* mkdir -p; 0 or -errno. */
 int mkdir_p(const char *path, unsigned mode);
 /* rm -rf (does not follow symlinks); 0 or -errno. A missing path is 0. */

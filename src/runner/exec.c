@@ -44,21 +44,16 @@ int exec_new(const struct yci_job *job, const char *server_url, const char *work
     x->wake_fd = wake;
     atomic_init(&x->stop, EXEC_RUNNING);
     pthread_mutex_init(&x->mu, NULL);
-    pthread_condattr_t ca;
-    pthread_condattr_init(&ca);
-    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-    pthread_cond_init(&x->cond, &ca);
-    pthread_condattr_destroy(&ca);
+    cond_init_monotonic(&x->cond);
     x->status = YCI_ERROR;
     x->exit_code = -1;
     x->tail_fd = -1;
     x->tail_path = xasprintf("%s/spool/tail-%d", workdir, slot);
-    json_t *claim = job->json ? json_loads(job->json, 0, NULL) : NULL;
-    json_t *cap = json_object_get(claim, "max_log_bytes");
+    x->claim = job->json ? json_loads(job->json, 0, NULL) : NULL;
+    json_t *cap = json_object_get(x->claim, "max_log_bytes");
     /* At least 64 KiB, so that head and tail both mean something. */
     if (json_is_integer(cap) && json_integer_value(cap) > 0)
         x->log_cap = json_integer_value(cap) < 65536 ? 65536 : (uint64_t)json_integer_value(cap);
-    json_decref(claim);
     *out = x;
     return 0;
 }
@@ -77,6 +72,7 @@ void exec_free(struct exec *x)
         unlink(x->tail_path);
     }
     free(x->tail_path);
+    json_decref(x->claim);
     free(x->token);
     free(x->server_url);
     free(x->workdir);
@@ -631,10 +627,10 @@ static void run_commands(struct exec *x, const char *ws)
 
 /* What the generator gets as `pull` when the build is not a pull request's:
  * the branch and commit (the claim's "pull" when the server sends one). */
-static json_t *plan_pull(const struct yci_job *job)
+static json_t *plan_pull(const struct exec *x)
 {
-    json_t *claim = job->json ? json_loads(job->json, 0, NULL) : NULL;
-    json_t *pull = json_incref(json_object_get(claim, "pull"));
+    const struct yci_job *job = x->job;
+    json_t *pull = json_incref(json_object_get(x->claim, "pull"));
     if (!json_is_object(pull)) {
         json_decref(pull);
         const char *ref = job->ref ? job->ref : "";
@@ -642,7 +638,6 @@ static json_t *plan_pull(const struct yci_job *job)
                          "branch", strncmp(ref, "refs/heads/", 11) == 0 ? ref + 11 : NULL,
                          "commit", job->commit, "build_id", (json_int_t)job->build_id);
     }
-    json_decref(claim);
     return pull;
 }
 
@@ -654,7 +649,7 @@ static void run_plan(struct exec *x, const char *ws)
     const struct yci_job *job = x->job;
     char *dir = xasprintf("%s/plan/%d", x->workdir, x->slot);
     struct buf err = BUF_INIT;
-    json_t *pull = plan_pull(job);
+    json_t *pull = plan_pull(x);
     int r = plan_prepare(dir, pull, &err);
     json_decref(pull);
     if (r < 0) {

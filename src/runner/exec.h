@@ -19,6 +19,7 @@
 #ifndef YCI_RUNNER_EXEC_H
 #define YCI_RUNNER_EXEC_H
 
+#include <jansson.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdbool.h>
@@ -44,6 +45,7 @@ struct exec {
     const struct yci_job *job;
     char *server_url;
     char *token; /* the runner token, sent when git fetches from the server (or NULL) */
+    json_t *claim; /* the job as the server sent it (its fields beyond struct yci_job) */
     char *workdir; /* absolute */
     int slot;
     int spool_fd;    /* O_APPEND; the executor only writes, the uploader preads */

@@ -187,12 +187,7 @@ static void *follow_thread(void *arg)
     int64_t next_check = time_mono_ms() + FOLLOW_CHECK_MS;
     pthread_mutex_lock(&f->lock);
     while (!f->stopping) {
-        struct timespec ts;
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        int64_t ns = ts.tv_nsec + (int64_t)FOLLOW_TICK_MS * 1000000;
-        ts.tv_sec += ns / 1000000000;
-        ts.tv_nsec = ns % 1000000000;
-        pthread_cond_timedwait(&f->cond, &f->lock, &ts);
+        cond_wait_ms(&f->cond, &f->lock, FOLLOW_TICK_MS);
         if (f->stopping || !f->waiters)
             continue;
         pthread_mutex_unlock(&f->lock);
@@ -212,11 +207,7 @@ int follow_new(struct server *srv, struct follow **out, struct buf *err)
     struct follow *f = xcalloc(1, sizeof *f);
     f->srv = srv;
     pthread_mutex_init(&f->lock, NULL);
-    pthread_condattr_t ca;
-    pthread_condattr_init(&ca);
-    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-    pthread_cond_init(&f->cond, &ca);
-    pthread_condattr_destroy(&ca);
+    cond_init_monotonic(&f->cond);
     int rc = pthread_create(&f->thread, NULL, follow_thread, f);
     if (rc != 0) {
         buf_setf(err, "cannot start the log follower thread: %s", strerror(rc));

@@ -141,7 +141,6 @@ void follow_respond(struct server *srv, struct http_request *req, int64_t id, in
 
 int notifier_new(struct server *srv, struct notifier **out, struct buf *err);
 void notifier_free(struct notifier *n);
-void notifier_kick(struct notifier *n);
 /* Deliver what is due, in this thread, until nothing is due, a rate limit
  * or deadline_ms (monotonic). Returns how many statuses are left. */
 int notifier_flush(struct server *srv, int64_t deadline_ms);

@@ -174,12 +174,7 @@ static void *notifier_thread(void *arg)
             int64_t wait = n->paused_until > now ? n->paused_until - now : NOTIFY_TICK_MS;
             if (wait > NOTIFY_TICK_MS * 4)
                 wait = NOTIFY_TICK_MS * 4; /* see a stop soon */
-            struct timespec ts;
-            clock_gettime(CLOCK_MONOTONIC, &ts);
-            int64_t ns = ts.tv_nsec + (wait % 1000) * 1000000;
-            ts.tv_sec += wait / 1000 + ns / 1000000000;
-            ts.tv_nsec = ns % 1000000000;
-            pthread_cond_timedwait(&n->cond, &n->lock, &ts);
+            cond_wait_ms(&n->cond, &n->lock, wait);
             if (n->paused_until > time_now_ms())
                 continue;
         }
@@ -238,11 +233,7 @@ int notifier_new(struct server *srv, struct notifier **out, struct buf *err)
     n->gh = github_new(&srv->cfg.github);
     n->kicked = true;
     pthread_mutex_init(&n->lock, NULL);
-    pthread_condattr_t ca;
-    pthread_condattr_init(&ca);
-    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-    pthread_cond_init(&n->cond, &ca);
-    pthread_condattr_destroy(&ca);
+    cond_init_monotonic(&n->cond);
     int rc = pthread_create(&n->thread, NULL, notifier_thread, n);
     if (rc != 0) {
         buf_setf(err, "cannot start the notifier thread: %s", strerror(rc));
@@ -252,16 +243,6 @@ int notifier_new(struct server *srv, struct notifier **out, struct buf *err)
     n->thread_started = true;
     *out = n;
     return 0;
-}
-
-void notifier_kick(struct notifier *n)
-{
-    if (!n)
-        return;
-    pthread_mutex_lock(&n->lock);
-    n->kicked = true;
-    pthread_cond_signal(&n->cond);
-    pthread_mutex_unlock(&n->lock);
 }
 
 void notifier_free(struct notifier *n)

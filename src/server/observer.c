@@ -481,11 +481,7 @@ int observer_new(struct server *srv, struct observer **out, struct buf *err)
     if (srv->cfg.github_repos)
         o->gh = github_new(&srv->cfg.github);
     pthread_mutex_init(&o->lock, NULL);
-    pthread_condattr_t ca;
-    pthread_condattr_init(&ca);
-    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-    pthread_cond_init(&o->cond, &ca);
-    pthread_condattr_destroy(&ca);
+    cond_init_monotonic(&o->cond);
     int rc = pthread_create(&o->thread, NULL, observer_thread, o);
     if (rc != 0) {
         buf_setf(err, "cannot start the observer thread: %s", strerror(rc));

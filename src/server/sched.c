@@ -338,11 +338,7 @@ int sched_new(struct server *srv, struct sched **out, struct buf *err)
     struct sched *s = xcalloc(1, sizeof(*s));
     s->srv = srv;
     pthread_mutex_init(&s->lock, NULL);
-    pthread_condattr_t ca;
-    pthread_condattr_init(&ca);
-    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-    pthread_cond_init(&s->cond, &ca);
-    pthread_condattr_destroy(&ca);
+    cond_init_monotonic(&s->cond);
     int rc = pthread_create(&s->thread, NULL, sched_thread, s);
     if (rc != 0) {
         buf_setf(err, "cannot start the scheduler thread: %s", strerror(rc));
