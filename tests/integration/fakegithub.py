@@ -2,7 +2,7 @@
 """A faithful fake of the GitHub REST API (v3) for yci's tests.
 
 Python standard library only. It speaks what api.github.com speaks, as recorded
-in /work/shared/github (octokit/fixtures and octokit/webhooks data): the same
+in tests/data/github (octokit/fixtures and octokit/webhooks data, MIT): the same
 JSON shapes, status codes, error bodies and headers (X-RateLimit-*, ETag, Link,
 X-GitHub-Request-Id, ...), over HTTP/1.1 with keep-alive.
 
@@ -66,7 +66,8 @@ import time
 import urllib.parse
 import uuid
 
-DATA_DIR = os.environ.get("YCI_GITHUB_DATA", "/work/shared/github")
+DATA_DIR = os.environ.get("YCI_GITHUB_DATA", os.path.join(
+    os.path.dirname(os.path.abspath(__file__)), "..", "data", "github"))
 WEBHOOKS_DIR = os.path.join(DATA_DIR, "webhooks")
 
 STATES = ("error", "failure", "pending", "success")
@@ -1088,7 +1089,7 @@ class FakeGitHub:
 
     @staticmethod
     def payload(name):
-        """A webhook payload from /work/shared/github/webhooks, freshly loaded: e.g.
+        """A webhook payload from tests/data/github/webhooks, freshly loaded: e.g.
         "pull_request_opened.payload", "push_payload", "ping_payload"."""
         fname = name if name.endswith(".json") else name + ".json"
         with open(os.path.join(WEBHOOKS_DIR, fname), encoding="utf-8") as f:
