@@ -392,6 +392,34 @@ int git_read_blob(const char *mirror, const char *commit, const char *path, size
     return rc;
 }
 
+int git_commit_info(const char *mirror, const char *commit, char **author, char **subject,
+                    struct buf *err)
+{
+    *author = *subject = NULL;
+    if (!sha_valid(commit)) {
+        buf_setf(err, "not a commit id: %.50s", commit);
+        return -EINVAL;
+    }
+    const char *args[] = {"show", "-s", "--no-show-signature", "--format=%an%x00%s", commit, "--",
+                          NULL};
+    struct buf o = BUF_INIT;
+    int rc = run_git(mirror, args, GIT_LOCAL_TIMEOUT, &o, "git show", err);
+    if (rc == 0) {
+        const char *text = o.data;
+        size_t n = text ? strlen(text) : 0;
+        if (!text || n == o.len) { /* no NUL: not what was asked for */
+            buf_setf(err, "git show: unexpected output for %s", commit);
+            rc = -EIO;
+        } else {
+            const char *subj = text + n + 1;
+            *author = utf8_clean(text, n, 200);
+            *subject = utf8_clean(subj, strcspn(subj, "\n"), 500);
+        }
+    }
+    buf_release(&o);
+    return rc;
+}
+
 int git_upload_pack_advertise(const char *mirror, struct buf *out, struct buf *err)
 {
     const char *args[] = {"-c",

@@ -70,6 +70,11 @@ enum git_path_type { GIT_PATH_NONE = 0, GIT_PATH_BLOB = 1, GIT_PATH_TREE = 2 };
 /* Returns a git_path_type (>= 0) or a negative errno (e.g. the commit is missing). */
 int git_path_type(const char *mirror, const char *commit, const char *path, struct buf *err);
 
+/* The commit's author name and subject line: newly allocated, valid UTF-8
+ * (bad bytes become '?'), cut at 200 and 500 bytes. */
+int git_commit_info(const char *mirror, const char *commit, char **author, char **subject,
+                    struct buf *err);
+
 /* Append the blob at commit:path to out. -ENOENT when there is no such blob,
  * -EFBIG when it is larger than max bytes (out is then unchanged). */
 int git_read_blob(const char *mirror, const char *commit, const char *path, size_t max,

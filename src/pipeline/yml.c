@@ -24,6 +24,7 @@
 
 #include "lib/buf.h"
 #include "lib/limits.h"
+#include "lib/util.h"
 #include "lib/xalloc.h"
 #include "pipeline/internal.h"
 #include "lib/banned.h"
@@ -106,43 +107,6 @@ static struct pos offset_pos(const char *data, size_t len, size_t offset)
         }
     }
     return p;
-}
-
-/* Strict UTF-8 (no overlong forms, surrogates or code points past U+10FFFF).
- * Returns the offset of the first bad byte, or len. */
-static size_t utf8_check(const unsigned char *s, size_t len)
-{
-    size_t i = 0;
-    while (i < len) {
-        unsigned char c = s[i];
-        size_t n;
-        unsigned cp;
-        if (c < 0x80) {
-            i++;
-            continue;
-        } else if (c >= 0xc2 && c <= 0xdf) {
-            n = 1;
-            cp = c & 0x1f;
-        } else if (c >= 0xe0 && c <= 0xef) {
-            n = 2;
-            cp = c & 0x0f;
-        } else if (c >= 0xf0 && c <= 0xf4) {
-            n = 3;
-            cp = c & 0x07;
-        } else {
-            return i;
-        }
-        for (size_t k = 1; k <= n; k++) {
-            if (i + k >= len || (s[i + k] & 0xc0) != 0x80)
-                return i;
-            cp = (cp << 6) | (s[i + k] & 0x3f);
-        }
-        if ((n == 2 && cp < 0x800) || (n == 3 && cp < 0x10000) || cp > 0x10ffff ||
-            (cp >= 0xd800 && cp <= 0xdfff))
-            return i;
-        i += n + 1;
-    }
-    return len;
 }
 
 static int yaml_problem(struct pctx *c, yaml_parser_t *p, const char *data, size_t len)
@@ -924,7 +888,7 @@ int pipeline_parse_yml(const char *data, size_t len, const char *filename, const
     if (len > PIPELINE_MAX_YML)
         return perr(&c, (struct pos){1, 1}, "the file is larger than the limit of %d KiB",
                     PIPELINE_MAX_YML / 1024);
-    size_t bad = utf8_check((const unsigned char *)data, len);
+    size_t bad = utf8_prefix(data, len);
     if (bad < len)
         return perr(&c, offset_pos(data, len, bad),
                     "the file is not valid UTF-8 (byte 0x%02x): .yci.yml must be UTF-8 text",

@@ -25,14 +25,14 @@ int plan_prepare(const char *dir, json_t *pull, struct buf *err)
         buf_setf(err, "cannot clear '%s': %s", dir, strerror(-r));
         return r;
     }
-    for (const struct plan_file *f = plan_files; f->name; f++) {
+    for (const struct embed_file *f = plan_files; f->name; f++) {
         char *path = xasprintf("%s/%s", dir, f->name);
         char *slash = strrchr(path, '/');
         *slash = '\0';
         r = mkdir_p(path, 0755);
         *slash = '/';
         if (r == 0)
-            r = file_write_atomic(path, f->data, f->len, 0644);
+            r = file_write_atomic(path, f->data, f->size, 0644);
         if (r < 0)
             buf_setf(err, "cannot write '%s': %s", path, strerror(-r));
         free(path);

@@ -27,15 +27,10 @@
 #include <stdint.h>
 
 #include "lib/buf.h"
-
-struct plan_file {
-    const char *name; /* relative path, e.g. "yci/run.py" */
-    const unsigned char *data;
-    size_t len;
-};
+#include "lib/embed.h"
 
 /* Generated from python/ at build time; ends with a NULL name. */
-extern const struct plan_file plan_files[];
+extern const struct embed_file plan_files[];
 
 /* The driver's output file inside DIR. */
 #define PLAN_OUT "out.json"

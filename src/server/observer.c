@@ -130,6 +130,7 @@ static int advance_ref(struct poll *p, const char *ref, const char *sha, const c
         return adv;
     }
     if (adv > 0) {
+        observer_commit_info(srv, p->mirror, build_id, sha);
         if (rc == -EINVAL) {
             log_warn("build %" PRId64 " created for '%s' %s at %s: %s", build_id, p->name, ref,
                      sha, perr.data);
@@ -149,6 +150,20 @@ static int advance_ref(struct poll *p, const char *ref, const char *sha, const c
     buf_release(&perr);
     buf_release(&serr);
     return 0;
+}
+
+void observer_commit_info(struct server *srv, const char *mirror, int64_t build_id,
+                          const char *sha)
+{
+    char *author = NULL, *subject = NULL;
+    struct buf err = BUF_INIT;
+    if (git_commit_info(mirror, sha, &author, &subject, &err) < 0)
+        log_warn("build %" PRId64 ": the author of %s is unknown: %s", build_id, sha, err.data);
+    else if (store_build_set_commit(srv->store, build_id, author, subject) < 0)
+        log_warn("build %" PRId64 ": recording the author of %s failed", build_id, sha);
+    free(author);
+    free(subject);
+    buf_release(&err);
 }
 
 /* Is a pull request from another repository (a fork)? Such builds are

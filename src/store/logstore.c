@@ -158,3 +158,37 @@ int logstore_open_read(struct logstore *ls, int64_t job_id, int attempt, int *fd
     *size = (uint64_t)sb.st_size;
     return 0;
 }
+
+int logstore_count_lines(struct logstore *ls, int64_t job_id, int attempt, uint64_t upto,
+                         uint64_t *count)
+{
+    *count = 0;
+    int fd = -1;
+    uint64_t size = 0;
+    int r = logstore_open_read(ls, job_id, attempt, &fd, &size);
+    if (r < 0)
+        return r == -ENOENT ? 0 : r;
+    if (upto > size)
+        upto = size;
+    enum { BLOCK = 256 * 1024 };
+    char *block = xmalloc(BLOCK);
+    uint64_t at = 0, n = 0;
+    while (at < upto) {
+        size_t want = upto - at < BLOCK ? (size_t)(upto - at) : BLOCK;
+        ssize_t got = pread(fd, block, want, (off_t)at);
+        if (got < 0 && errno == EINTR)
+            continue;
+        if (got <= 0) {
+            r = got < 0 ? -errno : -EIO;
+            break;
+        }
+        for (const char *p = block, *end = block + got; (p = memchr(p, '\n', (size_t)(end - p)));
+             p++)
+            n++;
+        at += (uint64_t)got;
+    }
+    free(block);
+    close(fd);
+    *count = n;
+    return r;
+}

@@ -33,6 +33,10 @@ int logstore_size(struct logstore *ls, int64_t job_id, int attempt, uint64_t *si
 /* Open the log for reading (O_CLOEXEC); -ENOENT when there is none. */
 int logstore_open_read(struct logstore *ls, int64_t job_id, int attempt, int *fd,
                        uint64_t *size);
+/* The number of newlines in the first upto bytes of the log (for a page
+ * that shows its tail with line numbers). 0 when there is no log. */
+int logstore_count_lines(struct logstore *ls, int64_t job_id, int attempt, uint64_t upto,
+                         uint64_t *count);
 /* The log's path, newly allocated. */
 char *logstore_path(struct logstore *ls, int64_t job_id, int attempt);
 

@@ -215,6 +215,9 @@ static const char *const migrations[] = {
     "  UPDATE statuses SET state = NEW.status, version = version + 1, next_try = 0, tries = 0 "
     "  WHERE build_id = NEW.build_id AND job_id = NEW.id; "
     "END;",
+    /* 4: the commit's author and subject, for the pages */
+    "ALTER TABLE builds ADD COLUMN author TEXT;"
+    "ALTER TABLE builds ADD COLUMN subject TEXT;",
 };
 #define N_MIGRATIONS ((int)(sizeof(migrations) / sizeof(migrations[0])))
 
@@ -228,7 +231,8 @@ static const char *const migrations[] = {
 
 #define BUILD_COLS                                                                                 \
     "b.id, p.name, b.ref, b.branch, b.commit_sha, b.status, b.error, b.created, b.started, "       \
-    "b.finished, b.rebuild_of, json_extract(b.pull, '$.number'), b.untrusted"
+    "b.finished, b.rebuild_of, json_extract(b.pull, '$.number'), b.untrusted, b.author, "          \
+    "b.subject"
 #define BUILD_FROM " FROM builds b LEFT JOIN repos p ON p.id = b.repo_id"
 
 #define REPO_COLS "id, name, url, created, last_poll, last_error, github, private FROM repos"
@@ -270,6 +274,7 @@ enum q {
     Q_STATUSES_PENDING,
     Q_DELIVERY_INSERT,
     Q_LATEST_BUILDS,
+    Q_BUILD_SET_COMMIT,
     Q_STATUSES_WAKE,
     Q_DELIVERY_PRUNE,
     Q_BUILD_ROW,
@@ -345,8 +350,9 @@ static const char *const sql[Q_COUNT] = {
                       "WHERE id = ?1 AND (status <> 'running' OR started IS NULL)",
     [Q_BUILD_SET_ERROR] = "UPDATE builds SET error = ?2 WHERE id = ?1",
     [Q_BUILD_SET_PULL] = "UPDATE builds SET pull = ?2, untrusted = ?3 WHERE id = ?1",
-    [Q_BUILD_COPY_PULL] = "UPDATE builds SET (pull, untrusted) = (SELECT pull, untrusted FROM "
-                          "builds WHERE id = ?2) WHERE id = ?1",
+    [Q_BUILD_COPY_PULL] = "UPDATE builds SET (pull, untrusted, author, subject) = (SELECT pull, "
+                          "untrusted, author, subject FROM builds WHERE id = ?2) WHERE id = ?1",
+    [Q_BUILD_SET_COMMIT] = "UPDATE builds SET author = ?2, subject = ?3 WHERE id = ?1",
     [Q_REPO_SET_GITHUB] = "UPDATE repos SET github = ?2, private = ?3 WHERE id = ?1",
     [Q_STATUSES_DUE] = "SELECT s.id, s.build_id, s.job_id, s.github, s.sha, s.context, s.state, "
                        "s.version, s.tries, j.exit_code, j.error, j.started, j.finished, "
@@ -450,6 +456,12 @@ struct store {
     pthread_mutex_t lock;
     sqlite3_stmt *stmts[Q_COUNT];
     sqlite3_stmt *list[N_LIST];
+    /* Builds or jobs changed (set by the yci_changed() triggers, under the
+     * lock); unlock() then counts a version and calls on_change. */
+    bool changed;
+    uint64_t version;
+    store_change_fn on_change;
+    void *on_change_arg;
 };
 
 /* ---- plumbing ---------------------------------------------------------- */
@@ -459,13 +471,65 @@ static void lock(struct store *st)
     pthread_mutex_lock(&st->lock);
 }
 
-/* Reset whatever statement is still stepping (ends its read snapshot). */
+/* Reset whatever statement is still stepping (ends its read snapshot); when
+ * the call changed builds or jobs, count a version and tell on_change (after
+ * the unlock: what changed is committed, and the callback may use the store). */
 static void unlock(struct store *st)
 {
     for (sqlite3_stmt *s = sqlite3_next_stmt(st->db, NULL); s; s = sqlite3_next_stmt(st->db, s))
         if (sqlite3_stmt_busy(s))
             sqlite3_reset(s);
+    bool changed = st->changed;
+    if (changed) {
+        st->changed = false;
+        st->version++;
+    }
+    store_change_fn fn = st->on_change;
+    void *arg = st->on_change_arg;
     pthread_mutex_unlock(&st->lock);
+    if (changed && fn)
+        fn(arg);
+}
+
+/* SQL yci_changed(): called by the temporary triggers set at open. */
+static void sql_changed(sqlite3_context *ctx, int argc, sqlite3_value **argv)
+{
+    (void)argc;
+    (void)argv;
+    struct store *st = sqlite3_user_data(ctx);
+    st->changed = true;
+    sqlite3_result_null(ctx);
+}
+
+/* What the pages show: a build or a job appearing or changing state, a
+ * build's commit details. A lease extension or a heartbeat is not a change.
+ * TEMP triggers live in this connection only: nothing is written for them. */
+static const char *const change_triggers =
+    "CREATE TEMP TRIGGER yci_builds_insert AFTER INSERT ON main.builds "
+    "BEGIN SELECT yci_changed(); END;"
+    "CREATE TEMP TRIGGER yci_builds_update AFTER UPDATE OF status, author, subject "
+    "ON main.builds BEGIN SELECT yci_changed(); END;"
+    "CREATE TEMP TRIGGER yci_jobs_insert AFTER INSERT ON main.jobs "
+    "BEGIN SELECT yci_changed(); END;"
+    "CREATE TEMP TRIGGER yci_jobs_update AFTER UPDATE OF status, attempt, runner_id, "
+    "not_before, waiting ON main.jobs BEGIN SELECT yci_changed(); END;"
+    "CREATE TEMP TRIGGER yci_runners_insert AFTER INSERT ON main.runners "
+    "BEGIN SELECT yci_changed(); END;";
+
+void store_on_change(struct store *st, store_change_fn fn, void *arg)
+{
+    pthread_mutex_lock(&st->lock);
+    st->on_change = fn;
+    st->on_change_arg = arg;
+    pthread_mutex_unlock(&st->lock);
+}
+
+uint64_t store_version(struct store *st)
+{
+    pthread_mutex_lock(&st->lock);
+    uint64_t v = st->version;
+    pthread_mutex_unlock(&st->lock);
+    return v;
 }
 
 static sqlite3_stmt *q(struct store *st, enum q id)
@@ -656,6 +720,8 @@ static json_t *build_from_row(sqlite3_stmt *s)
     json_object_set_new(b, "rebuild_of", col_int(s, 10));
     json_object_set_new(b, "pull_number", col_int(s, 11));
     json_object_set_new(b, "untrusted", json_boolean(sqlite3_column_int(s, 12) != 0));
+    json_object_set_new(b, "author", col_text(s, 13));
+    json_object_set_new(b, "subject", col_text(s, 14));
     return b;
 }
 
@@ -1374,6 +1440,16 @@ int store_open(const char *path, struct store **out, struct buf *err)
     r = migrate(st, path, err);
     if (r < 0)
         goto out;
+    r = -EIO;
+    rc = sqlite3_create_function_v2(st->db, "yci_changed", 0, SQLITE_UTF8, st, sql_changed, NULL,
+                                    NULL, NULL);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_exec(st->db, change_triggers, NULL, NULL, &e);
+    if (rc != SQLITE_OK) {
+        buf_setf(err, "%s: change triggers: %s", path, e ? e : sqlite3_errmsg(st->db));
+        sqlite3_free(e);
+        goto out;
+    }
 
     r = -EIO;
     for (int i = 0; i < Q_COUNT; i++)
@@ -1637,6 +1713,18 @@ json_t *store_latest_builds(struct store *st)
     sqlite3_reset(s);
     unlock(st);
     return a;
+}
+
+int store_build_set_commit(struct store *st, int64_t id, const char *author, const char *subject)
+{
+    lock(st);
+    sqlite3_stmt *s = q(st, Q_BUILD_SET_COMMIT);
+    sqlite3_bind_int64(s, 1, id);
+    bind_text(s, 2, author);
+    bind_text(s, 3, subject);
+    int r = exec_q(s) == 0 ? 0 : -EIO;
+    unlock(st);
+    return r;
 }
 
 int store_delivery_new(struct store *st, const char *id)

@@ -45,6 +45,17 @@ int store_open(const char *path, struct store **out, struct buf *err);
 void store_free(struct store *st);
 
 /*
+ * Changes, for pages that update themselves. The store counts a version each
+ * time a call changes what the pages show (a build or job created or changing
+ * state, a runner registered; not a heartbeat) and then calls fn(arg), on the
+ * calling thread, after its lock is released and the change committed. fn
+ * must be cheap; it may call the store. Set it before other threads use st.
+ */
+typedef void (*store_change_fn)(void *arg);
+void store_on_change(struct store *st, store_change_fn fn, void *arg);
+uint64_t store_version(struct store *st);
+
+/*
  * Repositories.
  * JSON: {"id", "name", "url", "created", "last_poll", "last_error", "github",
  * "private"}
@@ -138,7 +149,7 @@ int store_build_create(struct store *st, int64_t repo_id, const char *ref, const
  * JSON of a build: {"id", "repo" (name or null), "ref", "branch" (ref without
  * refs/heads/), "commit", "status", "error", "created", "started", "finished",
  * "duration_ms", "rebuild_of", "pull_number" (the pull request's number, or
- * null), "untrusted", "jobs": [job...] (only from store_build_get),
+ * null), "untrusted", "author" and "subject" (of the commit, or null), "jobs": [job...] (only from store_build_get),
  * "events": [{"time", "job_id", "message"}] (only from store_build_get)}
  */
 json_t *store_build_get(struct store *st, int64_t id);
@@ -150,6 +161,8 @@ json_t *store_build_list(struct store *st, json_t *filter);
  * tags — by repository name then ref (builds without a repository left
  * out). For the overview page. */
 json_t *store_latest_builds(struct store *st);
+/* Record the commit's author and subject line on the build (either NULL). */
+int store_build_set_commit(struct store *st, int64_t id, const char *author, const char *subject);
 /* A new build with the same repository, ref, commit and job descriptions. */
 int store_build_rebuild(struct store *st, int64_t id, int64_t *new_id);
 /* Cancel every queued or running job of the build. Returns the number of
