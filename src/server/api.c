@@ -503,6 +503,7 @@ static void build_from_branch(struct call *c, json_t *body)
         respond_store_error(c->req, rc, "build", &err);
         goto out;
     }
+    observer_commit_info(c->srv, mirror, id, sha);
     bool no_jobs = jobs && json_array_size(jobs) == 0;
     const char *why = perr.len ? perr.data : no_jobs ? PIPELINE_NO_JOBS : NULL;
     log_info("build %" PRId64 " created for '%s' %s at %s (asked for)%s%s", id, repo_name, ref, sha,
@@ -739,6 +740,19 @@ static void h_job_log_get(struct call *c)
         return;
     bool current = attempt == current_attempt;
     http_add_header(c->req, "Accept-Ranges", "bytes");
+    int64_t lines = 0;
+    if (!query_int(c->req, "lines", 0, 1, &lines))
+        return;
+    if (lines && attempt > 0) {
+        uint64_t before = 0;
+        if (logstore_count_lines(c->srv->logs, id, (int)attempt, (uint64_t)offset, &before) < 0) {
+            http_respond_error(c->req, 500, "cannot read the log");
+            return;
+        }
+        char v[32];
+        snprintf(v, sizeof v, "%" PRIu64, before);
+        http_add_header(c->req, "X-Yci-Lines-Before", v);
+    }
     const char *range_h = http_req_header(c->req, "Range");
     if (range_h) {
         int fd = -1;
@@ -784,7 +798,7 @@ static void h_job_log_get(struct call *c)
             return;
         }
     }
-    follow_respond(c->srv, c->req, id, attempt, offset, limit, status);
+    follow_respond(c->srv, c->req, id, attempt, offset, limit, status, current_attempt);
 }
 
 static void respond_stale(struct call *c, int64_t job_id)
@@ -1255,6 +1269,33 @@ static void h_web_build(struct call *c)
     web_build(c->srv, c->req, id);
 }
 
+static void h_web_job(struct call *c)
+{
+    int64_t id;
+    if (parse_int64(c->params[0], 1, INT64_MAX, &id) < 0) {
+        web_not_found(c->req);
+        return;
+    }
+    web_job(c->srv, c->req, id);
+}
+
+static void h_web_static(struct call *c)
+{
+    web_static(c->req, c->params[0]);
+}
+
+/* GET /api/changes?since=V&wait=S: see follow.c. */
+static void h_changes(struct call *c)
+{
+    int64_t since = -1, wait = 0;
+    if (!query_int(c->req, "since", 0, INT64_MAX, &since) ||
+        !query_int(c->req, "wait", 0, YCI_MAX_CLAIM_WAIT, &wait))
+        return;
+    if (since < 0)
+        wait = 0; /* no version yet: the current one, at once */
+    follow_changes(c->srv->follow, c->req, (uint64_t)(since < 0 ? 0 : since), (int)wait);
+}
+
 static void h_web_runners(struct call *c)
 {
     web_runners(c->srv, c->req);
@@ -1301,6 +1342,9 @@ static const struct route routes[] = {
     {"GET", "", NEED_NONE, h_web_index},
     {"GET", "builds/*", NEED_NONE, h_web_build},
     {"GET", "runners", NEED_NONE, h_web_runners},
+    {"GET", "jobs/*", NEED_NONE, h_web_job},
+    {"GET", "static/*", NEED_NONE, h_web_static},
+    {"GET", "api/changes", NEED_NONE, h_changes},
 };
 
 /* Split path (after its leading '/') into at most MAX_SEGS segments in buf;

@@ -10,7 +10,11 @@
  * from the offset it last saw. A slow follower costs nothing to the job or
  * the runner: it reads the log file; nobody waits for it.
  *
- * One mutex protects the list of waiters; a waiter is answered, or forgotten
+ * GET /api/changes?since=V&wait=S: the same for the pages that update
+ * themselves: answered {"version": N} as soon as the store's version
+ * (store_version()) is not V, or after S seconds with V.
+ *
+ * One mutex protects the lists of waiters; a waiter is answered, or forgotten
  * on its cancel callback, only with it held (the pattern of sched.c). A thread
  * answers waiters at their deadline and, every second, those whose job ended
  * in a way no log chunk or finish announced (a cancel, an expired lease).
@@ -47,6 +51,7 @@ struct follow {
     pthread_mutex_t lock;
     pthread_cond_t cond; /* CLOCK_MONOTONIC */
     struct waiter *waiters;
+    struct waiter *watchers; /* GET /api/changes; offset is their version */
     bool stopping, thread_started;
     pthread_t thread;
 };
@@ -58,10 +63,10 @@ static bool final(const char *s)
 
 /*
  * Answer with the log of (job, attempt) from offset (at most limit bytes),
- * status the job's. attempt 0: no attempt yet (an empty log).
+ * status and current the job's status and attempt now. attempt 0: no attempt yet (an empty log).
  */
 void follow_respond(struct server *srv, struct http_request *req, int64_t id, int64_t attempt,
-                    int64_t offset, int64_t limit, const char *status)
+                    int64_t offset, int64_t limit, const char *status, int64_t current)
 {
     int fd = -1;
     uint64_t size = 0;
@@ -77,6 +82,8 @@ void follow_respond(struct server *srv, struct http_request *req, int64_t id, in
     http_add_header(req, "X-Yci-Job-Status", status ? status : "");
     snprintf(v, sizeof v, "%" PRId64, attempt);
     http_add_header(req, "X-Yci-Attempt", v);
+    snprintf(v, sizeof v, "%" PRId64, current);
+    http_add_header(req, "X-Yci-Current-Attempt", v);
     http_add_header(req, "Cache-Control", "no-cache");
     const char *ct = "text/plain; charset=utf-8";
     if (fd < 0 || (uint64_t)offset >= size) {
@@ -96,23 +103,93 @@ static void answer(struct follow *f, struct waiter *w)
 {
     json_t *job = store_job_get(f->srv->store, w->job);
     const char *status = json_string_value(json_object_get(job, "status"));
-    follow_respond(f->srv, w->req, w->job, w->attempt, w->offset, w->limit, status);
+    follow_respond(f->srv, w->req, w->job, w->attempt, w->offset, w->limit, status,
+                   json_integer_value(json_object_get(job, "attempt")));
     json_decref(job);
+}
+
+/* Take req out of list; true when it was there. With f->lock held. */
+static bool forget(struct waiter **list, struct http_request *req)
+{
+    for (struct waiter **p = list; *p; p = &(*p)->next) {
+        if ((*p)->req == req) {
+            struct waiter *w = *p;
+            *p = w->next;
+            free(w);
+            return true;
+        }
+    }
+    return false;
 }
 
 static void on_cancel(struct http_request *req, void *arg)
 {
     struct follow *f = arg;
     pthread_mutex_lock(&f->lock);
-    for (struct waiter **p = &f->waiters; *p; p = &(*p)->next) {
-        if ((*p)->req == req) {
-            struct waiter *w = *p;
-            *p = w->next;
-            free(w);
-            break;
+    if (!forget(&f->waiters, req))
+        forget(&f->watchers, req);
+    pthread_mutex_unlock(&f->lock);
+}
+
+static void changes_respond(struct http_request *req, uint64_t version)
+{
+    char body[48];
+    int n = snprintf(body, sizeof body, "{\"version\": %" PRIu64 "}\n", version);
+    http_add_header(req, "Cache-Control", "no-cache");
+    http_respond(req, 200, "application/json", body, (size_t)n);
+}
+
+void follow_changes(struct follow *f, struct http_request *req, uint64_t since, int wait_s)
+{
+    pthread_mutex_lock(&f->lock);
+    /* With the lock held: a change counted after this read finds the
+     * watcher in the list (follow_changed takes the lock). */
+    uint64_t v = store_version(f->srv->store);
+    if (v != since || wait_s <= 0) {
+        pthread_mutex_unlock(&f->lock);
+        changes_respond(req, v);
+        return;
+    }
+    struct waiter *w = xcalloc(1, sizeof *w);
+    w->req = req;
+    w->offset = (int64_t)since;
+    w->deadline = time_mono_ms() + (int64_t)wait_s * 1000;
+    w->next = f->watchers;
+    f->watchers = w;
+    pthread_mutex_unlock(&f->lock);
+    http_suspend(req, on_cancel, f);
+}
+
+/* Answer the watchers whose version is behind, or (expired) whose deadline
+ * came, with the version now. */
+static void watchers_sweep(struct follow *f, bool expired)
+{
+    int64_t now = time_mono_ms();
+    pthread_mutex_lock(&f->lock);
+    uint64_t v = f->watchers ? store_version(f->srv->store) : 0;
+    struct waiter **p = &f->watchers;
+    while (*p) {
+        struct waiter *w = *p;
+        if ((uint64_t)w->offset == v && !(expired && w->deadline <= now)) {
+            p = &w->next;
+            continue;
         }
+        *p = w->next;
+        changes_respond(w->req, v);
+        free(w);
     }
     pthread_mutex_unlock(&f->lock);
+}
+
+void follow_changed(void *arg)
+{
+    struct follow *f = arg;
+    /* Cheap when nobody watches: the common case under load. */
+    pthread_mutex_lock(&f->lock);
+    bool any = f->watchers != NULL;
+    pthread_mutex_unlock(&f->lock);
+    if (any)
+        watchers_sweep(f, false);
 }
 
 void follow_wait(struct follow *f, struct http_request *req, int64_t job, int64_t attempt,
@@ -137,7 +214,8 @@ void follow_wait(struct follow *f, struct http_request *req, int64_t job, int64_
         free(w);
         json_t *j = store_job_get(f->srv->store, job);
         follow_respond(f->srv, req, job, attempt, offset, limit,
-                       json_string_value(json_object_get(j, "status")));
+                       json_string_value(json_object_get(j, "status")),
+                       json_integer_value(json_object_get(j, "attempt")));
         json_decref(j);
         return;
     }
@@ -188,9 +266,10 @@ static void *follow_thread(void *arg)
     pthread_mutex_lock(&f->lock);
     while (!f->stopping) {
         cond_wait_ms(&f->cond, &f->lock, FOLLOW_TICK_MS);
-        if (f->stopping || !f->waiters)
+        if (f->stopping || (!f->waiters && !f->watchers))
             continue;
         pthread_mutex_unlock(&f->lock);
+        watchers_sweep(f, true);
         int64_t now = time_mono_ms();
         bool check = now >= next_check;
         if (check)
@@ -231,11 +310,10 @@ void follow_free(struct follow *f)
     pthread_mutex_unlock(&f->lock);
     if (f->thread_started)
         pthread_join(f->thread, NULL);
-    while (f->waiters) {
-        struct waiter *w = f->waiters;
-        f->waiters = w->next;
-        free(w);
-    }
+    while (f->waiters)
+        forget(&f->waiters, f->waiters->req);
+    while (f->watchers)
+        forget(&f->watchers, f->watchers->req);
     pthread_cond_destroy(&f->cond);
     pthread_mutex_destroy(&f->lock);
     free(f);

@@ -67,6 +67,12 @@ void web_index(struct server *srv, struct http_request *req);
 void web_build(struct server *srv, struct http_request *req, int64_t build_id);
 void web_not_found(struct http_request *req);
 void web_runners(struct server *srv, struct http_request *req);
+/* GET /jobs/{id}: the job and its log (the log itself is read by the page's
+ * script through the API). */
+void web_job(struct server *srv, struct http_request *req, int64_t job_id);
+/* GET /static/{name}: the pages' script, style sheet and ANSI renderer,
+ * embedded in the binary (web/, by scripts/embed). */
+void web_static(struct http_request *req, const char *name);
 /* Set "queued_reason" on each queued job of jobs (an array; build_jobs: the
  * whole build's, for needs; NULL: jobs itself). See queued.c. */
 void queued_reasons(struct server *srv, json_t *jobs, json_t *build_jobs);
@@ -119,6 +125,10 @@ int observer_new(struct server *srv, struct observer **out, struct buf *err);
 void observer_free(struct observer *o);
 /* Ask for a poll of one repository (repo id) now; requests coalesce. */
 void observer_request(struct observer *o, int64_t repo_id);
+/* Record the author and subject of the build's commit (read from mirror);
+ * a failure is logged, the build goes on without them. */
+void observer_commit_info(struct server *srv, const char *mirror, int64_t build_id,
+                          const char *sha);
 /* One pass over GITHUB_REPOSITORIES, in this thread: register them, poll
  * each once. Returns how many failed (each logged). */
 int observer_once(struct server *srv);
@@ -133,11 +143,16 @@ void follow_free(struct follow *f);
 /* Suspend req until job's log grows past offset, the job ends, or wait_s. */
 void follow_wait(struct follow *f, struct http_request *req, int64_t job, int64_t attempt,
                  int64_t offset, int64_t limit, int wait_s);
+/* GET /api/changes: answer {"version"} once the store's version is not since,
+ * or after wait_s. */
+void follow_changes(struct follow *f, struct http_request *req, uint64_t since, int wait_s);
+/* The store changed (its store_on_change callback; arg is the follow). */
+void follow_changed(void *arg);
 /* Job's log grew, or the job ended: answer its waiters. */
 void follow_notify(struct follow *f, int64_t job);
 /* The log of (job, attempt) from offset, at most limit bytes. */
 void follow_respond(struct server *srv, struct http_request *req, int64_t id, int64_t attempt,
-                    int64_t offset, int64_t limit, const char *status);
+                    int64_t offset, int64_t limit, const char *status, int64_t current);
 
 int notifier_new(struct server *srv, struct notifier **out, struct buf *err);
 void notifier_free(struct notifier *n);

@@ -94,7 +94,7 @@ static char *target_url(struct server *srv, json_t *row)
     while (n && root[n - 1] == '/')
         n--;
     if (jint(row, "job_id"))
-        return xasprintf("%.*s/api/jobs/%" PRId64 "/log", (int)n, root, jint(row, "job_id"));
+        return xasprintf("%.*s/jobs/%" PRId64, (int)n, root, jint(row, "job_id"));
     return xasprintf("%.*s/builds/%" PRId64, (int)n, root, jint(row, "build_id"));
 }
 

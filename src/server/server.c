@@ -210,6 +210,7 @@ int server_start(const struct server_config *cfg_in, struct server **out, struct
     rc = follow_new(srv, &srv->follow, err);
     if (rc < 0)
         goto fail;
+    store_on_change(srv->store, follow_changed, srv->follow);
 
     struct http_server_config hc = {
         .listen = srv->cfg.listen,
@@ -248,6 +249,8 @@ void server_free(struct server *srv)
     sched_stop(srv->sched);
     http_server_free(srv->http);
     srv->http = NULL;
+    if (srv->store)
+        store_on_change(srv->store, NULL, NULL); /* the threads below still write */
     follow_free(srv->follow); /* after the HTTP server: it cancelled the waiters */
     srv->follow = NULL;
     notifier_free(srv->notifier);

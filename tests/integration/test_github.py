@@ -78,7 +78,7 @@ def test_pull_request_is_built_and_reported(ctx, gh, gitrepo):
     # One status per job and one for the build, final ones success. (The
     # branch of the pull request is built too, at the same commit: its
     # statuses have their own target_url.)
-    targets = ["https://ci.example.org/api/jobs/%d/log" % j["id"] for j in jobs.values()]
+    targets = ["https://ci.example.org/jobs/%d" % j["id"] for j in jobs.values()]
     targets.append("https://ci.example.org/builds/%d" % b["id"])
 
     def final():
@@ -94,7 +94,7 @@ def test_pull_request_is_built_and_reported(ctx, gh, gitrepo):
         seq = [s["state"] for s in sent if s["target_url"] == t]
         assert seq[-1] == "success" and "pending" not in seq[seq.index("success"):], (t, seq)
     unit = [s for s in sent if s["context"] == "yci/unit"]
-    assert unit[-1]["target_url"] == "https://ci.example.org/api/jobs/%d/log" % jobs["unit"]["id"]
+    assert unit[-1]["target_url"] == "https://ci.example.org/jobs/%d" % jobs["unit"]["id"]
     assert unit[-1]["description"].startswith("passed in "), unit[-1]
     build_status = [s for s in sent if s["context"] == "yci"][-1]
     assert build_status["target_url"] == "https://ci.example.org/builds/%d" % b["id"]
@@ -142,7 +142,8 @@ def test_fork_is_untrusted_and_pull_reaches_yci_py(ctx, gh, gitrepo):
     assert b["status"] == "passed", b
     out = ctx.cli("build", b["id"], server=server, check=True).stdout
     assert "pull       #1 (untrusted: from a fork)" in out, out
-    assert "#1 (untrusted: from a fork)" in server.get("/builds/%d" % b["id"]).text
+    page = server.get("/builds/%d" % b["id"]).text
+    assert "pull request #1 (fork)" in page and "untrusted: from a fork" in page, page
     names = [j["name"] for j in server.build(b["id"])["jobs"]]
     assert names == [".yci.py", "pr1 from mallory/proj"], names
 
