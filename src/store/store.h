@@ -157,9 +157,10 @@ json_t *store_build_get(struct store *st, int64_t id);
  * "before" (id: only builds with a smaller id), "limit" (default 50, at most
  * YCI_MAX_LIST). */
 json_t *store_build_list(struct store *st, json_t *filter);
-/* The newest build of every (repository, ref) — branches, pull requests,
- * tags — by repository name then ref (builds without a repository left
- * out). For the overview page. */
+/* The newest build of every ref the observer sees now (branches, open pull
+ * requests) that has one, by repository name then ref: a deleted branch or a
+ * closed pull request leaves it. For the overview page; its cost does not
+ * grow with the history. */
 json_t *store_latest_builds(struct store *st);
 /* Record the commit's author and subject line on the build (either NULL). */
 int store_build_set_commit(struct store *st, int64_t id, const char *author, const char *subject);
