@@ -113,3 +113,61 @@ class Yci:
                 p.wait(20)
             except subprocess.TimeoutExpired:
                 p.kill()
+
+
+class Conn:
+    """One kept-alive HTTP/1.1 connection to the server, for timing requests
+    back to back. get()/call() return (status, headers dict with lower-case
+    names, body bytes); `reconnects` counts the times the server closed it."""
+
+    def __init__(self, port, token=None, timeout=60):
+        self.port = port
+        self.token = token
+        self.timeout = timeout
+        self.conn = None
+        self.reconnects = -1  # the first connect is not a reconnect
+
+    def call(self, method, path, body=None, headers=None):
+        hdrs = dict(headers or {})
+        data = None
+        if body is not None:
+            data = json.dumps(body).encode()
+            hdrs["Content-Type"] = "application/json"
+        if self.token and method != "GET":
+            hdrs["Authorization"] = "Bearer " + self.token
+        while True:
+            # Once more on a new connection when a kept-alive one fails (the
+            # server closed it meanwhile); never twice on a fresh connection.
+            fresh = self.conn is None
+            if fresh:
+                self.conn = http.client.HTTPConnection("127.0.0.1", self.port,
+                                                       timeout=self.timeout)
+                self.reconnects += 1
+            try:
+                self.conn.request(method, path, body=data, headers=hdrs)
+                r = self.conn.getresponse()
+                raw = r.read()
+                hd = {k.lower(): v for k, v in r.getheaders()}
+                if r.will_close:
+                    self.close()
+                return r.status, hd, raw
+            except (http.client.HTTPException, OSError):
+                self.close()
+                if fresh:
+                    raise
+
+    def get(self, path, headers=None):
+        return self.call("GET", path, headers=headers)
+
+    def close(self):
+        if self.conn is not None:
+            self.conn.close()
+            self.conn = None
+
+
+def percentile(sorted_values, p):
+    """The p-th percentile (0-100) of an already sorted list, nearest rank."""
+    if not sorted_values:
+        return float("nan")
+    n = len(sorted_values)
+    return sorted_values[min(n - 1, int(round(p / 100.0 * (n - 1))))]
