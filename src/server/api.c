@@ -1259,24 +1259,27 @@ static void h_web_index(struct call *c)
     web_index(c->srv, c->req);
 }
 
+/* The id of a page's path (/builds/ID, /jobs/ID), or the not-found page. */
+static bool page_id(struct call *c, int64_t *id)
+{
+    if (parse_int64(c->params[0], 1, INT64_MAX, id) == 0)
+        return true;
+    web_not_found(c->req);
+    return false;
+}
+
 static void h_web_build(struct call *c)
 {
     int64_t id;
-    if (parse_int64(c->params[0], 1, INT64_MAX, &id) < 0) {
-        web_not_found(c->req);
-        return;
-    }
-    web_build(c->srv, c->req, id);
+    if (page_id(c, &id))
+        web_build(c->srv, c->req, id);
 }
 
 static void h_web_job(struct call *c)
 {
     int64_t id;
-    if (parse_int64(c->params[0], 1, INT64_MAX, &id) < 0) {
-        web_not_found(c->req);
-        return;
-    }
-    web_job(c->srv, c->req, id);
+    if (page_id(c, &id))
+        web_job(c->srv, c->req, id);
 }
 
 static void h_web_static(struct call *c)
