@@ -25,6 +25,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "lib/utf8.h"
 #include "lib/util.h"
 #include "lib/xalloc.h"
 #include "os/spawn.h"

@@ -31,13 +31,6 @@ bool name_valid(const char *s);
 /* True if s is 40 lowercase hex digits (a full SHA-1 commit id). */
 bool sha_valid(const char *s);
 
-/* Strict UTF-8 (no overlong forms, surrogates or code points past U+10FFFF):
- * the length of the valid prefix of text (len when all of it is). */
-size_t utf8_prefix(const char *text, size_t len);
-/* A copy of text as valid UTF-8 (each bad byte becomes '?') of at most max
- * bytes, cut between characters. */
-char *utf8_clean(const char *text, size_t len, size_t max);
-
 /* Constant-time comparison of two NUL-terminated secrets. */
 bool secret_equal(const char *a, const char *b);
 /* Fill out with n random bytes from the kernel; 0 or -errno. */

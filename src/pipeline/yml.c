@@ -24,7 +24,7 @@
 
 #include "lib/buf.h"
 #include "lib/limits.h"
-#include "lib/util.h"
+#include "lib/utf8.h"
 #include "lib/xalloc.h"
 #include "pipeline/internal.h"
 #include "lib/banned.h"
