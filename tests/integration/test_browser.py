@@ -15,7 +15,6 @@ YCI_SKIP_BROWSER=1 to skip them on a machine that cannot have it).
 
 import json
 import os
-import shutil
 import time
 
 import pytest
@@ -69,6 +68,15 @@ def css(d, selector):
     return d.find_elements(By.CSS_SELECTOR, selector)
 
 
+def text(d, selector):
+    """The text of the first element matching selector ("" when none), read in
+    one script call: a live section may be swapped between two WebDriver calls
+    (a stale element)."""
+    return d.execute_script(
+        "const e = document.querySelector(arguments[0]); return e ? e.innerText : '';",
+        selector)
+
+
 def mark_page(d):
     """Tag the current document: a reload would lose the tag."""
     d.execute_script("window.__yciNoReload = 42;")
@@ -85,7 +93,8 @@ def console_errors(d):
 
 def log_lines(d):
     """The text of each line of the log view (without its number)."""
-    return [e.text for e in css(d, "#log .ln .t")]
+    return d.execute_script("return Array.from(document.querySelectorAll('#log .ln .t'),"
+                            " e => e.innerText);")
 
 
 def gate_cmd(path):
@@ -102,11 +111,12 @@ def test_overview_updates_without_reload(ctx, server, runner, gitrepo, browser):
     server.wait_job(b["jobs"][0]["id"], statuses=("running",))
 
     browser.get(server.url + "/")
-    row = lambda: css(browser, "table.overview tr.row-running, table.overview tr.row-passed")
     wait_until(lambda: css(browser, "table.overview tr.row-running"), 10, what="a running row")
-    text = css(browser, "table.overview")[0].text
-    assert "main" in text and "running" in text and "Add the waiting job" in text, text
-    assert "Test" in text, text  # the commit's author
+    page = text(browser, "table.overview")
+    assert "main" in page and "running" in page, page
+    # the commit's author (read just after the build is made: the page updates)
+    wait_until(lambda: "Test" in text(browser, "table.overview") and "Add the waiting job" in
+               text(browser, "table.overview"), 10, what="the author and subject")
     mark_page(browser)
     browser.shot("running")
 
@@ -115,13 +125,13 @@ def test_overview_updates_without_reload(ctx, server, runner, gitrepo, browser):
     wait_until(lambda: css(browser, "table.overview tr.row-passed"), 15,
                what="the overview turning passed by itself")
     assert not_reloaded(browser), "the page was reloaded"
-    assert "passed" in row()[0].text
+    assert "passed" in text(browser, "table.overview tr.row-passed")
     browser.shot("passed")
 
     # A new commit: a new build appears on the same row, still without a reload.
     sha2 = repo.commit({".yci.yml": "jobs:\n  quick:\n    run: 'true'\n"}, message="Second")
     server.wait_commit_build("live", sha2)
-    wait_until(lambda: "Second" in css(browser, "table.overview")[0].text, 15,
+    wait_until(lambda: "Second" in text(browser, "table.overview"), 15,
                what="the new commit on the overview")
     assert not_reloaded(browser)
     assert console_errors(browser) == []
@@ -212,13 +222,13 @@ def test_large_log_opens_at_its_tail(ctx, server, runner, browser):
     assert console_errors(browser) == []
 
 
-def answer_prompt(d, text, timeout=10):
+def answer_prompt(d, value, timeout=10):
     from selenium.common.exceptions import NoAlertPresentException
     end = time.monotonic() + timeout
     while time.monotonic() < end:
         try:
             a = d.switch_to.alert
-            a.send_keys(text)
+            a.send_keys(value)
             a.accept()
             return
         except NoAlertPresentException:
@@ -235,7 +245,7 @@ def test_rebuild_and_cancel_from_the_build_page(ctx, server, runner, browser):
     # A wrong token: refused, and forgotten.
     css(browser, "button[data-action=rebuild]")[0].click()
     answer_prompt(browser, "not-the-token")
-    wait_until(lambda: "refused" in css(browser, ".action-result")[0].text, 10,
+    wait_until(lambda: "refused" in text(browser, ".action-result"), 10,
                what="the refusal")
     assert [b["id"] for b in server.builds()] == [bid]
 
@@ -292,7 +302,10 @@ def test_hostile_values_stay_text(ctx, server, gitrepo, browser):
     repo.checkout(BRANCH, new=True)
     sha = repo.commit({".yci.yml": yml}, message=HOSTILE)
     server.add_repo(repo.path, "evil")
-    b = server.build(server.wait_commit_build("evil", sha, finished=False)["id"])
+    bid = server.wait_commit_build("evil", sha, finished=False)["id"]
+    # (the author is read from the mirror just after the build is made)
+    b = wait_until(lambda: (lambda x: x if x["author"] else None)(server.build(bid)), 10,
+                   what="the build's author")
     assert b["author"].startswith("Mallory"), b
     jid = b["jobs"][0]["id"]
 
@@ -317,15 +330,15 @@ def test_hostile_values_stay_text(ctx, server, gitrepo, browser):
         browser.get(server.url + path)
         time.sleep(1.0)  # let the script run (and the log load)
         assert_inert(browser, path)
-        text = css(browser, "main")[0].text
+        main = text(browser, "main")
         browser.shot(path.strip("/").replace("/", "-") or "overview")
         if path == "/":
-            assert BRANCH in text and "<script>" in text, text
-            assert "Mallory \"&amp;\" ' onerror=window.__pwned=4" in text, text
+            assert BRANCH in main and "<script>" in main, main
+            assert "Mallory \"&amp;\" ' onerror=window.__pwned=4" in main, main
         if path.startswith("/builds/"):
-            assert "job <script>window.__pwned=5</script>" in text, text
+            assert "job <script>window.__pwned=5</script>" in main, main
             assert css(browser, "table.matrix"), "no matrix grid"
-            grid = css(browser, "table.matrix")[0].text
+            grid = text(browser, "table.matrix")
             assert "<b>a</b>" in grid and "<i>c</i>" in grid, grid
         if path.startswith("/jobs/"):
             wait_until(lambda: len(css(browser, "#log .ln")) >= 3, 10, what="the log")
@@ -336,5 +349,5 @@ def test_hostile_values_stay_text(ctx, server, gitrepo, browser):
             assert not css(browser, "#log a[href^=javascript]")
             assert_inert(browser, path)
         if path == "/runners":
-            assert "evil-runner" in text and "k<i>=" in text and HOSTILE in text, text
+            assert "evil-runner" in main and "k<i>=" in main and HOSTILE in main, main
     assert console_errors(browser) == []
