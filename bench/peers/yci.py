@@ -152,3 +152,32 @@ class Yci:
     def footprint(self):
         server, runner = self.y.procs[0].pid, self.y.procs[1].pid
         return {"server": rss_bytes(server), "worker": [tree_rss(runner)]}
+
+    # Figure 6 (yci only): claims with a long queue.
+    def _queue(self, count, labels=None):
+        """Queue count jobs of `true` (with labels) in builds of up to 10,000."""
+        ids = []
+        for start in range(0, count, 10000):
+            job = {"name": "q", "commands": ["true"]}
+            if labels:
+                job["labels"] = labels
+            jobs = [dict(job, name="q-%d" % i) for i in range(start, min(count, start + 10000))]
+            ids.append(self._post({"jobs": jobs})["id"])
+        return ids
+
+    def _cancel(self, ids):
+        for bid in ids:
+            st, _, raw = self.api.call("POST", "/api/builds/%d/cancel" % bid, {})
+            if st != 200:
+                raise RuntimeError("cancel of build %d answered %d" % (bid, st))
+
+    def scale(self, n, queued):
+        """{"ahead": s}: the time of n jobs of `true` while `queued` jobs that no
+        runner can take (a label nobody has) wait ahead of them. (Queued jobs
+        the runner can take would run first; inserting them behind the n while
+        those run measures the bulk insert, not the claim.)"""
+        ahead = self._queue(queued, labels={"pool": "nobody-has-it"})
+        try:
+            return {"ahead": self.throughput(n)}
+        finally:
+            self._cancel(ahead)
