@@ -503,13 +503,13 @@ static void build_from_branch(struct call *c, json_t *body)
         respond_store_error(c->req, rc, "build", &err);
         goto out;
     }
-    observer_commit_info(c->srv, mirror, id, sha);
     bool no_jobs = jobs && json_array_size(jobs) == 0;
     const char *why = perr.len ? perr.data : no_jobs ? PIPELINE_NO_JOBS : NULL;
     log_info("build %" PRId64 " created for '%s' %s at %s (asked for)%s%s", id, repo_name, ref, sha,
              why ? ": " : "", why ? why : "");
     if (no_jobs && store_event_add(c->srv->store, id, 0, PIPELINE_NO_JOBS) < 0)
         log_warn("build %" PRId64 ": recording its event failed, ignoring", id);
+    observer_commit_info(c->srv, mirror, id, sha);
     if (jobs && !no_jobs)
         sched_kick(c->srv->sched);
     else

@@ -130,7 +130,6 @@ static int advance_ref(struct poll *p, const char *ref, const char *sha, const c
         return adv;
     }
     if (adv > 0) {
-        observer_commit_info(srv, p->mirror, build_id, sha);
         if (rc == -EINVAL) {
             log_warn("build %" PRId64 " created for '%s' %s at %s: %s", build_id, p->name, ref,
                      sha, perr.data);
@@ -146,6 +145,8 @@ static int advance_ref(struct poll *p, const char *ref, const char *sha, const c
                      sha, untrusted ? " (untrusted: a fork's pull request)" : "");
             p->created = true;
         }
+        /* After the build's own event: what shows it finished shows it whole. */
+        observer_commit_info(srv, p->mirror, build_id, sha);
     }
     buf_release(&perr);
     buf_release(&serr);
