@@ -1,6 +1,7 @@
 """yci as a peer of bench/suite: `yci server` and one `yci runner --slots 2`
 (the interface is in __init__.py)."""
 
+import json
 import os
 import subprocess
 import sys
@@ -48,11 +49,9 @@ class Yci:
         st, _, raw = self.api.call("POST", "/api/builds", body)
         if st != 201:
             raise RuntimeError("POST /api/builds answered %d: %r" % (st, raw[:300]))
-        import json
         return json.loads(raw)
 
     def _get(self, path):
-        import json
         st, _, raw = self.api.get(path)
         if st != 200:
             raise RuntimeError("GET %s answered %d" % (path, st))
