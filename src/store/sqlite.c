@@ -21,16 +21,21 @@
  * Schema: migrations[] applied in order at open; PRAGMA user_version is the
  * number applied. Add a migration at the end, never edit a released one.
  *
- * The claim: queued jobs sit in a partial index (jobs_queued ON jobs(id)
- * WHERE status = 'queued'), so finding the oldest queued job reads that index
- * only, whatever the number of finished jobs. Labels are checked in C (a job
- * matches when its labels are a subset of the runner's); jobs are scanned in
- * batches of CLAIM_BATCH in id order until one matches.
+ * The claim: claimable jobs (queued, not waiting on needs) sit in a partial
+ * index jobs_queued ON jobs(labels, id), so the claim reads that index only,
+ * whatever the number of finished jobs, and its cost does not grow with the
+ * queue either: it walks the distinct label sets in the index (one seek
+ * each), checks each set against the runner's labels in C (a job matches
+ * when its labels are a subset of the runner's), and takes the oldest job of
+ * each matching set (one seek); the oldest of those wins. So 100,000 queued
+ * jobs for a label this runner lacks cost it one seek, not a scan. Its cost
+ * is the number of distinct label sets queued (a handful in practice), plus
+ * the jobs of a matching set whose retry delay (not_before) has not passed.
  *
  * Indexes are few on purpose: a commit costs about 5 us per page it dirties
  * (WAL frame, checksum, pwrite), and every index that a claim or a finish
  * changes is one more page. So:
- *  - jobs_queued (id) WHERE queued: the claim;
+ *  - jobs_queued (labels, id) WHERE queued and not waiting: the claim;
  *  - jobs_running (runner_id, lease_expires) WHERE running: a runner's jobs,
  *    and the lease expiry scan, which reads every running job (as many as
  *    there are runner slots, never the history);
@@ -57,7 +62,6 @@
 #include "lib/xalloc.h"
 #include "lib/banned.h"
 
-#define CLAIM_BATCH 64
 #define BUSY_TIMEOUT_MS 5000
 #define MAX_JOB_NAME 100
 #define LIST_DEFAULT 50
@@ -221,6 +225,9 @@ static const char *const migrations[] = {
     "ALTER TABLE builds ADD COLUMN subject TEXT;",
     /* 5: the newest build of a ref in one probe (the overview) */
     "CREATE INDEX builds_by_ref ON builds(repo_id, ref, id);",
+    /* 6: the claim seeks by label set (its cost independent of the queue) */
+    "DROP INDEX jobs_queued;"
+    "CREATE INDEX jobs_queued ON jobs(labels, id) WHERE status = 'queued' AND waiting = 0;",
 };
 #define N_MIGRATIONS ((int)(sizeof(migrations) / sizeof(migrations[0])))
 
@@ -287,7 +294,8 @@ enum q {
     Q_JOB_GET,
     Q_JOB_STATE,
     Q_JOB_CANCEL,
-    Q_CLAIM_SCAN,
+    Q_CLAIM_LABELS,
+    Q_CLAIM_FIRST,
     Q_CLAIM_TAKE,
     Q_CLAIM_GET,
     Q_JOB_FINISH,
@@ -402,9 +410,12 @@ static const char *const sql[Q_COUNT] = {
                      "WHERE id = ?1 AND status IN ('queued', 'running')",
     /* INDEXED BY: the claim must read the partial index of queued jobs, never
      * a range of the table (which holds every finished job too). */
-    [Q_CLAIM_SCAN] = "SELECT id, labels FROM jobs INDEXED BY jobs_queued "
-                     "WHERE status = 'queued' AND waiting = 0 AND id > ?1 AND not_before <= ?2 "
-                     "ORDER BY id LIMIT " /* CLAIM_BATCH */ "64",
+    [Q_CLAIM_LABELS] = "SELECT labels FROM jobs INDEXED BY jobs_queued "
+                       "WHERE status = 'queued' AND waiting = 0 AND labels > ?1 "
+                       "ORDER BY labels LIMIT 1",
+    [Q_CLAIM_FIRST] = "SELECT id FROM jobs INDEXED BY jobs_queued "
+                      "WHERE status = 'queued' AND waiting = 0 AND labels = ?1 AND not_before <= ?2 "
+                      "ORDER BY id LIMIT 1",
     [Q_CLAIM_TAKE] = "UPDATE jobs SET status = 'running', attempt = attempt + 1, runner_id = ?2, "
                      "lease_expires = ?3, started = ?4, finished = NULL, exit_code = NULL, "
                      "error = NULL WHERE id = ?1 AND status = 'queued' RETURNING build_id",
@@ -2240,36 +2251,62 @@ static bool labels_match(const char *job_labels, json_t *runner_labels)
     return ok;
 }
 
-int store_job_claim(struct store *st, int64_t runner_id, json_t *runner_labels, int64_t lease_ms,
-                    json_t **job_out)
+/*
+ * The oldest claimable job whose labels the runner has, in *found (0: none).
+ * Walks the distinct label sets queued (jobs_queued is ordered by labels):
+ * per set one seek to the next set and, when the runner matches it, one to
+ * its oldest job ready to run.
+ */
+static int claim_find(struct store *st, json_t *runner_labels, int64_t now, int64_t *found)
 {
-    lock(st);
-    int64_t now = time_now_ms(), found = 0, after = 0, build_id = 0;
-    int r = tx_begin(st, NULL);
-    if (r < 0)
-        goto out;
-
+    char *set = xstrdup("");
+    int r = 0;
+    *found = 0;
     for (;;) {
-        sqlite3_stmt *s = q(st, Q_CLAIM_SCAN);
-        sqlite3_bind_int64(s, 1, after);
+        sqlite3_stmt *s = q(st, Q_CLAIM_LABELS);
+        sqlite3_bind_text(s, 1, set, -1, SQLITE_TRANSIENT);
+        int rc = sqlite3_step(s);
+        if (rc != SQLITE_ROW) {
+            r = rc == SQLITE_DONE ? 0 : -EIO;
+            sqlite3_reset(s);
+            break;
+        }
+        free(set);
+        set = xstrdup(col_str(s, 0) ? col_str(s, 0) : "");
+        sqlite3_reset(s);
+        if (!labels_match(set, runner_labels))
+            continue;
+        s = q(st, Q_CLAIM_FIRST);
+        sqlite3_bind_text(s, 1, set, -1, SQLITE_STATIC);
         sqlite3_bind_int64(s, 2, now);
-        int n = 0, rc;
-        while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
-            n++;
-            after = sqlite3_column_int64(s, 0);
-            if (labels_match(col_str(s, 1), runner_labels)) {
-                found = after;
-                break;
-            }
+        rc = sqlite3_step(s);
+        if (rc == SQLITE_ROW) {
+            int64_t id = sqlite3_column_int64(s, 0);
+            if (!*found || id < *found)
+                *found = id;
         }
         sqlite3_reset(s);
         if (rc != SQLITE_ROW && rc != SQLITE_DONE) {
             r = -EIO;
-            goto out;
-        }
-        if (found || n < CLAIM_BATCH)
             break;
+        }
     }
+    free(set);
+    return r;
+}
+
+int store_job_claim(struct store *st, int64_t runner_id, json_t *runner_labels, int64_t lease_ms,
+                    json_t **job_out)
+{
+    lock(st);
+    int64_t now = time_now_ms(), found = 0, build_id = 0;
+    int r = tx_begin(st, NULL);
+    if (r < 0)
+        goto out;
+
+    r = claim_find(st, runner_labels, now, &found);
+    if (r < 0)
+        goto out;
     if (!found)
         goto out; /* r == 0 */
 
