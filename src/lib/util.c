@@ -221,17 +221,14 @@ int mkdir_p(const char *path, unsigned mode)
     return ret;
 }
 
-static int remove_at(int parent, const char *name)
+static int remove_at(int parent, const char *name, bool keep);
+
+/* A job may have left a directory we cannot list or write: the owner may
+ * always give itself the rights back. Then remove what it holds. */
+static int remove_entries(int parent, const char *name, const struct stat *st)
 {
-    struct stat st;
-    if (fstatat(parent, name, &st, AT_SYMLINK_NOFOLLOW) < 0)
-        return errno == ENOENT ? 0 : -errno;
-    if (!S_ISDIR(st.st_mode))
-        return unlinkat(parent, name, 0) < 0 && errno != ENOENT ? -errno : 0;
-    /* A job may have left a directory we cannot list or write: the owner
-     * may always give itself the rights back. */
-    if ((st.st_mode & 0700) != 0700)
-        fchmodat(parent, name, (st.st_mode & 07777) | 0700, 0);
+    if ((st->st_mode & 0700) != 0700)
+        fchmodat(parent, name, (st->st_mode & 07777) | 0700, 0);
     int fd = openat(parent, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
     if (fd < 0)
         return -errno;
@@ -246,19 +243,37 @@ static int remove_at(int parent, const char *name)
     while ((de = readdir(d))) {
         if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, ".."))
             continue;
-        int r = remove_at(dirfd(d), de->d_name);
+        int r = remove_at(dirfd(d), de->d_name, false);
         if (r < 0 && ret == 0)
             ret = r;
     }
     closedir(d);
-    if (unlinkat(parent, name, AT_REMOVEDIR) < 0 && errno != ENOENT && ret == 0)
+    return ret;
+}
+
+/* Remove name (below parent) and all it holds; with keep, a directory
+ * itself stays (emptied). */
+static int remove_at(int parent, const char *name, bool keep)
+{
+    struct stat st;
+    if (fstatat(parent, name, &st, AT_SYMLINK_NOFOLLOW) < 0)
+        return errno == ENOENT ? 0 : -errno;
+    if (!S_ISDIR(st.st_mode))
+        return unlinkat(parent, name, 0) < 0 && errno != ENOENT ? -errno : 0;
+    int ret = remove_entries(parent, name, &st);
+    if (!keep && unlinkat(parent, name, AT_REMOVEDIR) < 0 && errno != ENOENT && ret == 0)
         ret = -errno;
     return ret;
 }
 
 int remove_tree(const char *path)
 {
-    return remove_at(AT_FDCWD, path);
+    return remove_at(AT_FDCWD, path, false);
+}
+
+int remove_contents(const char *path)
+{
+    return remove_at(AT_FDCWD, path, true);
 }
 
 void cond_init_monotonic(pthread_cond_t *c)

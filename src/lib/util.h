@@ -54,5 +54,8 @@ void cond_wait_ms(pthread_cond_t *c, pthread_mutex_t *m, int64_t ms);
 int mkdir_p(const char *path, unsigned mode);
 /* rm -rf (does not follow symlinks); 0 or -errno. A missing path is 0. */
 int remove_tree(const char *path);
+/* The same for what a directory holds, the directory itself kept (given
+ * back its owner's rights); a path that is not a directory is removed. */
+int remove_contents(const char *path);
 
 #endif
