@@ -6,9 +6,9 @@
  * the job handler. For each job, in the slot's thread:
  *
  *   do_job ── starts ──▶ executor thread (exec.c): workspace, commands,
- *     │                  output appended to <workdir>/spool/<job>-<attempt>.log
+ *     │                  output appended to <workdir>/spool/slot-<slot>.log
  *     └─ uploads the spool by offset while the executor runs, then returns
- *        the result; the library delivers it; finished() deletes the spool.
+ *        the result; the library delivers it; finished() empties the spool.
  *
  * A 409 "stale attempt" or a cancel from the heartbeat stops the executor
  * (SIGTERM to the job's group, SIGKILL after the grace period) and the job is
@@ -56,9 +56,15 @@ struct runner {
     atomic_int nrunning;
 };
 
-static char *spool_path(struct runner *r, int64_t id, int attempt)
+/*
+ * A slot's spool: one file per slot, emptied for each job, never removed
+ * while the runner runs. A file made and removed per job cost more than the
+ * job itself on ext4 (each removed inode is skipped, slowly, by the next
+ * allocations for a while: the server's log files paid for it too).
+ */
+static char *spool_path(struct runner *r, int slot)
 {
-    return xasprintf("%s/spool/%" PRId64 "-%d.log", r->workdir, id, attempt);
+    return xasprintf("%s/spool/slot-%d.log", r->workdir, slot);
 }
 
 static void *executor_main(void *arg)
@@ -183,7 +189,7 @@ static void do_job(struct yci_client *c, struct yci_job *job, struct yci_result 
     struct runner *r = arg;
     struct buf err = BUF_INIT;
     struct exec *x = NULL;
-    char *path = spool_path(r, job->id, job->attempt);
+    char *path = spool_path(r, job->slot);
     int64_t t0 = time_mono_ms();
     int fd = open(path, O_RDWR | O_CREAT | O_TRUNC | O_APPEND | O_CLOEXEC, 0600);
     if (fd < 0) {
@@ -258,8 +264,9 @@ out:
     exec_free(x);
     if (fd >= 0)
         close(fd);
-    if (res->status == YCI_ABANDONED)
-        unlink(path);
+    if (res->status == YCI_ABANDONED && truncate(path, 0) < 0)
+        log_warn("job %" PRId64 ": cannot empty the spool '%s': %s", job->id, path,
+                 strerror(errno));
     free(path);
     buf_release(&err);
 }
@@ -285,9 +292,11 @@ static void on_finished(struct yci_client *c, struct yci_job *job, int rc, void 
     struct runner *r = arg;
     free(plan_jobs_text); /* delivered (or given up on): see do_job */
     plan_jobs_text = NULL;
-    char *path = spool_path(r, job->id, job->attempt);
+    char *path = spool_path(r, job->slot);
     if (rc == 0 || rc == -ESTALE) {
-        unlink(path);
+        if (truncate(path, 0) < 0)
+            log_warn("job %" PRId64 ": cannot empty the spool '%s': %s", job->id, path,
+                     strerror(errno));
         if (rc == -ESTALE)
             log_warn("job %" PRId64 ": the server refused the result (stale attempt or "
                      "cancelled)",
