@@ -17,6 +17,7 @@
 #include "cli/sigwatch.h"
 #include "lib/limits.h"
 #include "lib/log.h"
+#include "os/spawn.h"
 #include "lib/util.h"
 #include "lib/xalloc.h"
 #include "runner/runner.h"
@@ -296,6 +297,12 @@ int cli_cmd_up(int argc, char **argv)
 
     status = 1;
     log_set_prefix("up");
+    /* Before any thread starts: job supervisors are then forked by a small
+     * helper process, not by this large one (src/os/spawn.c). */
+    if (spawn_helper_start(&err) < 0) {
+        log_warn("%s: spawning without it", err.data);
+        buf_reset(&err);
+    }
     int r = sigwatch_start();
     if (r < 0) {
         log_error("cannot watch signals: %s", strerror(-r));
@@ -343,6 +350,7 @@ out:
         server_free(up.srv);
         log_info("stopped");
     }
+    spawn_helper_stop();
     sigwatch_stop();
     free(up.data_abs);
     free(workdir);

@@ -14,6 +14,7 @@
  */
 #include "spawn.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -24,6 +25,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <sys/signalfd.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -43,7 +46,8 @@ struct rec {
 };
 
 struct spawn {
-    pid_t sup;   /* the supervisor; 0 once reaped */
+    pid_t sup;   /* the supervisor; 0 once reaped (or ended, with the helper) */
+    int pidfd;   /* the supervisor's pidfd when the helper forked it, else -1 */
     pid_t pid;   /* the child, leader of its process group */
     int out_fd;  /* read end of the output pipe, or -1 */
     int done_fd; /* read end of the status pipe */
@@ -385,6 +389,357 @@ static void supervise(const struct child_args *a)
     _exit(0);
 }
 
+
+/* ---- the helper: a small process that forks the supervisors ---- */
+
+/*
+ * Forking the supervisor from this process costs in proportion to this
+ * process: its page tables are copied, every page it writes while the
+ * supervisor lives is copied again (copy-on-write), and the copy is torn
+ * down when the supervisor exits — with a runner's threads and libraries,
+ * that was the largest part of a trivial job's cost (bench/throughput).
+ * spawn_helper_start() forks, while the process is still small and has one
+ * thread, a helper that does nothing but fork supervisors on request: its
+ * forks are cheap and nothing of ours is copied.
+ *
+ * Requests go over a stream socket under helper_mu (one at a time: a fork
+ * of the helper takes tens of microseconds): a header with the descriptors
+ * (the status pipe's write end, the child's output) as SCM_RIGHTS, then the
+ * strings. The answer is the supervisor's pid, with a pidfd of it (race-free
+ * signals: the supervisor is the helper's child, reaped by the helper, so
+ * its pid could be reused; a pidfd cannot). The helper dies with this
+ * process (PR_SET_PDEATHSIG), and the supervisors with the helper.
+ */
+struct helper_req {
+    uint32_t len;  /* bytes of strings that follow */
+    uint32_t argc; /* argv strings, after path (and cwd) */
+    uint32_t envc; /* envp strings, after argv */
+    uint32_t has_cwd;
+};
+
+struct helper_rep {
+    int32_t err; /* 0 or an errno */
+    int32_t pid;
+};
+
+#define HELPER_MAX_REQ (64u << 20)
+
+static pthread_mutex_t helper_mu = PTHREAD_MUTEX_INITIALIZER;
+static int helper_fd = -1; /* our end of the socket; -1: fork here */
+static pid_t helper_pid;
+
+static int send_fds(int sock, const void *data, size_t len, const int *fds, int nfds)
+{
+    union {
+        struct cmsghdr h;
+        char buf[CMSG_SPACE(2 * sizeof(int))];
+    } c;
+    memset(&c, 0, sizeof c);
+    struct iovec iov = {(void *)data, len};
+    struct msghdr m = {.msg_iov = &iov, .msg_iovlen = 1};
+    if (nfds > 0) {
+        m.msg_control = c.buf;
+        m.msg_controllen = CMSG_SPACE((size_t)nfds * sizeof(int));
+        struct cmsghdr *h = CMSG_FIRSTHDR(&m);
+        h->cmsg_level = SOL_SOCKET;
+        h->cmsg_type = SCM_RIGHTS;
+        h->cmsg_len = CMSG_LEN((size_t)nfds * sizeof(int));
+        memcpy(CMSG_DATA(h), fds, (size_t)nfds * sizeof(int));
+    }
+    ssize_t n;
+    while ((n = sendmsg(sock, &m, MSG_NOSIGNAL)) < 0 && errno == EINTR)
+        ;
+    if (n < 0)
+        return -errno;
+    if ((size_t)n < len)
+        return fd_write_all(sock, (const char *)data + n, len - (size_t)n);
+    return 0;
+}
+
+/* Receive exactly len bytes, the first of them with up to *nfds descriptors
+ * (O_CLOEXEC); *nfds is set to how many came. 0, -EPIPE at end of file, or
+ * -errno. */
+static int recv_fds(int sock, void *data, size_t len, int *fds, int *nfds)
+{
+    union {
+        struct cmsghdr h;
+        char buf[CMSG_SPACE(2 * sizeof(int))];
+    } c;
+    int want = *nfds;
+    *nfds = 0;
+    size_t got = 0;
+    while (got < len) {
+        struct iovec iov = {(char *)data + got, len - got};
+        struct msghdr m = {.msg_iov = &iov, .msg_iovlen = 1};
+        if (got == 0 && want > 0) {
+            m.msg_control = c.buf;
+            m.msg_controllen = sizeof c.buf;
+        }
+        ssize_t n = recvmsg(sock, &m, MSG_CMSG_CLOEXEC);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0)
+            return -errno;
+        if (n == 0)
+            return -EPIPE;
+        for (struct cmsghdr *h = m.msg_controllen ? CMSG_FIRSTHDR(&m) : NULL; h;
+             h = CMSG_NXTHDR(&m, h)) {
+            if (h->cmsg_level != SOL_SOCKET || h->cmsg_type != SCM_RIGHTS)
+                continue;
+            int k = (int)((h->cmsg_len - CMSG_LEN(0)) / sizeof(int));
+            for (int i = 0; i < k; i++) {
+                int fd;
+                memcpy(&fd, CMSG_DATA(h) + (size_t)i * sizeof(int), sizeof fd);
+                if (*nfds < want)
+                    fds[(*nfds)++] = fd;
+                else
+                    close(fd);
+            }
+        }
+        got += (size_t)n;
+    }
+    return 0;
+}
+
+/* The strings of a request: NULL-terminated. */
+static const char *next_str(const char **p, const char *end)
+{
+    const char *s = *p, *z = s < end ? memchr(s, '\0', (size_t)(end - s)) : NULL;
+    if (!z)
+        return NULL;
+    *p = z + 1;
+    return s;
+}
+
+/* In the helper: serve one request (its descriptors status_fd, out_fd). */
+static void helper_serve(int sock, const struct helper_req *rq, char *strs, int status_fd,
+                         int out_fd, int null_fd, int max_fd)
+{
+    struct helper_rep rep = {0, 0};
+    const char **argv = calloc(rq->argc + 1, sizeof *argv);
+    const char **envp = calloc(rq->envc + 1, sizeof *envp);
+    const char *p = strs, *end = strs + rq->len, *path = next_str(&p, end), *cwd = NULL;
+    bool ok = argv && envp && path && rq->argc > 0;
+    if (ok && rq->has_cwd)
+        ok = (cwd = next_str(&p, end)) != NULL;
+    for (uint32_t i = 0; ok && i < rq->argc; i++)
+        ok = (argv[i] = next_str(&p, end)) != NULL;
+    for (uint32_t i = 0; ok && i < rq->envc; i++)
+        ok = (envp[i] = next_str(&p, end)) != NULL;
+    int pidfd = -1;
+    if (!ok) {
+        rep.err = EINVAL;
+    } else {
+        struct child_args a = {
+            .path = path,
+            .argv = (char *const *)argv,
+            .envp = (char *const *)envp,
+            .cwd = cwd,
+            .null_fd = null_fd,
+            .out_fd = out_fd >= 0 ? out_fd : null_fd,
+            .status_fd = status_fd,
+            .parent = getpid(),
+            .max_fd = max_fd,
+        };
+        pid_t sup = fork(); /* signals are blocked for good in the helper */
+        if (sup == 0)
+            supervise(&a);
+        if (sup < 0) {
+            rep.err = errno;
+        } else {
+            rep.pid = sup;
+            pidfd = (int)syscall(SYS_pidfd_open, sup, 0);
+            if (pidfd < 0) {
+                rep.err = errno;
+                kill(sup, SIGUSR1); /* it kills the child; we reap it */
+            }
+        }
+    }
+    free(argv);
+    free(envp);
+    send_fds(sock, &rep, sizeof rep, &pidfd, pidfd >= 0 ? 1 : 0);
+    if (pidfd >= 0)
+        close(pidfd);
+}
+
+static void helper_main(int sock, pid_t parent) __attribute__((noreturn));
+static void helper_main(int sock, pid_t parent)
+{
+    prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0);
+    if (getppid() != parent)
+        _exit(0);
+    prctl(PR_SET_NAME, "yci-spawn", 0, 0, 0);
+    /* Every signal blocked for good (fork in helper_serve relies on it);
+     * SIGCHLD read from a signalfd, to reap the supervisors. */
+    block_signals();
+    sigset_t chld;
+    sigemptyset(&chld);
+    sigaddset(&chld, SIGCHLD);
+    int sfd = signalfd(-1, &chld, SFD_CLOEXEC | SFD_NONBLOCK);
+    int nfd = open("/dev/null", O_RDWR | O_CLOEXEC);
+    if (sfd < 0 || nfd < 0)
+        _exit(1);
+    /* Hold nothing of the caller's (its terminal, its pipes, its sockets):
+     * keep three descriptors, at fixed numbers. */
+    enum { H_SOCK = 3, H_SIGNAL = 4, H_NULL = 5 };
+    int a = fcntl(sock, F_DUPFD_CLOEXEC, 10), b = fcntl(sfd, F_DUPFD_CLOEXEC, 10),
+        c = fcntl(nfd, F_DUPFD_CLOEXEC, 10);
+    if (a < 0 || b < 0 || c < 0 || dup3(a, H_SOCK, O_CLOEXEC) < 0 ||
+        dup3(b, H_SIGNAL, O_CLOEXEC) < 0 || dup3(c, H_NULL, O_CLOEXEC) < 0)
+        _exit(1);
+    long open_max = sysconf(_SC_OPEN_MAX);
+    int max_fd = open_max > 0 && open_max < 65536 ? (int)open_max : 65536;
+    close_from(H_NULL + 1, -1, max_fd);
+    dup2(H_NULL, 0);
+    dup2(H_NULL, 1);
+    dup2(H_NULL, 2);
+    sock = H_SOCK;
+    sfd = H_SIGNAL;
+    int null_fd = H_NULL;
+    for (;;) {
+        struct pollfd pfd[2] = {{sock, POLLIN, 0}, {sfd, POLLIN, 0}};
+        if (poll(pfd, 2, -1) < 0 && errno != EINTR)
+            _exit(1);
+        if (pfd[1].revents) {
+            struct signalfd_siginfo si;
+            while (read(sfd, &si, sizeof si) > 0)
+                ;
+            while (waitpid(-1, NULL, WNOHANG) > 0)
+                ;
+        }
+        if (!pfd[0].revents)
+            continue;
+        struct helper_req rq;
+        int fds[2] = {-1, -1}, nfds = 2;
+        if (recv_fds(sock, &rq, sizeof rq, fds, &nfds) < 0)
+            _exit(0); /* the caller closed its end, or died */
+        char *strs = rq.len <= HELPER_MAX_REQ ? malloc(rq.len ? rq.len : 1) : NULL;
+        int none = 0;
+        if (!strs || recv_fds(sock, strs, rq.len, NULL, &none) < 0)
+            _exit(1);
+        if (nfds >= 1)
+            helper_serve(sock, &rq, strs, fds[0], nfds == 2 ? fds[1] : -1, null_fd, max_fd);
+        else
+            send_fds(sock, &(struct helper_rep){EINVAL, 0}, sizeof(struct helper_rep), NULL, 0);
+        free(strs);
+        for (int i = 0; i < nfds; i++)
+            close(fds[i]);
+    }
+}
+
+static int count_threads(void)
+{
+    DIR *d = opendir("/proc/self/task");
+    if (!d)
+        return -1;
+    int n = 0;
+    struct dirent *de;
+    while ((de = readdir(d)))
+        if (de->d_name[0] != '.')
+            n++;
+    closedir(d);
+    return n;
+}
+
+int spawn_helper_start(struct buf *err)
+{
+    pthread_mutex_lock(&helper_mu);
+    int ret = 0;
+    if (helper_fd >= 0)
+        goto out;
+    if (count_threads() != 1) {
+        buf_setf(err, "the spawn helper must start while the process has one thread");
+        ret = -EBUSY;
+        goto out;
+    }
+    int sv[2];
+    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0) {
+        ret = -errno;
+        buf_setf(err, "socketpair: %s", strerror(errno));
+        goto out;
+    }
+    pid_t parent = getpid();
+    pid_t pid = fork();
+    if (pid == 0) {
+        close(sv[0]);
+        helper_main(sv[1], parent);
+    }
+    int fork_errno = errno;
+    close(sv[1]);
+    if (pid < 0) {
+        close(sv[0]);
+        ret = -fork_errno;
+        buf_setf(err, "fork: %s", strerror(fork_errno));
+        goto out;
+    }
+    helper_fd = sv[0];
+    helper_pid = pid;
+out:
+    pthread_mutex_unlock(&helper_mu);
+    return ret;
+}
+
+void spawn_helper_stop(void)
+{
+    pthread_mutex_lock(&helper_mu);
+    if (helper_fd >= 0) {
+        close(helper_fd); /* the helper exits at end of file */
+        helper_fd = -1;
+        while (waitpid(helper_pid, NULL, 0) < 0 && errno == EINTR)
+            ;
+    }
+    pthread_mutex_unlock(&helper_mu);
+}
+
+/* Ask the helper for a supervisor of a; *sup and *pidfd on success. */
+static int helper_fork(const struct child_args *a, pid_t *sup, int *pidfd)
+{
+    struct buf b = BUF_INIT;
+    struct helper_req rq = {0, 0, 0, a->cwd != NULL};
+    buf_add(&b, a->path, strlen(a->path) + 1);
+    if (a->cwd)
+        buf_add(&b, a->cwd, strlen(a->cwd) + 1);
+    for (char *const *v = a->argv; *v; v++, rq.argc++)
+        buf_add(&b, *v, strlen(*v) + 1);
+    for (char *const *v = a->envp; *v; v++, rq.envc++)
+        buf_add(&b, *v, strlen(*v) + 1);
+    rq.len = (uint32_t)b.len;
+    int ret = b.len > HELPER_MAX_REQ ? -E2BIG : 0;
+    pthread_mutex_lock(&helper_mu);
+    if (helper_fd < 0)
+        ret = -ESRCH;
+    int fds[2] = {a->status_fd, a->out_fd};
+    if (ret == 0)
+        ret = send_fds(helper_fd, &rq, sizeof rq, fds, a->out_fd != a->null_fd ? 2 : 1);
+    if (ret == 0 && b.len)
+        ret = fd_write_all(helper_fd, b.data, b.len);
+    struct helper_rep rep;
+    int got = 1;
+    if (ret == 0)
+        ret = recv_fds(helper_fd, &rep, sizeof rep, pidfd, &got);
+    if (ret == -EPIPE || ret == -ECONNRESET) {
+        /* The helper died (killed by someone): fork here from now on. */
+        close(helper_fd);
+        helper_fd = -1;
+        while (waitpid(helper_pid, NULL, 0) < 0 && errno == EINTR)
+            ;
+        ret = -ESRCH;
+    }
+    pthread_mutex_unlock(&helper_mu);
+    buf_release(&b);
+    if (ret < 0)
+        return ret;
+    if (rep.err) {
+        if (got)
+            close(*pidfd);
+        return -rep.err;
+    }
+    if (!got)
+        return -EIO;
+    *sup = rep.pid;
+    return 0;
+}
+
 /* ---- in this process ---- */
 
 static const char *env_get(const char *const *envp, const char *name)
@@ -506,18 +861,27 @@ int spawn_start(const struct spawn_opts *opts, struct spawn **out, struct buf *e
         .max_fd = open_max > 0 && open_max < 65536 ? (int)open_max : 65536,
     };
 
-    sigset_t all, old;
-    sigfillset(&all);
-    pthread_sigmask(SIG_SETMASK, &all, &old);
-    pid_t sup = fork();
-    if (sup == 0)
-        supervise(&a);
-    int fork_errno = errno;
-    pthread_sigmask(SIG_SETMASK, &old, NULL);
-    if (sup < 0) {
-        ret = -fork_errno;
-        buf_setf(err, "fork: %s", strerror(fork_errno));
+    pid_t sup = -1;
+    int pidfd = -1;
+    ret = helper_fork(&a, &sup, &pidfd); /* -ESRCH: no helper (any more) */
+    if (ret < 0 && ret != -ESRCH) {
+        buf_setf(err, "cannot start a supervisor: %s", strerror(-ret));
         goto out;
+    }
+    if (ret == -ESRCH) {
+        sigset_t all, old;
+        sigfillset(&all);
+        pthread_sigmask(SIG_SETMASK, &all, &old);
+        sup = fork();
+        if (sup == 0)
+            supervise(&a);
+        int fork_errno = errno;
+        pthread_sigmask(SIG_SETMASK, &old, NULL);
+        if (sup < 0) {
+            ret = -fork_errno;
+            buf_setf(err, "fork: %s", strerror(fork_errno));
+            goto out;
+        }
     }
     close_fd(&status_fd[1]);
     close_fd(&pipe_fd[1]);
@@ -526,8 +890,11 @@ int spawn_start(const struct spawn_opts *opts, struct spawn **out, struct buf *e
     int rr = read_rec(status_fd[0], &r);
     if (rr <= 0 || r.type != REC_STARTED) {
         int st = 0;
-        while (waitpid(sup, &st, 0) < 0 && errno == EINTR)
-            ;
+        if (pidfd >= 0)
+            close(pidfd); /* the helper reaps it */
+        else
+            while (waitpid(sup, &st, 0) < 0 && errno == EINTR)
+                ;
         if (rr > 0 && r.type == REC_EXEC_FAILED) {
             ret = -r.value;
             if (opts->cwd && r.value == ENOENT)
@@ -544,6 +911,7 @@ int spawn_start(const struct spawn_opts *opts, struct spawn **out, struct buf *e
 
     struct spawn *s = xcalloc(1, sizeof *s);
     s->sup = sup;
+    s->pidfd = pidfd;
     s->pid = r.value;
     s->out_fd = pipe_fd[0];
     s->done_fd = status_fd[0];
@@ -579,8 +947,15 @@ int spawn_signal(struct spawn *s, bool hard)
 {
     if (s->done || s->sup <= 0)
         return 0;
-    /* The supervisor is our unreaped child, so its pid cannot be reused. */
-    if (kill(s->sup, hard ? SIGUSR1 : SIGTERM) < 0)
+    int sig = hard ? SIGUSR1 : SIGTERM;
+    /* The supervisor is our unreaped child, so its pid cannot be reused;
+     * or the helper's, known by a pidfd, which cannot be reused either. */
+    if (s->pidfd >= 0) {
+        if (syscall(SYS_pidfd_send_signal, s->pidfd, sig, NULL, 0) < 0 && errno != ESRCH)
+            return -errno;
+        return 0;
+    }
+    if (kill(s->sup, sig) < 0)
         return -errno;
     return 0;
 }
@@ -607,9 +982,12 @@ int spawn_wait(struct spawn *s, int64_t timeout_ms, int *status)
         }
         struct rec r;
         int rr = read_rec(s->done_fd, &r);
-        int sup_status = 0;
-        while (waitpid(s->sup, &sup_status, 0) < 0 && errno == EINTR)
-            ;
+        /* The helper's supervisors are reaped by the helper: one without an
+         * EXITED record was killed, as if by SIGKILL. */
+        int sup_status = SIGKILL;
+        if (s->pidfd < 0)
+            while (waitpid(s->sup, &sup_status, 0) < 0 && errno == EINTR)
+                ;
         s->sup = 0;
         s->done = true;
         /* Without an EXITED record the supervisor itself was killed: report
@@ -640,6 +1018,7 @@ void spawn_free(struct spawn *s)
     }
     close_fd(&s->out_fd);
     close_fd(&s->done_fd);
+    close_fd(&s->pidfd);
     free(s);
 }
 

@@ -35,7 +35,9 @@
  * tree (a systemd user service, `at`, a container daemon), and a
  * supervisor killed with SIGKILL by someone else. The supervisor also dies
  * with the thread that started it (PR_SET_PDEATHSIG): if that thread or the
- * whole process dies, the child's group and descendants are killed.
+ * whole process dies, the child's group and descendants are killed. With
+ * the spawn helper (spawn_helper_start()), the supervisor is the helper's
+ * child and dies with the helper, which dies with this process.
  *
  * Why not make the whole process a subreaper: in `yci up` the server and the
  * runner share a process, and the orphans adopted by a process-wide subreaper
@@ -72,6 +74,14 @@ struct spawn_opts {
 };
 
 struct spawn;
+
+/* Start the spawn helper (see spawn.c): from then on, supervisors are forked
+ * by a small helper process instead of by this one, which makes a spawn far
+ * cheaper in a large, threaded process. Call it early, while the process has
+ * one thread (-EBUSY otherwise; spawning then goes on without it). The
+ * helper dies with this process; spawn_helper_stop() ends it sooner. */
+int spawn_helper_start(struct buf *err);
+void spawn_helper_stop(void);
 
 /* Start a child. On success *out owns it; on failure *out is untouched, err
  * says why, and the return is -errno (-ENOENT: no such program, or the

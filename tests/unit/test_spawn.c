@@ -330,6 +330,50 @@ static void test_output_cap(void **state)
     buf_release(&out);
 }
 
+/* The spawn helper's pid: the parent of the supervisor, the child's parent. */
+static pid_t ppid_of(pid_t pid)
+{
+    char path[64], st[512];
+    snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
+    FILE *f = fopen(path, "r");
+    assert_non_null(f);
+    size_t n = fread(st, 1, sizeof st - 1, f);
+    fclose(f);
+    st[n] = '\0';
+    char *rp = strrchr(st, ')');
+    assert_non_null(rp);
+    int ppid = 0;
+    assert_int_equal(sscanf(rp + 2, "%*c %d", &ppid), 1);
+    return ppid;
+}
+
+/* With the helper: killing it kills the jobs (their supervisors die with
+ * it), and spawning goes on without it. */
+static void test_helper_death(void **state)
+{
+    (void)state;
+    const char *argv[] = {"/bin/sleep", "1000", NULL};
+    struct spawn_opts o = {argv, NULL, NULL, SPAWN_NULL};
+    struct buf err = BUF_INIT;
+    struct spawn *s = NULL;
+    assert_int_equal(spawn_start(&o, &s, &err), 0);
+    pid_t sup = ppid_of(spawn_pid(s)), helper = ppid_of(sup);
+    assert_int_not_equal(sup, getpid());
+    assert_int_equal(ppid_of(helper), getpid());
+    assert_int_equal(kill(helper, SIGKILL), 0);
+    int status = 0;
+    assert_int_equal(spawn_wait(s, 10000, &status), 0);
+    assert_int_equal(spawn_exit_code(status), 128 + SIGKILL);
+    assert_int_equal(kill(spawn_pid(s), 0), -1); /* the child is gone */
+    spawn_free(s);
+    /* The next spawn notices the helper is gone and forks itself. */
+    struct buf out = BUF_INIT;
+    assert_int_equal(sh("echo still here", &out, &status), 0);
+    assert_string_equal(out.data, "still here\n");
+    buf_release(&out);
+    buf_release(&err);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -347,5 +391,17 @@ int main(void)
         cmocka_unit_test(test_free_kills),
         cmocka_unit_test(test_output_cap),
     };
-    return cmocka_run_group_tests(tests, NULL, NULL);
+    int failed = cmocka_run_group_tests_name("direct", tests, NULL, NULL);
+    /* Again, with the supervisors forked by the spawn helper. */
+    struct buf err = BUF_INIT;
+    if (spawn_helper_start(&err) < 0) {
+        fprintf(stderr, "cannot start the spawn helper: %s\n", err.data);
+        return 1;
+    }
+    buf_release(&err);
+    failed += cmocka_run_group_tests_name("helper", tests, NULL, NULL);
+    const struct CMUnitTest last[] = {cmocka_unit_test(test_helper_death)};
+    failed += cmocka_run_group_tests_name("helper death", last, NULL, NULL);
+    spawn_helper_stop();
+    return failed;
 }
