@@ -49,6 +49,7 @@ int exec_new(const struct yci_job *job, const char *server_url, const char *work
     x->exit_code = -1;
     x->tail_fd = -1;
     x->tail_path = xasprintf("%s/spool/tail-%d", workdir, slot);
+    x->chunk = xmalloc(EXEC_CHUNK);
     x->claim = job->json ? json_loads(job->json, 0, NULL) : NULL;
     json_t *cap = json_object_get(x->claim, "max_log_bytes");
     /* At least 64 KiB, so that head and tail both mean something. */
@@ -72,6 +73,7 @@ void exec_free(struct exec *x)
         unlink(x->tail_path);
     }
     free(x->tail_path);
+    free(x->chunk);
     json_decref(x->claim);
     free(x->token);
     free(x->server_url);
@@ -186,11 +188,11 @@ static void spool_tail(struct exec *x)
                          dropped, x->log_cap, kept);
         spool_append(x, note, (size_t)n);
     }
-    static _Thread_local char chunk[65536];
+    char *chunk = x->chunk;
     uint64_t start = x->tail_total > ring ? x->tail_total % ring : 0;
     for (uint64_t done = 0; done < kept;) {
         uint64_t at = (start + done) % ring;
-        size_t want = sizeof chunk;
+        size_t want = EXEC_CHUNK;
         if (want > kept - done)
             want = (size_t)(kept - done);
         if (want > ring - at)
@@ -245,7 +247,7 @@ static enum pump_end pump(struct exec *x, struct spawn *s, int64_t deadline_ms, 
     enum pump_end end = PUMP_EXITED;
     int64_t kill_at = 0;
     bool eof = spawn_out_fd(s) < 0, wake_seen = false, killed = false;
-    static _Thread_local char chunk[65536];
+    char *chunk = x->chunk;
 
     for (;;) {
         struct pollfd pfd[3] = {
@@ -265,7 +267,7 @@ static enum pump_end pump(struct exec *x, struct spawn *s, int64_t deadline_ms, 
         /* Output first, so that nothing is lost when the child ends. */
         if (pfd[1].revents) {
             for (int i = 0; i < 16; i++) { /* bounded: look at the others too */
-                ssize_t r = read(spawn_out_fd(s), chunk, sizeof chunk);
+                ssize_t r = read(spawn_out_fd(s), chunk, EXEC_CHUNK);
                 if (r < 0 && errno == EINTR)
                     continue;
                 if (r <= 0) {
@@ -310,7 +312,7 @@ static enum pump_end pump(struct exec *x, struct spawn *s, int64_t deadline_ms, 
     spawn_wait(s, -1, status);
     /* Everything below the child is dead: what is left in the pipe is all. */
     while (!eof) {
-        ssize_t r = read(spawn_out_fd(s), chunk, sizeof chunk);
+        ssize_t r = read(spawn_out_fd(s), chunk, EXEC_CHUNK);
         if (r < 0 && errno == EINTR)
             continue;
         if (r <= 0)

@@ -31,6 +31,8 @@
 #define EXEC_KILL_GRACE_MS 5000
 /* The uploader is woken whenever this much new output is in the spool. */
 #define EXEC_WAKE_BYTES (64 * 1024)
+/* One read of the job's output (and of the tail ring when it is spooled). */
+#define EXEC_CHUNK (64 * 1024)
 /* Bound on each git command while making a workspace. */
 #define EXEC_GIT_TIMEOUT_MS (10 * 60 * 1000)
 
@@ -69,6 +71,14 @@ struct exec {
     int tail_fd;         /* the ring of the tail, once past half the cap */
     char *tail_path;
     uint64_t tail_total; /* bytes that went to the ring */
+
+    /*
+     * The read buffer of the job's output (EXEC_CHUNK bytes), with the job: a
+     * _Thread_local array would sit in every thread's static TLS block, which
+     * glibc zero-fills when it creates a thread, so every thread of the
+     * process (HTTP, scheduler, ...) would keep it resident.
+     */
+    char *chunk;
 };
 
 /* spool_fd is borrowed (the caller closes it after exec_free()). */
