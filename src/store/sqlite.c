@@ -9,10 +9,13 @@
  * corrupt the database), which is what makes a claim or a finish cost tens
  * of microseconds rather than an fsync.
  *
- * Statements: every query is prepared once at open (SQLITE_PREPARE_PERSISTENT)
- * and reset for reuse. q() hands out a reset statement with its bindings
- * cleared; the unlock path resets any statement still active so that no read
- * snapshot outlives a call.
+ * Statements: every query is compiled once at open to check it, then
+ * prepared for good (SQLITE_PREPARE_PERSISTENT) on its first use and reset
+ * for reuse. A prepared statement costs a few KiB; an idle server uses a
+ * dozen of the 70-odd, so preparing them all up front kept half a MiB
+ * resident for nothing (issue 6). q() hands out a reset statement with its
+ * bindings cleared; the unlock path resets any statement still active so
+ * that no read snapshot outlives a call.
  *
  * Transactions: every change runs in BEGIN IMMEDIATE ... COMMIT (the write
  * lock is taken up front, so a transaction never fails half-way on a lock
@@ -548,9 +551,27 @@ uint64_t store_version(struct store *st)
     return v;
 }
 
+static char *list_sql(int mask);
+
+/*
+ * *slot, prepared from text on first use. store_open() compiled every
+ * statement already, so a failure here is running out of memory (or the
+ * database file gone bad under us): as fatal as xmalloc's.
+ */
+static sqlite3_stmt *prepared(struct store *st, sqlite3_stmt **slot, const char *text)
+{
+    if (!*slot &&
+        sqlite3_prepare_v3(st->db, text, -1, SQLITE_PREPARE_PERSISTENT, slot, NULL) != SQLITE_OK) {
+        fprintf(stderr, "yci: database: cannot prepare \"%.60s...\": %s\n", text,
+                sqlite3_errmsg(st->db));
+        abort();
+    }
+    return *slot;
+}
+
 static sqlite3_stmt *q(struct store *st, enum q id)
 {
-    sqlite3_stmt *s = st->stmts[id];
+    sqlite3_stmt *s = prepared(st, &st->stmts[id], sql[id]);
     sqlite3_reset(s);
     sqlite3_clear_bindings(s);
     return s;
@@ -1419,12 +1440,16 @@ static char *list_sql(int mask)
                      mask & F_STATUS ? " AND b.status = ?4" : "");
 }
 
-static int prepare(struct store *st, const char *text, sqlite3_stmt **out, struct buf *err)
+/* Compile text and throw it away: a mistake in a statement stops the start,
+ * not the first request that uses it. */
+static int check_sql(struct store *st, const char *text, struct buf *err)
 {
-    if (sqlite3_prepare_v3(st->db, text, -1, SQLITE_PREPARE_PERSISTENT, out, NULL) != SQLITE_OK) {
+    sqlite3_stmt *s = NULL;
+    if (sqlite3_prepare_v2(st->db, text, -1, &s, NULL) != SQLITE_OK) {
         buf_setf(err, "database: prepare \"%.60s...\": %s", text, sqlite3_errmsg(st->db));
         return -EIO;
     }
+    sqlite3_finalize(s);
     return 0;
 }
 
@@ -1469,11 +1494,11 @@ int store_open(const char *path, struct store **out, struct buf *err)
 
     r = -EIO;
     for (int i = 0; i < Q_COUNT; i++)
-        if (prepare(st, sql[i], &st->stmts[i], err) < 0)
+        if (check_sql(st, sql[i], err) < 0)
             goto out;
     for (int m = 0; m < N_LIST; m++) {
         char *text = list_sql(m);
-        int pr = prepare(st, text, &st->list[m], err);
+        int pr = check_sql(st, text, err);
         free(text);
         if (pr < 0)
             goto out;
@@ -2004,6 +2029,11 @@ json_t *store_build_list(struct store *st, json_t *filter)
         json_decref(r);
     }
     sqlite3_stmt *s = st->list[mask];
+    if (!s) {
+        char *text = list_sql(mask);
+        s = prepared(st, &st->list[mask], text);
+        free(text);
+    }
     sqlite3_reset(s);
     sqlite3_clear_bindings(s);
     sqlite3_bind_int64(s, 1, before);
