@@ -12,7 +12,7 @@
  *   <data>/admin-token             the admin token (0600), made on first start
  *   <data>/registration-secret     the runner registration secret (0600)
  *   <data>/mirrors/<repo>.git      bare mirrors of the watched repositories
- *   <data>/logs/<job>/<attempt>.log   job logs (servable as HTTP_ROOT)
+ *   <data>/logs/<job/1000>/<job>.<attempt>.log   job logs (see logstore.h)
  *   <data>/test_results/<commit>   one result file per commit, as the seed
  */
 #ifndef YCI_SERVER_SERVER_H

@@ -1,5 +1,5 @@
 /*
- * logstore — job logs as files: <dir>/<job>/<attempt>.log.
+ * logstore — job logs as files: <dir>/<job / 1000>/<job>.<attempt>.log.
  *
  * Each call opens, writes and closes its file: no descriptor outlives a call,
  * so there is no cache to bound or to lock, and the struct holds only the
@@ -10,6 +10,7 @@
  * Concurrent appends to one log are safe at the file level (pwrite at an
  * offset); the protocol has one writer per attempt anyway.
  */
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
@@ -26,10 +27,91 @@
 
 #define LOG_DIR_MODE 0755
 #define LOG_FILE_MODE 0644
+#define JOBS_PER_DIR 1000
+/* Written once the logs of the first layout are moved (see migrate()). */
+#define LAYOUT_MARK ".layout-2"
 
 struct logstore {
     char *dir;
 };
+
+/* A whole name of decimal digits (no sign, no leading zero), in *v. */
+static bool parse_id(const char *s, size_t n, int64_t *v)
+{
+    if (n == 0 || n > 18 || s[0] == '0')
+        return false;
+    int64_t x = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (s[i] < '0' || s[i] > '9')
+            return false;
+        x = x * 10 + (s[i] - '0');
+    }
+    *v = x;
+    return true;
+}
+
+/*
+ * Move the logs of the first layout (<dir>/<job>/<attempt>.log) to this one
+ * and remove their emptied directories. A directory of the first layout and
+ * one of this layout may have the same name (job 5's, and jobs 5000-5999's):
+ * only the files named <attempt>.log are moved. Interrupted, it starts again
+ * at the next open; the mark says it is done.
+ */
+static int migrate(struct logstore *ls, struct buf *err)
+{
+    char *mark = xasprintf("%s/" LAYOUT_MARK, ls->dir);
+    int r = 0;
+    if (access(mark, F_OK) == 0)
+        goto out;
+    DIR *top = opendir(ls->dir);
+    if (!top) {
+        r = -errno;
+        buf_setf(err, "log store: %s: %s", ls->dir, strerror(errno));
+        goto out;
+    }
+    struct dirent *de;
+    while (r == 0 && (de = readdir(top))) {
+        int64_t job;
+        if (!parse_id(de->d_name, strlen(de->d_name), &job))
+            continue;
+        char *jdir = xasprintf("%s/%s", ls->dir, de->d_name);
+        DIR *d = opendir(jdir);
+        struct dirent *fe;
+        bool moved = false;
+        while (r == 0 && d && (fe = readdir(d))) {
+            size_t n = strlen(fe->d_name);
+            int64_t attempt;
+            if (n <= 4 || strcmp(fe->d_name + n - 4, ".log") != 0 ||
+                !parse_id(fe->d_name, n - 4, &attempt) || attempt > 1000000)
+                continue;
+            char *from = xasprintf("%s/%s", jdir, fe->d_name);
+            char *to = logstore_path(ls, job, (int)attempt);
+            char *sdir = xasprintf("%s/%" PRId64, ls->dir, job / JOBS_PER_DIR);
+            if ((mkdir(sdir, LOG_DIR_MODE) < 0 && errno != EEXIST) || rename(from, to) < 0) {
+                r = -errno;
+                buf_setf(err, "log store: cannot move '%s' to '%s': %s", from, to,
+                         strerror(errno));
+            }
+            moved = true;
+            free(sdir);
+            free(from);
+            free(to);
+        }
+        if (d)
+            closedir(d);
+        if (moved)
+            rmdir(jdir); /* fails, rightly, while it holds new logs too */
+        free(jdir);
+    }
+    closedir(top);
+    if (r == 0)
+        r = file_write_atomic(mark, "", 0, LOG_FILE_MODE);
+    if (r < 0 && !err->len)
+        buf_setf(err, "log store: %s: %s", mark, strerror(-r));
+out:
+    free(mark);
+    return r;
+}
 
 int logstore_open(const char *dir, struct logstore **out, struct buf *err)
 {
@@ -44,6 +126,11 @@ int logstore_open(const char *dir, struct logstore **out, struct buf *err)
     }
     struct logstore *ls = xcalloc(1, sizeof(*ls));
     ls->dir = xstrdup(dir);
+    r = migrate(ls, err);
+    if (r < 0) {
+        logstore_free(ls);
+        return r;
+    }
     *out = ls;
     return 0;
 }
@@ -58,7 +145,8 @@ void logstore_free(struct logstore *ls)
 
 char *logstore_path(struct logstore *ls, int64_t job_id, int attempt)
 {
-    return xasprintf("%s/%" PRId64 "/%d.log", ls->dir, job_id, attempt);
+    return xasprintf("%s/%" PRId64 "/%" PRId64 ".%d.log", ls->dir, job_id / JOBS_PER_DIR, job_id,
+                     attempt);
 }
 
 static bool ids_valid(int64_t job_id, int attempt)
@@ -70,12 +158,13 @@ static bool ids_valid(int64_t job_id, int attempt)
 static int open_write(struct logstore *ls, int64_t job_id, int attempt)
 {
     char *path = logstore_path(ls, job_id, attempt);
-    int fd = open(path, O_WRONLY | O_CREAT | O_CLOEXEC, LOG_FILE_MODE);
+    int flags = O_WRONLY | O_CREAT | O_CLOEXEC;
+    int fd = open(path, flags, LOG_FILE_MODE);
     if (fd < 0 && errno == ENOENT) {
-        char *dir = xasprintf("%s/%" PRId64, ls->dir, job_id);
+        char *dir = xasprintf("%s/%" PRId64, ls->dir, job_id / JOBS_PER_DIR);
         /* EEXIST: another thread made it meanwhile. */
         if (mkdir(dir, LOG_DIR_MODE) == 0 || errno == EEXIST)
-            fd = open(path, O_WRONLY | O_CREAT | O_CLOEXEC, LOG_FILE_MODE);
+            fd = open(path, flags, LOG_FILE_MODE);
         free(dir);
     }
     int r = fd < 0 ? -errno : fd;

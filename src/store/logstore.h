@@ -1,10 +1,17 @@
 /*
  * logstore — job logs as plain files, one per attempt.
  *
- * Layout: <dir>/<job id>/<attempt>.log. The files are written as the job runs,
- * so nginx (or any static server) can serve <dir> as HTTP_ROOT and a reader
- * can tail them. Paths are built from integers only: nothing a client sends
- * can make one escape <dir>.
+ * Layout: <dir>/<job id / 1000>/<job id>.<attempt>.log (job 12345's second
+ * attempt: 12/12345.2.log). The files are written as the job runs, so nginx
+ * (or any static server) can serve them (contrib/nginx.conf maps
+ * /logs/<job>/<attempt>.log there) and a reader can tail them. Paths are
+ * built from integers only: nothing a client sends can make one escape <dir>.
+ *
+ * A directory holds the logs of a thousand jobs: a directory per job cost an
+ * inode allocation per job (the slowest kind on ext4, and some file systems
+ * cap a directory's subdirectories at 32,000 or 65,000). logstore_open()
+ * moves the logs of the first layout, <dir>/<job id>/<attempt>.log, into
+ * this one once (rename: nothing is copied).
  *
  * Appends are by offset, which makes a retried upload idempotent: bytes at an
  * offset below the current size are written again (they are the same bytes),

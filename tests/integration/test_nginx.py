@@ -65,6 +65,15 @@ def test_nginx_in_front_of_yci(ctx, server, gitrepo):
     assert static.header("Content-Type").startswith("text/plain"), static
     assert static.header("Cache-Control") == "no-cache"
     assert static.header("X-Content-Type-Options") == "nosniff"
+    # A job id of four digits and more is in its thousand's directory: a log
+    # put there by hand is served for job 1234567 (the server has no such job).
+    thousands = os.path.join(server.data, "logs", "1234")
+    os.makedirs(thousands, exist_ok=True)
+    with open(os.path.join(thousands, "1234567.2.log"), "wb") as f:
+        f.write(b"a log of job 1234567\n")
+    big = http_request(front, "GET", "/logs/1234567/2.log")
+    assert big.status == 200 and big.body == b"a log of job 1234567\n", big
+    assert http_request(front, "GET", "/logs/234567/2.log").status == 404
     # Nothing but logs: no traversal, no other files of the data directory.
     for bad in ("/logs/", "/logs/%d/" % job["id"], "/logs/../yci.db", "/logs/..%2fadmin-token",
                 "/logs/%d/%d.log.bak" % (job["id"], job["attempt"])):

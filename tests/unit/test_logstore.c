@@ -5,6 +5,7 @@
 #include <cmocka.h>
 #include <errno.h>
 #include <pthread.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -99,14 +100,21 @@ static void test_layout_and_modes(void **state)
     uint64_t size;
     mode_t old = umask(022);
     assert_int_equal(logstore_append(f->ls, 12, 3, 0, "x", 1, &size), 0);
+    assert_int_equal(logstore_append(f->ls, 12345, 2, 0, "y", 1, &size), 0);
     umask(old);
     char *path = logstore_path(f->ls, 12, 3);
     char *want;
-    assert_true(asprintf(&want, "%s/12/3.log", f->logs) > 0);
+    assert_true(asprintf(&want, "%s/0/12.3.log", f->logs) > 0);
     assert_string_equal(path, want);
     struct stat sb;
     assert_int_equal(stat(path, &sb), 0);
     assert_int_equal(sb.st_mode & 0777, 0644);
+    free(want);
+    free(path);
+    path = logstore_path(f->ls, 12345, 2);
+    assert_true(asprintf(&want, "%s/12/12345.2.log", f->logs) > 0);
+    assert_string_equal(path, want);
+    assert_int_equal(stat(path, &sb), 0);
     char *dir;
     assert_true(asprintf(&dir, "%s/12", f->logs) > 0);
     assert_int_equal(stat(dir, &sb), 0);
@@ -115,6 +123,75 @@ static void test_layout_and_modes(void **state)
     free(dir);
     free(want);
     free(path);
+}
+
+static void put(const char *logs, const char *name, const char *text)
+{
+    char *path;
+    assert_true(asprintf(&path, "%s/%s", logs, name) > 0);
+    char *slash = strrchr(path, '/');
+    *slash = '\0';
+    assert_int_equal(mkdir_p(path, 0755), 0);
+    *slash = '/';
+    assert_int_equal(file_write_atomic(path, text, strlen(text), 0644), 0);
+    free(path);
+}
+
+static bool exists(const char *logs, const char *name)
+{
+    char *path;
+    assert_true(asprintf(&path, "%s/%s", logs, name) > 0);
+    bool r = access(path, F_OK) == 0;
+    free(path);
+    return r;
+}
+
+/* The first layout's logs (<job>/<attempt>.log) are moved at open, once;
+ * a directory that is both job 5's (first layout) and jobs 5000-5999's
+ * keeps the latter. */
+static void test_old_layout_moved(void **state)
+{
+    struct fixture *f = *state;
+    logstore_free(f->ls);
+    f->ls = NULL;
+    char *mark;
+    assert_true(asprintf(&mark, "%s/.layout-2", f->logs) > 0);
+    assert_int_equal(unlink(mark), 0); /* as before the second layout */
+    put(f->logs, "7/1.log", "seven one");
+    put(f->logs, "7/2.log", "seven two");
+    put(f->logs, "5/1.log", "five");
+    put(f->logs, "5/5001.1.log", "new five thousand one");
+    put(f->logs, "4321/3.log", "four thousand");
+    put(f->logs, "notes/1.log", "not a log of ours");
+    struct buf err = BUF_INIT;
+    assert_int_equal(logstore_open(f->logs, &f->ls, &err), 0);
+    buf_release(&err);
+    struct buf b = BUF_INIT;
+    const struct {
+        int64_t job;
+        int attempt;
+        const char *text;
+    } want[] = {{7, 1, "seven one"}, {7, 2, "seven two"}, {5, 1, "five"},
+                {5001, 1, "new five thousand one"}, {4321, 3, "four thousand"}};
+    for (size_t i = 0; i < sizeof want / sizeof want[0]; i++) {
+        buf_reset(&b);
+        read_all(f->ls, want[i].job, want[i].attempt, &b);
+        assert_string_equal(b.data, want[i].text);
+    }
+    assert_false(exists(f->logs, "7"));
+    assert_false(exists(f->logs, "4321"));
+    assert_true(exists(f->logs, "5/5001.1.log"));
+    assert_false(exists(f->logs, "5/1.log"));
+    assert_true(exists(f->logs, "notes/1.log"));
+    assert_true(exists(f->logs, ".layout-2"));
+    /* Once: an old-looking file made later is left alone. */
+    logstore_free(f->ls);
+    put(f->logs, "8/1.log", "late");
+    assert_int_equal(logstore_open(f->logs, &f->ls, &err), 0);
+    assert_true(exists(f->logs, "8/1.log"));
+    buf_release(&b);
+    buf_release(&err);
+    free(mark);
 }
 
 static void test_open_read(void **state)
@@ -187,6 +264,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_append_by_offset, setup, teardown),
         cmocka_unit_test_setup_teardown(test_layout_and_modes, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_old_layout_moved, setup, teardown),
         cmocka_unit_test_setup_teardown(test_open_read, setup, teardown),
         cmocka_unit_test_setup_teardown(test_bad_ids, setup, teardown),
         cmocka_unit_test_setup_teardown(test_threads, setup, teardown),
