@@ -313,7 +313,7 @@ int cli_cmd_runner(int argc, char **argv)
     log_set_prefix("runner");
     /* Before any thread starts: job supervisors are then forked by a small
      * helper process, not by this large one (src/os/spawn.c). */
-    if (spawn_helper_start(&err) < 0) {
+    if (spawn_helper_start(NULL, &err) < 0) {
         log_warn("%s: spawning without it", err.data);
         buf_reset(&err);
     }

@@ -299,7 +299,7 @@ int cli_cmd_up(int argc, char **argv)
     log_set_prefix("up");
     /* Before any thread starts: job supervisors are then forked by a small
      * helper process, not by this large one (src/os/spawn.c). */
-    if (spawn_helper_start(&err) < 0) {
+    if (spawn_helper_start(NULL, &err) < 0) {
         log_warn("%s: spawning without it", err.data);
         buf_reset(&err);
     }

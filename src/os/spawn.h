@@ -77,10 +77,13 @@ struct spawn;
 
 /* Start the spawn helper (see spawn.c): from then on, supervisors are forked
  * by a small helper process instead of by this one, which makes a spawn far
- * cheaper in a large, threaded process. Call it early, while the process has
- * one thread (-EBUSY otherwise; spawning then goes on without it). The
- * helper dies with this process; spawn_helper_stop() ends it sooner. */
-int spawn_helper_start(struct buf *err);
+ * cheaper in a large, threaded process. program: the `yci-spawn` program to
+ * run; NULL: look for it next to this executable, then in the directory
+ * `meson install` puts it (libexecdir/yci), and without it fork a copy of
+ * this process as the helper; "": that copy. Call it early, while the
+ * process has one thread (-EBUSY otherwise; spawning then goes on without
+ * it). The helper dies with this process; spawn_helper_stop() ends it. */
+int spawn_helper_start(const char *program, struct buf *err);
 void spawn_helper_stop(void);
 
 /* Start a child. On success *out owns it; on failure *out is untouched, err

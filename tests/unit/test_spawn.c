@@ -392,16 +392,21 @@ int main(void)
         cmocka_unit_test(test_output_cap),
     };
     int failed = cmocka_run_group_tests_name("direct", tests, NULL, NULL);
-    /* Again, with the supervisors forked by the spawn helper. */
-    struct buf err = BUF_INIT;
-    if (spawn_helper_start(&err) < 0) {
-        fprintf(stderr, "cannot start the spawn helper: %s\n", err.data);
-        return 1;
-    }
-    buf_release(&err);
-    failed += cmocka_run_group_tests_name("helper", tests, NULL, NULL);
+    /* Again with the supervisors forked by the spawn helper: a forked copy
+     * of this process, then the yci-spawn program. */
+    const char *helpers[] = {"", YCI_SPAWN_HELPER};
+    const char *names[] = {"helper (forked copy)", "helper (yci-spawn)"};
     const struct CMUnitTest last[] = {cmocka_unit_test(test_helper_death)};
-    failed += cmocka_run_group_tests_name("helper death", last, NULL, NULL);
-    spawn_helper_stop();
+    for (int i = 0; i < 2; i++) {
+        struct buf err = BUF_INIT;
+        if (spawn_helper_start(helpers[i], &err) < 0) {
+            fprintf(stderr, "cannot start the spawn helper: %s\n", err.data);
+            return 1;
+        }
+        buf_release(&err);
+        failed += cmocka_run_group_tests_name(names[i], tests, NULL, NULL);
+        failed += cmocka_run_group_tests_name("helper death", last, NULL, NULL);
+        spawn_helper_stop();
+    }
     return failed;
 }
