@@ -378,6 +378,18 @@ void http_respond_buf(struct http_request *req, int status, const char *content_
     respond_with(req, (unsigned)status, content_type, resp);
 }
 
+void http_respond_shared(struct http_request *req, int status, const char *content_type,
+                         const void *body, size_t len, void (*done)(void *arg), void *arg)
+{
+    /* libmicrohttpd reads the buffer in place (it never writes to it) and
+     * calls done(arg) when it destroys the response. */
+    struct MHD_Response *resp = MHD_create_response_from_buffer_with_free_callback_cls(
+        len, (void *)(len ? body : ""), done, arg);
+    if (!resp)
+        oom();
+    respond_with(req, (unsigned)status, content_type, resp);
+}
+
 void http_respond_fd(struct http_request *req, int status, const char *content_type, int fd,
                      uint64_t offset, uint64_t len)
 {

@@ -102,6 +102,14 @@ void http_respond(struct http_request *req, int status, const char *content_type
 /* Respond with b's contents; takes ownership of b's memory (b is left empty). */
 void http_respond_buf(struct http_request *req, int status, const char *content_type,
                       struct buf *b);
+/* Respond with len bytes at body without copying them, for a body shared
+ * by many responses (the page cache, server/web.c). The bytes must stay
+ * valid and unchanged until done(arg) is called: exactly once, when the
+ * server no longer needs them (the response was sent, the connection closed,
+ * or the response dropped), from a server thread or in http_server_free().
+ * done may be NULL. */
+void http_respond_shared(struct http_request *req, int status, const char *content_type,
+                         const void *body, size_t len, void (*done)(void *arg), void *arg);
 /* Respond with len bytes of fd from offset; takes ownership of fd. */
 void http_respond_fd(struct http_request *req, int status, const char *content_type, int fd,
                      uint64_t offset, uint64_t len);
