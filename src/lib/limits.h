@@ -47,5 +47,9 @@
 #define YCI_MAX_WEBHOOK_BODY (25 * 1024 * 1024)
 /* Builds returned by one list request. */
 #define YCI_MAX_LIST 1000
+/* Rendered pages the page cache keeps (server/web.c: the overview and build
+ * pages), and the largest page it keeps (a bigger one is rendered each time). */
+#define YCI_PAGE_CACHE_SLOTS 16
+#define YCI_PAGE_CACHE_MAX_BYTES (256 * 1024)
 
 #endif

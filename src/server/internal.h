@@ -26,6 +26,7 @@ struct results;
 struct notifier;
 struct follow;
 struct auth_cache;
+struct web_cache;
 
 struct server {
     struct server_config cfg;
@@ -43,6 +44,7 @@ struct server {
     struct results *results;
     struct notifier *notifier; /* GitHub commit statuses; NULL without GitHub */
     struct follow *follow;     /* requests waiting for more of a log (follow.c) */
+    struct web_cache *pages;   /* rendered pages (web.c) */
     struct http_server *http;
 };
 
@@ -61,8 +63,13 @@ void api_handle(struct http_request *req, void *ctx);
 size_t api_body_limit(const char *method, const char *path, void *ctx);
 
 /*
- * web.c — the minimal HTML pages (a later issue builds the real dashboard).
+ * web.c — the dashboard's HTML pages.
  */
+/* The cache of rendered pages (the overview, build pages); see web.c. Free it
+ * after the HTTP server (its handlers use it); a response still sending a
+ * page holds a reference of its own. NULL does nothing. */
+struct web_cache *web_cache_new(void);
+void web_cache_free(struct web_cache *c);
 void web_index(struct server *srv, struct http_request *req);
 void web_build(struct server *srv, struct http_request *req, int64_t build_id);
 void web_not_found(struct http_request *req);

@@ -211,6 +211,7 @@ int server_start(const struct server_config *cfg_in, struct server **out, struct
     if (rc < 0)
         goto fail;
     store_on_change(srv->store, follow_changed, srv->follow);
+    srv->pages = web_cache_new();
 
     struct http_server_config hc = {
         .listen = srv->cfg.listen,
@@ -253,6 +254,8 @@ void server_free(struct server *srv)
         store_on_change(srv->store, NULL, NULL); /* the threads below still write */
     follow_free(srv->follow); /* after the HTTP server: it cancelled the waiters */
     srv->follow = NULL;
+    web_cache_free(srv->pages);
+    srv->pages = NULL;
     notifier_free(srv->notifier);
     srv->notifier = NULL;
     observer_free(srv->observer);

@@ -19,9 +19,35 @@
  * Content-Security-Policy allows only this server's own script, style sheet
  * and API (no inline script or style, no other origin), so even a missed
  * escape could not run code.
+ *
+ * The page cache. The overview (GET /) and the build pages (GET /builds/{id})
+ * are kept once rendered, and the same bytes are served again while nothing
+ * they show can have changed: for the same store version (store_version(),
+ * moved by any change to the builds and jobs the pages show) and within the
+ * same wall-clock second. The second is there because the overview shows ages
+ * ("3 min ago"): a page is rendered with "now" truncated to its second, so
+ * every render for one (version, second) gives the same ages, and a cached
+ * page is never more than a second old, whatever else it shows that no
+ * version counts (a build page's waiting reasons, which follow the runners).
+ * Nothing else on these pages depends on the request (no query, header,
+ * token or cookie is read), so the key is (page, version, second); the
+ * page's ETag is "version-second" and If-None-Match of it is answered 304.
+ * The version is read before rendering, so a page holds everything up to it
+ * (maybe a little more, which the script then catches up with at once: it
+ * long-polls for changes since the page's data-version).
+ *
+ * The cache is YCI_PAGE_CACHE_SLOTS slots under one mutex, direct-mapped by
+ * page (slot 0 is the overview, build N goes to slot 1 + N mod (slots - 1)),
+ * so it is bounded and needs no eviction policy: a page pushes out whatever
+ * was in its slot. The mutex is never held while rendering: two threads may
+ * render the same page at once, and the newer (version, second) is kept.
+ * A page is reference-counted: one reference for its slot and one for each
+ * response still sending it (http_respond_shared(): no copy), so a response
+ * never points at freed memory when its page is replaced.
  */
 #include <inttypes.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -29,6 +55,7 @@
 
 #include "lib/buf.h"
 #include "lib/embed.h"
+#include "lib/limits.h"
 #include "lib/util.h"
 #include "lib/xalloc.h"
 #include "server/internal.h"
@@ -117,7 +144,9 @@ static const char *assets(void)
     return assets_version;
 }
 
-static void page_start(struct server *srv, struct buf *b, const char *title)
+/* The page's head; version is the store version it shows (its data-version:
+ * app.js asks for changes since then). */
+static void page_start(struct buf *b, const char *title, uint64_t version)
 {
     buf_adds(b, "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
                 "<meta name=\"viewport\" content=\"width=device-width\"><title>");
@@ -129,16 +158,150 @@ static void page_start(struct server *srv, struct buf *b, const char *title)
              "<body data-version=\"%" PRIu64 "\" data-assets=\"%s\">\n"
              "<header><a href=\"/\" class=\"brand\">yci</a> <a href=\"/\">builds</a> "
              "<a href=\"/runners\">runners</a></header>\n<main>\n",
-             assets(), assets(), assets(), srv ? store_version(srv->store) : (uint64_t)0, assets());
+             assets(), assets(), assets(), version, assets());
+}
+
+static void page_end(struct buf *b)
+{
+    buf_adds(b, "</main></body></html>\n");
+}
+
+static void page_headers(struct http_request *req)
+{
+    http_add_header(req, "Content-Security-Policy", csp);
+    http_add_header(req, "Referrer-Policy", "same-origin");
+    http_add_header(req, "Cache-Control", "no-cache");
 }
 
 static void respond_page(struct http_request *req, int status, struct buf *b)
 {
-    buf_adds(b, "</main></body></html>\n");
-    http_add_header(req, "Content-Security-Policy", csp);
-    http_add_header(req, "Referrer-Policy", "same-origin");
-    http_add_header(req, "Cache-Control", "no-cache");
+    page_end(b);
+    page_headers(req);
     http_respond_buf(req, status, "text/html; charset=utf-8", b);
+}
+
+/* ---- the page cache (see the top of the file) ---------------------------- */
+
+struct page {
+    atomic_uint refs; /* the slot's, and each response's still sending it */
+    int64_t key;      /* 0: the overview; N: the page of build N */
+    uint64_t version; /* the store version read before rendering */
+    int64_t second;   /* the wall-clock second its ages are relative to */
+    char etag[48];
+    char *data;
+    size_t len;
+};
+
+struct web_cache {
+    pthread_mutex_t lock; /* slots */
+    struct page *slots[YCI_PAGE_CACHE_SLOTS];
+};
+
+struct web_cache *web_cache_new(void)
+{
+    struct web_cache *c = xcalloc(1, sizeof *c);
+    pthread_mutex_init(&c->lock, NULL);
+    return c;
+}
+
+/* Drop a reference: the http_respond_shared() callback too. */
+static void page_unref(void *arg)
+{
+    struct page *p = arg;
+    if (!p || atomic_fetch_sub(&p->refs, 1) != 1)
+        return;
+    free(p->data);
+    free(p);
+}
+
+void web_cache_free(struct web_cache *c)
+{
+    if (!c)
+        return;
+    for (size_t i = 0; i < YCI_PAGE_CACHE_SLOTS; i++)
+        page_unref(c->slots[i]);
+    pthread_mutex_destroy(&c->lock);
+    free(c);
+}
+
+static struct page **cache_slot(struct web_cache *c, int64_t key)
+{
+    size_t i = key <= 0 ? 0 : 1 + (size_t)((uint64_t)key % (YCI_PAGE_CACHE_SLOTS - 1));
+    return &c->slots[i];
+}
+
+/* The cached page of key for (version, second) with a reference for the
+ * caller, or NULL. */
+static struct page *cache_get(struct web_cache *c, int64_t key, uint64_t version, int64_t second)
+{
+    pthread_mutex_lock(&c->lock);
+    struct page *p = *cache_slot(c, key);
+    if (p && p->key == key && p->version == version && p->second == second)
+        atomic_fetch_add(&p->refs, 1);
+    else
+        p = NULL;
+    pthread_mutex_unlock(&c->lock);
+    return p;
+}
+
+/* Keep p (the caller keeps its own reference) unless its slot holds a newer
+ * render of the same page. */
+static void cache_put(struct web_cache *c, struct page *p)
+{
+    if (p->len > YCI_PAGE_CACHE_MAX_BYTES)
+        return;
+    pthread_mutex_lock(&c->lock);
+    struct page **slot = cache_slot(c, p->key);
+    struct page *old = *slot;
+    if (old && old->key == p->key &&
+        (old->version > p->version || (old->version == p->version && old->second >= p->second))) {
+        pthread_mutex_unlock(&c->lock);
+        return;
+    }
+    atomic_fetch_add(&p->refs, 1);
+    *slot = p;
+    pthread_mutex_unlock(&c->lock);
+    page_unref(old); /* freed here at most when no response holds it */
+}
+
+/* Render a whole page into b for the store version given, with ages
+ * relative to now (ms); false when there is no such page (404). */
+typedef bool (*render_fn)(struct server *srv, struct buf *b, int64_t key, uint64_t version,
+                          int64_t now);
+
+/* GET a cached page: from the cache when it holds key for the current store
+ * version and second, else rendered (and kept). */
+static void cached_page(struct server *srv, struct http_request *req, int64_t key, render_fn render)
+{
+    uint64_t version = store_version(srv->store);
+    int64_t second = time_now_ms() / 1000;
+    struct page *p = cache_get(srv->pages, key, version, second);
+    if (!p) {
+        struct buf b = BUF_INIT;
+        if (!render(srv, &b, key, version, second * 1000)) {
+            buf_release(&b);
+            web_not_found(req);
+            return;
+        }
+        page_end(&b);
+        p = xcalloc(1, sizeof *p);
+        atomic_init(&p->refs, 1);
+        p->key = key;
+        p->version = version;
+        p->second = second;
+        snprintf(p->etag, sizeof p->etag, "\"%" PRIu64 "-%" PRId64 "\"", version, second);
+        p->data = buf_detach(&b, &p->len);
+        cache_put(srv->pages, p);
+    }
+    page_headers(req);
+    http_add_header(req, "ETag", p->etag);
+    const char *inm = http_req_header(req, "If-None-Match");
+    if (inm && strcmp(inm, p->etag) == 0) {
+        page_unref(p);
+        http_respond(req, 304, "text/html; charset=utf-8", "", 0);
+        return;
+    }
+    http_respond_shared(req, 200, "text/html; charset=utf-8", p->data, p->len, page_unref, p);
 }
 
 /* <span class="st st-passed">passed</span>; a flaky pass says so. */
@@ -167,7 +330,7 @@ static void status_cell(struct buf *b, json_t *o)
 void web_not_found(struct http_request *req)
 {
     struct buf b = BUF_INIT;
-    page_start(NULL, &b, "not found");
+    page_start(&b, "not found", 0);
     buf_adds(&b, "<h1>Not found</h1>\n");
     respond_page(req, 404, &b);
 }
@@ -225,10 +388,9 @@ static void add_ref(struct buf *b, json_t *bd)
 
 /* The overview, in the runbot manner: each repository with the newest build
  * of each of its branches and pull requests. */
-static void overview(struct server *srv, struct buf *b)
+static void overview(struct server *srv, struct buf *b, int64_t now)
 {
     json_t *latest = store_latest_builds(srv->store);
-    int64_t now = time_now_ms();
     const char *repo = NULL;
     size_t i;
     json_t *bd;
@@ -270,50 +432,55 @@ static void overview(struct server *srv, struct buf *b)
     json_decref(latest);
 }
 
-void web_index(struct server *srv, struct http_request *req)
+static bool render_index(struct server *srv, struct buf *b, int64_t key, uint64_t version,
+                         int64_t now)
 {
-    struct buf b = BUF_INIT;
-    page_start(srv, &b, "yci: builds");
+    (void)key;
+    page_start(b, "yci: builds", version);
     json_t *filter = json_pack("{s:i}", "limit", 30);
     json_t *builds = store_build_list(srv->store, filter);
     json_decref(filter);
-    int64_t now = time_now_ms();
-    buf_adds(&b, "<section id=\"overview\" data-live>\n");
-    overview(srv, &b);
-    buf_adds(&b, "<h1>Recent builds</h1>\n");
+    buf_adds(b, "<section id=\"overview\" data-live>\n");
+    overview(srv, b, now);
+    buf_adds(b, "<h1>Recent builds</h1>\n");
     if (json_array_size(builds) == 0) {
-        buf_adds(&b, "<p>No builds yet.</p>\n");
+        buf_adds(b, "<p>No builds yet.</p>\n");
     } else {
-        buf_adds(&b, "<table class=\"recent\"><thead><tr><th>build</th><th>repository</th>"
-                     "<th>branch</th><th>commit</th><th>author</th><th>status</th>"
-                     "<th>created</th><th>duration</th></tr></thead><tbody>\n");
+        buf_adds(b, "<table class=\"recent\"><thead><tr><th>build</th><th>repository</th>"
+                    "<th>branch</th><th>commit</th><th>author</th><th>status</th>"
+                    "<th>created</th><th>duration</th></tr></thead><tbody>\n");
         size_t i;
         json_t *bd;
         json_array_foreach(builds, i, bd)
         {
             int64_t id = json_integer_value(json_object_get(bd, "id"));
-            buf_addf(&b, "<tr><td><a href=\"/builds/%" PRId64 "\">#%" PRId64 "</a></td><td>", id,
+            buf_addf(b, "<tr><td><a href=\"/builds/%" PRId64 "\">#%" PRId64 "</a></td><td>", id,
                      id);
-            esc_field(&b, bd, "repo", "-");
-            buf_adds(&b, "</td><td>");
-            add_ref(&b, bd);
-            buf_adds(&b, "</td><td>");
-            add_commit(&b, bd);
-            buf_adds(&b, "</td><td>");
-            esc_field(&b, bd, "author", "-");
-            buf_adds(&b, "</td>");
-            status_cell(&b, bd);
-            buf_adds(&b, "<td>");
-            add_age(&b, json_object_get(bd, "created"), now);
-            buf_adds(&b, "</td><td>");
-            add_duration(&b, json_object_get(bd, "duration_ms"));
-            buf_adds(&b, "</td></tr>\n");
+            esc_field(b, bd, "repo", "-");
+            buf_adds(b, "</td><td>");
+            add_ref(b, bd);
+            buf_adds(b, "</td><td>");
+            add_commit(b, bd);
+            buf_adds(b, "</td><td>");
+            esc_field(b, bd, "author", "-");
+            buf_adds(b, "</td>");
+            status_cell(b, bd);
+            buf_adds(b, "<td>");
+            add_age(b, json_object_get(bd, "created"), now);
+            buf_adds(b, "</td><td>");
+            add_duration(b, json_object_get(bd, "duration_ms"));
+            buf_adds(b, "</td></tr>\n");
         }
-        buf_adds(&b, "</tbody></table>\n");
+        buf_adds(b, "</tbody></table>\n");
     }
-    buf_adds(&b, "</section>\n");
+    buf_adds(b, "</section>\n");
     json_decref(builds);
-    respond_page(req, 200, &b);
+    return true;
+}
+
+void web_index(struct server *srv, struct http_request *req)
+{
+    cached_page(srv, req, 0, render_index);
 }
 
 static bool final_status(const char *s)
@@ -458,126 +625,137 @@ static void log_links(struct buf *b, json_t *job)
                  a, a);
 }
 
-void web_build(struct server *srv, struct http_request *req, int64_t build_id)
+/* The page of a build: it shows no ages (times are absolute), so now is not
+ * used; what it shows of the runners (waiting reasons) no version counts,
+ * which the cache's second bounds. */
+static bool render_build(struct server *srv, struct buf *b, int64_t build_id, uint64_t version,
+                         int64_t now)
 {
+    (void)now;
     json_t *bd = store_build_get(srv->store, build_id);
-    if (!bd) {
-        web_not_found(req);
-        return;
-    }
-    struct buf b = BUF_INIT;
+    if (!bd)
+        return false;
     char title[64];
     snprintf(title, sizeof(title), "yci: build %" PRId64, build_id);
-    page_start(srv, &b, title);
+    page_start(b, title, version);
     const char *bstatus = json_string_value(json_object_get(bd, "status"));
-    buf_addf(&b, "<section id=\"build\" data-live>\n<h1>Build #%" PRId64 " ", build_id);
-    status_badge(&b, bd);
-    buf_addf(&b, "</h1>\n<p class=\"actions\"><button type=\"button\" data-action=\"rebuild\" "
-                 "data-build=\"%" PRId64 "\">Rebuild</button>",
+    buf_addf(b, "<section id=\"build\" data-live>\n<h1>Build #%" PRId64 " ", build_id);
+    status_badge(b, bd);
+    buf_addf(b,
+             "</h1>\n<p class=\"actions\"><button type=\"button\" data-action=\"rebuild\" "
+             "data-build=\"%" PRId64 "\">Rebuild</button>",
              build_id);
     if (!final_status(bstatus))
-        buf_addf(&b, " <button type=\"button\" data-action=\"cancel\" data-build=\"%" PRId64
-                     "\">Cancel</button>",
+        buf_addf(b,
+                 " <button type=\"button\" data-action=\"cancel\" data-build=\"%" PRId64
+                 "\">Cancel</button>",
                  build_id);
-    buf_adds(&b, " <span class=\"action-result\" role=\"status\"></span></p>\n<table class=\"info\">");
-    buf_adds(&b, "<tr><th>repository</th><td>");
-    esc_field(&b, bd, "repo", "-");
-    buf_adds(&b, "</td></tr><tr><th>ref</th><td>");
-    add_ref(&b, bd);
+    buf_adds(b,
+             " <span class=\"action-result\" role=\"status\"></span></p>\n<table class=\"info\">");
+    buf_adds(b, "<tr><th>repository</th><td>");
+    esc_field(b, bd, "repo", "-");
+    buf_adds(b, "</td></tr><tr><th>ref</th><td>");
+    add_ref(b, bd);
     json_t *pull = json_object_get(bd, "pull_number");
     if (json_is_integer(pull) && json_is_true(json_object_get(bd, "untrusted")))
-        buf_adds(&b, " <span class=\"note\">untrusted: from a fork</span>");
-    buf_adds(&b, "</td></tr><tr><th>commit</th><td>");
-    add_commit(&b, bd);
-    buf_adds(&b, "</td></tr><tr><th>author</th><td>");
-    esc_field(&b, bd, "author", "-");
-    buf_adds(&b, "</td></tr><tr><th>created (UTC)</th><td>");
-    add_time(&b, json_object_get(bd, "created"));
-    buf_adds(&b, "</td></tr><tr><th>duration</th><td>");
-    add_duration(&b, json_object_get(bd, "duration_ms"));
-    buf_adds(&b, "</td></tr>");
+        buf_adds(b, " <span class=\"note\">untrusted: from a fork</span>");
+    buf_adds(b, "</td></tr><tr><th>commit</th><td>");
+    add_commit(b, bd);
+    buf_adds(b, "</td></tr><tr><th>author</th><td>");
+    esc_field(b, bd, "author", "-");
+    buf_adds(b, "</td></tr><tr><th>created (UTC)</th><td>");
+    add_time(b, json_object_get(bd, "created"));
+    buf_adds(b, "</td></tr><tr><th>duration</th><td>");
+    add_duration(b, json_object_get(bd, "duration_ms"));
+    buf_adds(b, "</td></tr>");
     json_t *rebuild_of = json_object_get(bd, "rebuild_of");
     if (json_is_integer(rebuild_of))
-        buf_addf(&b, "<tr><th>rebuild of</th><td><a href=\"/builds/%" PRId64 "\">#%" PRId64
-                     "</a></td></tr>",
+        buf_addf(b,
+                 "<tr><th>rebuild of</th><td><a href=\"/builds/%" PRId64 "\">#%" PRId64
+                 "</a></td></tr>",
                  (int64_t)json_integer_value(rebuild_of), (int64_t)json_integer_value(rebuild_of));
     if (json_string_value(json_object_get(bd, "error"))) {
-        buf_adds(&b, "<tr><th>error</th><td class=\"error\">");
-        esc_field(&b, bd, "error", "");
-        buf_adds(&b, "</td></tr>");
+        buf_adds(b, "<tr><th>error</th><td class=\"error\">");
+        esc_field(b, bd, "error", "");
+        buf_adds(b, "</td></tr>");
     }
-    buf_addf(&b, "</table>\n<p><a href=\"/api/builds/%" PRId64 "\">JSON</a></p>\n", build_id);
+    buf_addf(b, "</table>\n<p><a href=\"/api/builds/%" PRId64 "\">JSON</a></p>\n", build_id);
 
     json_t *jobs = json_object_get(bd, "jobs");
     queued_reasons(srv, jobs, NULL);
-    buf_adds(&b, "<h2>Jobs</h2>\n");
-    matrix_grids(&b, jobs);
-    buf_adds(&b, "<table class=\"jobs\"><thead><tr><th>job</th><th>name</th><th>status</th>"
-                 "<th>exit code</th><th>duration</th><th>runner</th><th>retries</th>"
-                 "<th>logs</th></tr></thead><tbody>\n");
+    buf_adds(b, "<h2>Jobs</h2>\n");
+    matrix_grids(b, jobs);
+    buf_adds(b, "<table class=\"jobs\"><thead><tr><th>job</th><th>name</th><th>status</th>"
+                "<th>exit code</th><th>duration</th><th>runner</th><th>retries</th>"
+                "<th>logs</th></tr></thead><tbody>\n");
     size_t i;
     json_t *job;
     json_array_foreach(jobs, i, job)
     {
         int64_t id = json_integer_value(json_object_get(job, "id"));
-        buf_addf(&b, "<tr><td>%" PRId64 "</td><td><a href=\"/jobs/%" PRId64 "\">", id, id);
-        esc_field(&b, job, "name", "?");
-        buf_adds(&b, "</a></td>");
-        status_cell(&b, job);
+        buf_addf(b, "<tr><td>%" PRId64 "</td><td><a href=\"/jobs/%" PRId64 "\">", id, id);
+        esc_field(b, job, "name", "?");
+        buf_adds(b, "</a></td>");
+        status_cell(b, job);
         json_t *code = json_object_get(job, "exit_code");
         if (json_is_integer(code))
-            buf_addf(&b, "<td>%" PRId64 "</td><td>", (int64_t)json_integer_value(code));
+            buf_addf(b, "<td>%" PRId64 "</td><td>", (int64_t)json_integer_value(code));
         else
-            buf_adds(&b, "<td>-</td><td>");
-        add_duration(&b, json_object_get(job, "duration_ms"));
-        buf_adds(&b, "</td><td>");
-        esc_field(&b, job, "runner", "-");
-        buf_adds(&b, "</td><td>");
+            buf_adds(b, "<td>-</td><td>");
+        add_duration(b, json_object_get(job, "duration_ms"));
+        buf_adds(b, "</td><td>");
+        esc_field(b, job, "runner", "-");
+        buf_adds(b, "</td><td>");
         int64_t max = json_integer_value(json_object_get(job, "max_retries"));
         if (max > 0)
-            buf_addf(&b, "%" PRId64 " of %" PRId64,
+            buf_addf(b, "%" PRId64 " of %" PRId64,
                      (int64_t)json_integer_value(json_object_get(job, "retries")), max);
         else
-            buf_adds(&b, "-");
+            buf_adds(b, "-");
         json_t *nb = json_object_get(job, "not_before");
         const char *st = json_string_value(json_object_get(job, "status"));
         if (json_is_integer(nb) && st && strcmp(st, "queued") == 0) {
-            buf_adds(&b, ", next at ");
-            add_time(&b, nb);
+            buf_adds(b, ", next at ");
+            add_time(b, nb);
         }
-        buf_adds(&b, "</td><td>");
-        log_links(&b, job);
-        buf_adds(&b, "</td></tr>\n");
+        buf_adds(b, "</td><td>");
+        log_links(b, job);
+        buf_adds(b, "</td></tr>\n");
         static const char *const notes[] = {"error", "queued_reason"};
         for (size_t k = 0; k < 2; k++)
             if (json_string_value(json_object_get(job, notes[k]))) {
-                buf_addf(&b, "<tr><td></td><td colspan=\"7\" class=\"%s\">", notes[k]);
-                esc_field(&b, job, notes[k], "");
-                buf_adds(&b, "</td></tr>\n");
+                buf_addf(b, "<tr><td></td><td colspan=\"7\" class=\"%s\">", notes[k]);
+                esc_field(b, job, notes[k], "");
+                buf_adds(b, "</td></tr>\n");
             }
     }
-    buf_adds(&b, "</tbody></table>\n");
+    buf_adds(b, "</tbody></table>\n");
 
     json_t *events = json_object_get(bd, "events");
     if (json_array_size(events) > 0) {
-        buf_adds(&b, "<h2>Events</h2>\n<ul class=\"events\">\n");
+        buf_adds(b, "<h2>Events</h2>\n<ul class=\"events\">\n");
         json_t *ev;
         json_array_foreach(events, i, ev)
         {
-            buf_adds(&b, "<li>");
-            add_time(&b, json_object_get(ev, "time"));
+            buf_adds(b, "<li>");
+            add_time(b, json_object_get(ev, "time"));
             json_t *jid = json_object_get(ev, "job_id");
             if (json_is_integer(jid) && json_integer_value(jid) > 0)
-                buf_addf(&b, " job %" PRId64, (int64_t)json_integer_value(jid));
-            buf_adds(&b, ": ");
-            esc_field(&b, ev, "message", "");
-            buf_adds(&b, "</li>\n");
+                buf_addf(b, " job %" PRId64, (int64_t)json_integer_value(jid));
+            buf_adds(b, ": ");
+            esc_field(b, ev, "message", "");
+            buf_adds(b, "</li>\n");
         }
-        buf_adds(&b, "</ul>\n");
+        buf_adds(b, "</ul>\n");
     }
-    buf_adds(&b, "</section>\n");
+    buf_adds(b, "</section>\n");
     json_decref(bd);
-    respond_page(req, 200, &b);
+    return true;
+}
+
+void web_build(struct server *srv, struct http_request *req, int64_t build_id)
+{
+    cached_page(srv, req, build_id, render_build);
 }
 
 /*
@@ -587,6 +765,7 @@ void web_build(struct server *srv, struct http_request *req, int64_t build_id)
  */
 void web_job(struct server *srv, struct http_request *req, int64_t job_id)
 {
+    uint64_t version = store_version(srv->store); /* before what the page shows */
     json_t *job = store_job_get(srv->store, job_id);
     if (!job) {
         web_not_found(req);
@@ -613,7 +792,7 @@ void web_job(struct server *srv, struct http_request *req, int64_t job_id)
     struct buf b = BUF_INIT;
     char title[80];
     snprintf(title, sizeof title, "yci: job %" PRId64, job_id);
-    page_start(srv, &b, title);
+    page_start(&b, title, version);
     buf_adds(&b, "<section id=\"jobinfo\" data-live>\n<h1>");
     esc_field(&b, job, "name", "?");
     buf_adds(&b, " ");
@@ -766,10 +945,11 @@ void web_badge(struct server *srv, struct http_request *req, const char *repo, c
  * since its last heartbeat, its jobs; dead ones marked as such. */
 void web_runners(struct server *srv, struct http_request *req)
 {
+    uint64_t version = store_version(srv->store); /* before what the page shows */
     json_t *runners = store_runner_list(srv->store);
     int64_t now = time_now_ms();
     struct buf b = BUF_INIT;
-    page_start(srv, &b, "yci: runners");
+    page_start(&b, "yci: runners", version);
     /* Heartbeats are not changes: the script also refreshes it every 5 s. */
     buf_adds(&b, "<section id=\"runners\" data-live data-refresh=\"5\">\n<h1>Runners</h1>\n");
     if (json_array_size(runners) == 0) {

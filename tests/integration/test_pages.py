@@ -159,3 +159,158 @@ def test_author_subject_and_matrix_grid(server, runner, gitrepo):
     # A rebuild keeps them.
     r = server.post("/api/builds/%d/rebuild" % b["id"])
     assert r.status == 201 and r.json()["author"] == "Ada Lovelace", r
+
+
+# ---------------------------------------------------------------------------
+# The page cache (web.c): the overview and build pages are kept per store
+# version and wall-clock second; the ETag says which ("VERSION-SECOND").
+
+def _etag(r):
+    import re
+    m = re.fullmatch(r'"(\d+)-(\d+)"', r.header("ETag") or "")
+    assert m, r.headers
+    return int(m.group(1)), int(m.group(2))
+
+
+def _cached_get(server, path):
+    """GET path twice: the second answer comes from the cache when both are of
+    one second (and then is the same page)."""
+    first = server.get(path)
+    r = server.get(path)
+    assert first.status == r.status == 200, r
+    if _etag(first) == _etag(r):
+        assert r.body == first.body
+    return r
+
+
+def _in_one_second(trial, tries=5):
+    """trial() early in a second; again when it says (returns None) that the
+    second turned in the middle (a slow machine)."""
+    import time
+    for _ in range(tries):
+        while time.time() % 1 > 0.3:
+            time.sleep(0.02)
+        got = trial()
+        if got:
+            return got
+    raise AssertionError("the second always turned in the middle")
+
+
+def _row(text, bid):
+    return text[text.index('<a href="/builds/%d">' % bid):].split("</tr>")[0]
+
+
+def test_overview_cache_follows_changes(server):
+    """A new build and a status change show at once, in the same second as a
+    cached copy of the page: the store version keys the cache."""
+    def new_build():
+        before = _cached_get(server, "/")
+        bid = server.submit(["true"])["id"]
+        after = server.get("/")
+        return (before, after, bid) if _etag(after)[1] == _etag(before)[1] else None
+    before, after, bid = _in_one_second(new_build)
+    assert _etag(after)[0] > _etag(before)[0], (before.headers, after.headers)
+    assert '<a href="/builds/%d">' % bid not in before.text
+    assert '<span class="st st-queued">queued</span>' in _row(after.text, bid), after.text
+
+    def status_change(page):
+        bid = server.submit(["true"])["id"]  # no runner: queued until cancelled
+        before = _cached_get(server, page(bid))
+        server.post("/api/builds/%d/cancel" % bid)
+        after = server.get(page(bid))
+        return (before, after, bid) if _etag(after)[1] == _etag(before)[1] else None
+    before, after, bid = _in_one_second(lambda: status_change(lambda b: "/"))
+    assert "st-queued" in _row(before.text, bid) and "st-cancelled" in _row(after.text, bid)
+    # The build page too.
+    before, after, bid = _in_one_second(lambda: status_change(lambda b: "/builds/%d" % b))
+    head = lambda r: r.text.split("</h1>")[0]
+    assert "st-queued" in head(before) and "st-cancelled" in head(after), after.text
+    assert 'data-action="cancel"' in before.text and 'data-action="cancel"' not in after.text
+    # Build pages that share a slot of the cache (16 slots: 15 for builds)
+    # each show their own build, one after the other in the same second.
+    while server.submit(["true"])["id"] < bid + 15:
+        pass
+    for _ in range(3):
+        for b in (bid, bid + 15, bid, bid + 15):
+            r = server.get("/builds/%d" % b)
+            assert r.status == 200 and "<title>yci: build %d</title>" % b in r.text, r
+    assert server.get("/builds/%d" % (bid + 30)).status == 404
+
+
+def test_overview_ages_advance(server):
+    """Ages are relative to the page's second (in its ETag), so a cached copy
+    is never more than a second old, and they move on."""
+    import re
+    import time
+    server.submit(["true"])
+
+    def age():
+        r = server.get("/")
+        m = re.search(r'<time class="age" data-ms="(\d+)">(\d+) s ago</time>', r.text)
+        assert m, r.text
+        version, second = _etag(r)
+        # Rendered with "now" at the start of its second.
+        assert int(m.group(2)) == max(0, (second * 1000 - int(m.group(1))) // 1000), r.text
+        return r, int(m.group(2)), second
+    r1, a1, s1 = age()
+    again = server.get("/")
+    if _etag(again) == _etag(r1):
+        assert again.body == r1.body  # the cached copy
+    time.sleep(2.1)
+    r2, a2, s2 = age()
+    assert s2 >= s1 + 2 and a2 > a1, (a1, a2)
+    assert abs(s2 - time.time()) < 2
+
+
+def test_page_etag_not_modified(server):
+    """If-None-Match of the current ETag is answered 304 with no body; after a
+    change the page comes again, with a new ETag."""
+    import time
+    bid = server.submit(["true"])["id"]
+    for path in ("/", "/builds/%d" % bid):
+        for _ in range(5):
+            while time.time() % 1 > 0.3:  # early in a second
+                time.sleep(0.02)
+            r = server.get(path)
+            etag = r.header("ETag")
+            again = server.get(path, headers={"If-None-Match": etag})
+            if again.status == 304:
+                break
+            assert again.status == 200 and again.header("ETag") != etag, again  # a new second
+        assert again.status == 304 and not again.body, again
+        assert again.header("ETag") == etag
+        assert "default-src" in again.header("Content-Security-Policy")
+        server.submit(["true"])  # a new store version
+        later = server.get(path, headers={"If-None-Match": etag})
+        assert later.status == 200 and later.header("ETag") != etag, later
+        assert later.text.endswith("</html>\n")
+    assert server.get("/", headers={"If-None-Match": '"0-0"'}).status == 200
+
+
+def test_pages_under_concurrent_changes(server):
+    """Many GETs at once while builds come and go: every answer is a whole
+    page (no response sends a freed or half-written copy)."""
+    import threading
+    errors = []
+    stop = threading.Event()
+
+    def reader(path):
+        while not stop.is_set():
+            r = server.get(path)
+            if r.status != 200 or not r.text.endswith("</main></body></html>\n"):
+                errors.append((path, r.status, r.text[-200:]))
+    bid = server.submit(["true"])["id"]
+    threads = [threading.Thread(target=reader, args=(p,))
+               for p in ("/", "/", "/builds/%d" % bid, "/")]
+    for t in threads:
+        t.start()
+    try:
+        for _ in range(30):
+            b = server.submit(["true"])["id"]
+            server.post("/api/builds/%d/cancel" % b)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(30)
+    assert not errors, errors[:3]
+    assert '<a href="/builds/%d">' % b in server.get("/").text
