@@ -96,10 +96,12 @@ struct wait {
     struct MHD_Connection *conn;
 };
 
+/* A response header added before the response: one allocation, the name
+ * and then the value in name[]. */
 struct hdr {
     struct hdr *next;
-    char *name;
-    char *value;
+    const char *value; /* in name[], past the name's NUL */
+    char name[];
 };
 
 struct http_request {
@@ -479,9 +481,11 @@ void http_respond_error(struct http_request *req, int status, const char *fmt, .
 
 void http_add_header(struct http_request *req, const char *name, const char *value)
 {
-    struct hdr *h = xmalloc(sizeof(*h));
-    h->name = xstrdup(name);
-    h->value = xstrdup(value);
+    size_t n = strlen(name) + 1, v = strlen(value) + 1;
+    struct hdr *h = xmalloc(sizeof(*h) + n + v);
+    memcpy(h->name, name, n);
+    memcpy(h->name + n, value, v);
+    h->value = h->name + n;
     h->next = req->headers;
     req->headers = h;
 }
@@ -567,8 +571,6 @@ static void req_free(struct http_request *req)
     while (req->headers) {
         struct hdr *h = req->headers;
         req->headers = h->next;
-        free(h->name);
-        free(h->value);
         free(h);
     }
     buf_release(&req->body);
