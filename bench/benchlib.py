@@ -6,6 +6,7 @@ Benchmarks never fail for being slow: die() is for a broken run only.
 import http.client
 import json
 import os
+import resource
 import signal
 import socket
 import subprocess
@@ -171,3 +172,81 @@ def percentile(sorted_values, p):
         return float("nan")
     n = len(sorted_values)
     return sorted_values[min(n - 1, int(round(p / 100.0 * (n - 1))))]
+
+
+def memory(pid):
+    """(VmRSS, Pss) of a process in bytes, (0, 0) when it is gone. Pss (from
+    /proc/PID/smaps_rollup) charges each shared page to its sharers in part:
+    RSS counts the shared libraries' pages whole."""
+    rss = pss = 0
+    try:
+        with open("/proc/%d/status" % pid) as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    rss = int(line.split()[1]) * 1024
+        with open("/proc/%d/smaps_rollup" % pid) as f:
+            for line in f:
+                if line.startswith("Pss:"):
+                    pss = int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return rss, pss
+
+
+def raise_nofile(need):
+    """Raise this process's soft limit on descriptors to the hard one (its
+    children, a server started after, inherit it); RuntimeError when even the
+    hard limit is under `need`."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard < need:
+        raise RuntimeError("%d descriptors needed, the hard limit is %d (ulimit -Hn)"
+                           % (need, hard))
+    if soft != resource.RLIM_INFINITY and soft < need:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
+def post_builds(conn, count, body, cancel=False):
+    """Create `count` builds through POST /api/builds on conn (a Conn with the
+    admin token), one after the other: body(i) is the i-th request's JSON.
+    With cancel, each build is cancelled right after it is made (a cancelled
+    build is history too, at one request more and no run). Returns each POST's
+    time in ms; RuntimeError on an answer that is not 201 (or 200 to a cancel).
+    This is how the benchmarks fill a history: on one kept-alive connection the
+    server takes ~1,000 of them a second; a build that runs a job ends at the
+    runner's pace, a few hundred a second."""
+    times = []
+    for i in range(count):
+        b = body(i)
+        t0 = time.perf_counter()
+        st, _, raw = conn.call("POST", "/api/builds", b)
+        times.append((time.perf_counter() - t0) * 1000.0)
+        if st != 201:
+            raise RuntimeError("POST /api/builds %s: %d %r" % (b, st, raw[:200]))
+        if cancel:
+            bid = json.loads(raw)["id"]
+            st, _, raw = conn.call("POST", "/api/builds/%d/cancel" % bid, {})
+            if st != 200:
+                raise RuntimeError("cancel of build %d: %d %r" % (bid, st, raw[:200]))
+    return times
+
+
+def builds_pending(port):
+    """Builds queued or running (counted up to 1,000 each)."""
+    n = 0
+    for status in ("queued", "running"):
+        st, lst = get_json(port, "/api/builds?status=%s&limit=1000" % status)
+        if st != 200:
+            raise RuntimeError("GET /api/builds?status=%s answered %d" % (status, st))
+        n += len(lst)
+    return n
+
+
+def wait_builds_ended(port, timeout):
+    """Wait (at most timeout seconds) for no build to be queued or running;
+    returns how many still are (0 when all ended)."""
+    end = time.monotonic() + timeout
+    while True:
+        left = builds_pending(port)
+        if left == 0 or time.monotonic() >= end:
+            return left
+        time.sleep(0.2)
