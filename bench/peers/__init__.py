@@ -31,6 +31,8 @@ on 127.0.0.1 only, lives under `tmp`, and is gone after stop()):
         def footprint(self) -> dict
 
 A method a peer cannot do raises NotImplementedError; the suite prints "n/a".
+Figures only yci has (scale, longpoll, history, logs: see peers/yci.py) are
+methods the suite calls when a peer has them.
 """
 
 import shlex

@@ -1,5 +1,6 @@
 """yci as a peer of bench/suite: `yci server` and one `yci runner --slots 2`
-(the interface is in __init__.py)."""
+(the interface is in __init__.py); and the figures only yci has (scale,
+longpoll, history, logs), the last three each on a yci of its own."""
 
 import asyncio
 import json
