@@ -68,6 +68,11 @@ class Yci:
             raise RuntimeError("GET %s answered %d" % (path, st))
         return json.loads(raw)
 
+    def _newest(self):
+        """The newest build's id (builds are numbered from 1), 0 when none."""
+        b = self._get("/api/builds?limit=1")
+        return b[0]["id"] if b else 0
+
     def _wait_builds(self, ids, timeout):
         """The newest `finished` of the builds once all ended; raises when one
         did not pass."""
@@ -253,7 +258,7 @@ class Yci:
             pid = h.y.procs[0].pid
             out = {"mem_fresh": memory(pid)}
             out["fresh"] = [h.throughput(n) for _ in range(reps)]
-            have = h._get("/api/builds?limit=1")[0]["id"]
+            have = h._newest()
             t0 = time.monotonic()
             out["made_passed"] = max(0, passed - have)
             post_builds(h.api, out["made_passed"],
@@ -267,7 +272,7 @@ class Yci:
                 raise RuntimeError("build %d of the history failed" % failed[0]["id"])
             time.sleep(1.0)  # idle again
             out["mem_history"] = memory(pid)
-            have = h._get("/api/builds?limit=1")[0]["id"]
+            have = h._newest()
             t0 = time.monotonic()
             out["made_cancelled"] = max(0, total - have)
             post_builds(h.api, out["made_cancelled"],
@@ -275,7 +280,7 @@ class Yci:
                                              "labels": {"pool": "nobody-has-it"}}]},
                         cancel=True)
             out["fill_cancelled_s"] = time.monotonic() - t0
-            have = h._get("/api/builds?limit=1")[0]["id"]
+            have = h._newest()
             if have < total:
                 raise RuntimeError("the history holds %d builds, not %d" % (have, total))
             ahead = h._queue(queued, labels={"pool": "nobody-has-it"})
@@ -283,7 +288,7 @@ class Yci:
                 out["history"] = [h.throughput(n) for _ in range(reps)]
             finally:
                 h._cancel(ahead)
-            out["builds"] = h._get("/api/builds?limit=1")[0]["id"]
+            out["builds"] = h._newest()
             return out
         finally:
             self._dispose(h)
