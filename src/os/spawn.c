@@ -38,6 +38,8 @@
 
 extern char **environ;
 
+#define SPAWN_PIPE_BYTES (1024 * 1024)
+
 struct spawn {
     pid_t sup;   /* the supervisor; 0 once reaped (or ended, with the helper) */
     int pidfd;   /* the supervisor's pidfd when the helper forked it, else -1 */
@@ -334,6 +336,10 @@ int spawn_start(const struct spawn_opts *opts, struct spawn **out, struct buf *e
             buf_setf(err, "pipe: %s", strerror(errno));
             goto out;
         }
+        /* A MiB of room (the default limit of an unprivileged pipe): a child
+         * printing fast waits for our reads far less often than with the
+         * default 64 KiB. Best effort. */
+        fcntl(pipe_fd[0], F_SETPIPE_SZ, SPAWN_PIPE_BYTES);
         fcntl(pipe_fd[0], F_SETFL, O_NONBLOCK);
         child_out = pipe_fd[1];
     } else if (opts->out_fd >= 0) {

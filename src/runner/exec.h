@@ -29,10 +29,15 @@
 #include "yci/client.h"
 
 #define EXEC_KILL_GRACE_MS 5000
-/* The uploader is woken whenever this much new output is in the spool. */
-#define EXEC_WAKE_BYTES (64 * 1024)
-/* One read of the job's output (and of the tail ring when it is spooled). */
-#define EXEC_CHUNK (64 * 1024)
+/* The uploader is woken whenever this much new output is in the spool (or
+ * UPLOAD_INTERVAL_MS after its last upload: runner.c). Half a MiB: a job
+ * printing fast is sent in chunks of about a MiB (YCI_MAX_LOG_CHUNK), not
+ * in one request per 64 KiB. */
+#define EXEC_WAKE_BYTES (512 * 1024)
+/* One read of the job's output (and of the tail ring when it is spooled);
+ * the output pipe holds up to a MiB (spawn.c), so a fast job is not made to
+ * wait for each read. */
+#define EXEC_CHUNK (256 * 1024)
 /* Bound on each git command while making a workspace. */
 #define EXEC_GIT_TIMEOUT_MS (10 * 60 * 1000)
 
