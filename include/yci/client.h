@@ -230,6 +230,13 @@ int yci_client_log(struct yci_client *c, int64_t job_id, int attempt, uint64_t o
  * the job was cancelled meanwhile. status must not be YCI_ABANDONED. */
 int yci_client_finish(struct yci_client *c, int64_t job_id, int attempt,
                       const struct yci_result *res, struct yci_error *err);
+/* The same, asking for the runner's next job in the answer: then *next is a
+ * job claimed for this runner (free with yci_job_free), or NULL when none
+ * could be claimed at once (claim as usual). Ask only once per result: a
+ * retried finish that asks again may claim a second job. */
+int yci_client_finish_next(struct yci_client *c, int64_t job_id, int attempt,
+                           const struct yci_result *r, struct yci_job **next,
+                           struct yci_error *err);
 
 #ifdef __cplusplus
 }

@@ -704,6 +704,15 @@ static const char *status_name(enum yci_status s)
 int yci_client_finish(struct yci_client *c, int64_t job_id, int attempt, const struct yci_result *r,
                       struct yci_error *err)
 {
+    return yci_client_finish_next(c, job_id, attempt, r, NULL, err);
+}
+
+int yci_client_finish_next(struct yci_client *c, int64_t job_id, int attempt,
+                           const struct yci_result *r, struct yci_job **next,
+                           struct yci_error *err)
+{
+    if (next)
+        *next = NULL;
     if (r->status == YCI_ABANDONED) {
         set_err(err, "an abandoned job is not finished");
         return -EINVAL;
@@ -725,6 +734,8 @@ int yci_client_finish(struct yci_client *c, int64_t job_id, int attempt, const s
         }
         json_object_set_new(body, "jobs", jobs);
     }
+    if (next)
+        json_object_set_new(body, "claim", json_true());
     char *text = dump_body(body, err);
     if (!text)
         return -EINVAL;
@@ -736,6 +747,15 @@ int yci_client_finish(struct yci_client *c, int64_t job_id, int attempt, const s
     free(text);
     if (rc == 0 && res.status != 200)
         rc = status_error(&res, "finish", err);
+    if (rc == 0 && next) {
+        /* The job in "next", if any; a bad one is dropped (its lease ends). */
+        json_t *j = json_loadb(res.body.data ? res.body.data : "", res.body.len, 0, NULL);
+        json_t *nj = json_object_get(j, "next");
+        struct yci_error ignored;
+        if (json_is_object(nj) && (*next = job_from_json(nj, NULL, &ignored)))
+            (*next)->json = json_dumps(nj, JSON_COMPACT);
+        json_decref(j);
+    }
     http_result_release(&res);
     return rc;
 }
@@ -860,8 +880,11 @@ static void unregistered(struct yci_client *c)
     pthread_mutex_unlock(&c->mu);
 }
 
-static void run_job(struct yci_client *c, struct yci_job *job)
+/* Run the job and deliver its result; returns the next job when the server
+ * sent one with its answer. */
+static struct yci_job *run_job(struct yci_client *c, struct yci_job *job)
 {
+    struct yci_job *next = NULL;
     const struct yci_handler *h = c->handler;
     struct yci_result res = {YCI_ERROR, -1, NULL, NULL};
     h->do_job(c, job, &res, h->arg);
@@ -874,8 +897,11 @@ static void run_job(struct yci_client *c, struct yci_job *job)
     int64_t backoff = 0;
     if (res.status != YCI_ABANDONED && !atomic_load(&job->internal->taken)) {
         struct yci_error err;
-        for (;;) {
-            rc = yci_client_finish(c, job->id, job->attempt, &res, &err);
+        for (int tries = 0;; tries++) {
+            /* The next job is asked for once: a retry could claim another. */
+            rc = yci_client_finish_next(c, job->id, job->attempt, &res,
+                                        tries == 0 && !yci_client_stopping(c) ? &next : NULL,
+                                        &err);
             if (rc == 0 || !retryable(rc))
                 break;
             if (sleep_unless_stopped(c, backoff_next(&backoff)))
@@ -890,6 +916,7 @@ static void run_job(struct yci_client *c, struct yci_job *job)
     free(error);
     free(plan_jobs);
     yci_job_free(job);
+    return next;
 }
 
 static void *worker_main(void *arg)
@@ -897,6 +924,7 @@ static void *worker_main(void *arg)
     struct worker *w = arg;
     struct yci_client *c = w->c;
     int64_t backoff = 0;
+    struct yci_job *next = NULL; /* sent with the last result */
     while (!yci_client_stopping(c)) {
         struct yci_error err;
         int rc = ensure_registered(c, &err);
@@ -905,8 +933,9 @@ static void *worker_main(void *arg)
                 break;
             continue;
         }
-        struct yci_job *job = NULL;
-        rc = yci_client_claim(c, c->claim_wait, &job, &err);
+        struct yci_job *job = next;
+        next = NULL;
+        rc = job ? 1 : yci_client_claim(c, c->claim_wait, &job, &err);
         if (rc < 0) {
             if (rc == -EACCES)
                 unregistered(c);
@@ -928,8 +957,10 @@ static void *worker_main(void *arg)
             yci_job_free(job);
             break;
         }
-        run_job(c, job);
+        next = run_job(c, job);
     }
+    /* Sent with the last result while stopping: left to its lease. */
+    yci_job_free(next);
     return NULL;
 }
 

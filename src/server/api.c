@@ -935,6 +935,13 @@ static void h_job_finish(struct call *c)
     sched_kick(c->srv->sched);
     follow_notify(c->srv->follow, id);
     add_log_size(c->srv, job);
+    /* "claim": true: the runner's next job in the same answer (one request
+     * less per job), when one can be claimed at once. */
+    json_t *next = json_is_true(json_object_get(body, "claim"))
+                       ? sched_claim_now(c->srv->sched, c->runner)
+                       : NULL;
+    if (next)
+        json_object_set_new(job, "next", next);
     respond_json(c->req, 200, job);
 out:
     buf_release(&perr);

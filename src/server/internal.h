@@ -124,6 +124,10 @@ void sched_claim(struct sched *s, struct http_request *req, const struct auth_ru
                  int wait_s);
 /* Turn a claimed job (from store_job_claim) into the claim response body. */
 void sched_claim_json(struct server *srv, json_t *job);
+/* Claim a job for runner r now, without waiting (a finish that asks for the
+ * next job): the claim response body, or NULL (none, stopping, or an error,
+ * logged: the runner then claims as usual). */
+json_t *sched_claim_now(struct sched *s, const struct auth_runner *r);
 
 /*
  * observer.c — watches repositories.

@@ -100,9 +100,8 @@ void sched_claim_json(struct server *srv, json_t *job)
     json_object_set_new(job, "max_log_bytes", json_integer(srv->cfg.max_log_bytes));
 }
 
-/* Answer req with a claimed job (consumes job). */
-static void respond_job(struct server *srv, struct http_request *req, const struct auth_runner *r,
-                        json_t *job)
+/* A claimed job: the response body, logged. */
+static void claimed(struct server *srv, const struct auth_runner *r, json_t *job)
 {
     sched_claim_json(srv, job);
     log_info("job %" PRId64 " attempt %" PRId64 " (build %" PRId64 ", '%s') claimed by runner "
@@ -111,6 +110,13 @@ static void respond_job(struct server *srv, struct http_request *req, const stru
              (int64_t)json_integer_value(json_object_get(job, "attempt")),
              (int64_t)json_integer_value(json_object_get(job, "build_id")),
              json_string_value(json_object_get(job, "name")), r->name, r->id);
+}
+
+/* Answer req with a claimed job (consumes job). */
+static void respond_job(struct server *srv, struct http_request *req, const struct auth_runner *r,
+                        json_t *job)
+{
+    claimed(srv, r, job);
     struct buf b = BUF_INIT;
     size_t n = json_dumpb(job, NULL, 0, JSON_COMPACT);
     buf_grow(&b, n);
@@ -133,6 +139,21 @@ static void on_cancel(struct http_request *req, void *arg)
         }
     }
     pthread_mutex_unlock(&s->lock);
+}
+
+json_t *sched_claim_now(struct sched *s, const struct auth_runner *r)
+{
+    pthread_mutex_lock(&s->lock);
+    bool stopping = s->stopping;
+    pthread_mutex_unlock(&s->lock);
+    json_t *job = NULL;
+    int rc = stopping ? 0 : store_job_claim(s->srv->store, r->id, r->labels, r->lease_ms, &job);
+    if (rc < 0)
+        log_error("claim for runner '%s' (%" PRId64 ") failed: %s", r->name, r->id, strerror(-rc));
+    if (rc <= 0)
+        return NULL;
+    claimed(s->srv, r, job);
+    return job;
 }
 
 void sched_claim(struct sched *s, struct http_request *req, const struct auth_runner *r, int wait_s)

@@ -185,3 +185,38 @@ def test_finish_is_idempotent_and_cancel_comes_back_in_the_heartbeat(ctx, server
     # client_info sent by the heartbeat is shown on the runner.
     rec = [x for x in server.runners() if x["name"] == "proto"][0]
     assert rec["client_info"] == {"load": 0.5}, rec
+
+
+def test_finish_may_bring_the_next_job(ctx, server):
+    """"claim": true in a finish claims the runner's next job in the same
+    answer (labels honoured); none left: no "next", and the runner claims."""
+    tok = register(server, "next", labels={"os": "linux"})["token"]
+    _, jobs = server.submit_jobs([
+        {"name": "first", "commands": ["true"]},
+        {"name": "not-mine", "commands": ["true"], "labels": {"os": "mac"}},
+        {"name": "second", "commands": ["true"]},
+    ])
+    j = by_name(jobs)
+    first = claim(server, tok).json()
+    assert first["id"] == j["first"]["id"], first
+    fin = {"attempt": first["attempt"], "status": "passed", "exit_code": 0, "claim": True}
+    r = server.post("/api/jobs/%s/finish" % first["id"], fin, token=tok)
+    assert r.status == 200 and r.json()["status"] == "passed", r
+    nxt = r.json()["next"]
+    assert nxt["id"] == j["second"]["id"] and nxt["attempt"] == 1, nxt
+    assert nxt["commands"] == ["true"] and "fetch_url" in nxt and nxt["max_log_bytes"] > 0, nxt
+    running = server.job(nxt["id"])
+    assert running["status"] == "running" and running["runner"] == "next", running
+    # The job handed out is this runner's: its finish is accepted; nothing is
+    # left for it (the mac job is not), so no "next".
+    r = server.post("/api/jobs/%s/finish" % nxt["id"],
+                    dict(fin, attempt=nxt["attempt"]), token=tok)
+    assert r.status == 200 and "next" not in r.json(), r.json()
+    assert server.job(j["not-mine"]["id"])["status"] == "queued"
+    # Without "claim", nothing is claimed: the old protocol is unchanged.
+    _, more = server.submit_jobs(["true"])
+    third = claim(server, tok).json()
+    r = server.post("/api/jobs/%s/finish" % third["id"],
+                    {"attempt": third["attempt"], "status": "passed", "exit_code": 0}, token=tok)
+    assert r.status == 200 and "next" not in r.json(), r.json()
+    assert server.job(third["id"])["status"] == "passed"
