@@ -328,3 +328,27 @@ def test_log_waiters_that_go_away_or_outlive_the_server(ctx, server, runner):
         data = s.recv(4096)
         assert data == b"" or data.startswith(b"HTTP/1.1 "), data
         s.close()
+
+
+def test_each_job_starts_in_a_clean_workspace(ctx, server, runner):
+    """What a job leaves in its workspace (files, hidden files, a read-only
+    directory with files in it, a symlink out, the workspace itself made
+    read-only) is gone when the next job of the slot starts, and what the
+    symlink pointed at is untouched; the next job can write there."""
+    outside = ctx.tmp / "outside"
+    outside.mkdir()
+    (outside / "keep").write_text("keep me")
+    mess = ("echo a > a; echo b > .hidden; mkdir -p ro/deep; echo x > ro/deep/x; "
+            "chmod 0500 ro/deep ro; ln -s %s out; chmod 0500 ." % outside)
+    _, jobs = server.submit_jobs([{"name": "mess", "commands": [mess]}])
+    assert server.wait_job(jobs[0]["id"])["status"] == "passed"
+    look = ('ls -A; echo "mode=$(stat -c %a .)"; echo new > new && echo wrote; '
+            'test -z "$(ls -A | grep -v new)" && echo empty')
+    _, jobs = server.submit_jobs([{"name": "look", "commands": [look]}])
+    done = server.wait_job(jobs[0]["id"])
+    log = server.log(done["id"]).decode()
+    assert done["status"] == "passed", (done, log)
+    lines = log.splitlines()  # the log also shows the command: whole lines only
+    assert "mode=755" in lines and "wrote" in lines and "empty" in lines, log
+    assert not {"a", ".hidden", "ro", "out"} & set(lines), log
+    assert (outside / "keep").read_text() == "keep me"
