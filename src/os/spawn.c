@@ -148,6 +148,22 @@ static int helper_fork_start(const char *program, struct buf *err)
         buf_setf(err, "the spawn helper %s did not start", program ? program : "(forked)");
         return -ECHILD;
     }
+    /* The supervisors are signalled through pidfds: without them here
+     * (Linux < 5.3, or valgrind) the helper is of no use. */
+    int probe = (int)syscall(SYS_pidfd_open, pid, 0);
+    int perr = probe < 0 ? errno : 0;
+    if (probe >= 0) {
+        if (syscall(SYS_pidfd_send_signal, probe, 0, NULL, 0) < 0)
+            perr = errno;
+        close(probe);
+    }
+    if (perr) {
+        close(sv[0]); /* it exits at end of file */
+        while (waitpid(pid, NULL, 0) < 0 && errno == EINTR)
+            ;
+        buf_setf(err, "the spawn helper cannot work here: no pidfds: %s", strerror(perr));
+        return -perr;
+    }
     helper_fd = sv[0];
     helper_pid = pid;
     return 0;
@@ -169,7 +185,7 @@ int spawn_helper_start(const char *program, struct buf *err)
         ret = helper_fork_start(program, err);
     } else {
         ret = found ? helper_fork_start(found, err) : -ENOENT;
-        if (ret < 0) /* no program of its own: a copy of this process */
+        if (ret < 0 && ret != -ENOSYS) /* no program of its own: a copy of this process */
             ret = helper_fork_start(NULL, err);
     }
     free(found);

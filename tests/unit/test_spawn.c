@@ -399,7 +399,13 @@ int main(void)
     const struct CMUnitTest last[] = {cmocka_unit_test(test_helper_death)};
     for (int i = 0; i < 2; i++) {
         struct buf err = BUF_INIT;
-        if (spawn_helper_start(helpers[i], &err) < 0) {
+        int r = spawn_helper_start(helpers[i], &err);
+        if (r == -ENOSYS) { /* no pidfds here (valgrind): spawning goes on without */
+            fprintf(stderr, "%s: skipped: %s\n", names[i], err.data);
+            buf_release(&err);
+            continue;
+        }
+        if (r < 0) {
             fprintf(stderr, "cannot start the spawn helper: %s\n", err.data);
             return 1;
         }
