@@ -110,6 +110,14 @@ static char *find_helper(void)
     return NULL;
 }
 
+/* Let a helper go: it exits at end of file on its socket; reap it. */
+static void helper_end(int fd, pid_t pid)
+{
+    close(fd);
+    while (waitpid(pid, NULL, 0) < 0 && errno == EINTR)
+        ;
+}
+
 /* Fork the helper: exec program with the socket as descriptor 3, or (NULL)
  * be the helper in the forked copy. 0 once it said hello. */
 static int helper_fork_start(const char *program, struct buf *err)
@@ -142,9 +150,7 @@ static int helper_fork_start(const char *program, struct buf *err)
     struct helper_rep hello;
     int nfds = 0;
     if (recv_fds(sv[0], &hello, sizeof hello, NULL, &nfds) < 0 || hello.pid != pid) {
-        close(sv[0]);
-        while (waitpid(pid, NULL, 0) < 0 && errno == EINTR)
-            ;
+        helper_end(sv[0], pid);
         buf_setf(err, "the spawn helper %s did not start", program ? program : "(forked)");
         return -ECHILD;
     }
@@ -158,9 +164,7 @@ static int helper_fork_start(const char *program, struct buf *err)
         close(probe);
     }
     if (perr) {
-        close(sv[0]); /* it exits at end of file */
-        while (waitpid(pid, NULL, 0) < 0 && errno == EINTR)
-            ;
+        helper_end(sv[0], pid);
         buf_setf(err, "the spawn helper cannot work here: no pidfds: %s", strerror(perr));
         return -perr;
     }
@@ -198,10 +202,8 @@ void spawn_helper_stop(void)
 {
     pthread_mutex_lock(&helper_mu);
     if (helper_fd >= 0) {
-        close(helper_fd); /* the helper exits at end of file */
+        helper_end(helper_fd, helper_pid);
         helper_fd = -1;
-        while (waitpid(helper_pid, NULL, 0) < 0 && errno == EINTR)
-            ;
     }
     pthread_mutex_unlock(&helper_mu);
 }
@@ -234,10 +236,8 @@ static int helper_fork(const struct child_args *a, pid_t *sup, int *pidfd)
         ret = recv_fds(helper_fd, &rep, sizeof rep, pidfd, &got);
     if (ret == -EPIPE || ret == -ECONNRESET) {
         /* The helper died (killed by someone): fork here from now on. */
-        close(helper_fd);
+        helper_end(helper_fd, helper_pid);
         helper_fd = -1;
-        while (waitpid(helper_pid, NULL, 0) < 0 && errno == EINTR)
-            ;
         ret = -ESRCH;
     }
     pthread_mutex_unlock(&helper_mu);

@@ -67,6 +67,16 @@ static char *spool_path(struct runner *r, int slot)
     return xasprintf("%s/spool/slot-%d.log", r->workdir, slot);
 }
 
+/* The job's log is delivered (or given up on): its slot's spool is free. */
+static void spool_empty(struct runner *r, const struct yci_job *job)
+{
+    char *path = spool_path(r, job->slot);
+    if (truncate(path, 0) < 0)
+        log_warn("job %" PRId64 ": cannot empty the spool '%s': %s", job->id, path,
+                 strerror(errno));
+    free(path);
+}
+
 static void *executor_main(void *arg)
 {
     exec_run(arg);
@@ -264,9 +274,8 @@ out:
     exec_free(x);
     if (fd >= 0)
         close(fd);
-    if (res->status == YCI_ABANDONED && truncate(path, 0) < 0)
-        log_warn("job %" PRId64 ": cannot empty the spool '%s': %s", job->id, path,
-                 strerror(errno));
+    if (res->status == YCI_ABANDONED)
+        spool_empty(r, job);
     free(path);
     buf_release(&err);
 }
@@ -292,11 +301,8 @@ static void on_finished(struct yci_client *c, struct yci_job *job, int rc, void 
     struct runner *r = arg;
     free(plan_jobs_text); /* delivered (or given up on): see do_job */
     plan_jobs_text = NULL;
-    char *path = spool_path(r, job->slot);
     if (rc == 0 || rc == -ESTALE) {
-        if (truncate(path, 0) < 0)
-            log_warn("job %" PRId64 ": cannot empty the spool '%s': %s", job->id, path,
-                     strerror(errno));
+        spool_empty(r, job);
         if (rc == -ESTALE)
             log_warn("job %" PRId64 ": the server refused the result (stale attempt or "
                      "cancelled)",
@@ -305,7 +311,6 @@ static void on_finished(struct yci_client *c, struct yci_job *job, int rc, void 
         log_warn("job %" PRId64 ": result not delivered (%s), its lease will expire", job->id,
                  strerror(-rc));
     }
-    free(path);
 }
 
 static char *client_info(struct yci_client *c, void *arg)

@@ -100,9 +100,16 @@ void sched_claim_json(struct server *srv, json_t *job)
     json_object_set_new(job, "max_log_bytes", json_integer(srv->cfg.max_log_bytes));
 }
 
-/* A claimed job: the response body, logged. */
-static void claimed(struct server *srv, const struct auth_runner *r, json_t *job)
+/* Claim a job for runner r: 1 and *job, the response body (logged), 0 when
+ * none matches, or a store error (logged). */
+static int claim_for(struct server *srv, const struct auth_runner *r, json_t **out)
 {
+    json_t *job = NULL;
+    int rc = store_job_claim(srv->store, r->id, r->labels, r->lease_ms, &job);
+    if (rc < 0)
+        log_error("claim for runner '%s' (%" PRId64 ") failed: %s", r->name, r->id, strerror(-rc));
+    if (rc <= 0)
+        return rc;
     sched_claim_json(srv, job);
     log_info("job %" PRId64 " attempt %" PRId64 " (build %" PRId64 ", '%s') claimed by runner "
              "'%s' (%" PRId64 ")",
@@ -110,13 +117,13 @@ static void claimed(struct server *srv, const struct auth_runner *r, json_t *job
              (int64_t)json_integer_value(json_object_get(job, "attempt")),
              (int64_t)json_integer_value(json_object_get(job, "build_id")),
              json_string_value(json_object_get(job, "name")), r->name, r->id);
+    *out = job;
+    return 1;
 }
 
-/* Answer req with a claimed job (consumes job). */
-static void respond_job(struct server *srv, struct http_request *req, const struct auth_runner *r,
-                        json_t *job)
+/* Answer req with a job from claim_for() (consumes job). */
+static void respond_job(struct http_request *req, json_t *job)
 {
-    claimed(srv, r, job);
     struct buf b = BUF_INIT;
     size_t n = json_dumpb(job, NULL, 0, JSON_COMPACT);
     buf_grow(&b, n);
@@ -147,13 +154,7 @@ json_t *sched_claim_now(struct sched *s, const struct auth_runner *r)
     bool stopping = s->stopping;
     pthread_mutex_unlock(&s->lock);
     json_t *job = NULL;
-    int rc = stopping ? 0 : store_job_claim(s->srv->store, r->id, r->labels, r->lease_ms, &job);
-    if (rc < 0)
-        log_error("claim for runner '%s' (%" PRId64 ") failed: %s", r->name, r->id, strerror(-rc));
-    if (rc <= 0)
-        return NULL;
-    claimed(s->srv, r, job);
-    return job;
+    return !stopping && claim_for(s->srv, r, &job) > 0 ? job : NULL;
 }
 
 void sched_claim(struct sched *s, struct http_request *req, const struct auth_runner *r, int wait_s)
@@ -169,14 +170,13 @@ void sched_claim(struct sched *s, struct http_request *req, const struct auth_ru
     }
 
     json_t *job = NULL;
-    int rc = store_job_claim(srv->store, r->id, r->labels, r->lease_ms, &job);
+    int rc = claim_for(srv, r, &job);
     if (rc < 0) {
-        log_error("claim for runner '%s' (%" PRId64 ") failed: %s", r->name, r->id, strerror(-rc));
         http_respond_error(req, 500, "the store failed to claim a job");
         return;
     }
     if (rc > 0) {
-        respond_job(srv, req, r, job);
+        respond_job(req, job);
         return;
     }
     if (wait_s <= 0) {
@@ -269,18 +269,14 @@ static int64_t serve_waiters(struct sched *s)
             continue;
         }
         json_t *job = NULL;
-        int rc = store_job_claim(srv->store, w->runner->id, w->runner->labels, w->runner->lease_ms,
-                                 &job);
+        int rc = claim_for(srv, w->runner, &job);
         if (rc > 0) {
             list_remove(s, w);
-            respond_job(srv, w->req, w->runner, job);
+            respond_job(w->req, job);
             free(w);
             continue;
         }
-        if (rc < 0)
-            log_error("claim for runner '%s' (%" PRId64 ") failed: %s, retrying", w->runner->name,
-                      w->runner->id, strerror(-rc));
-        else if (nfailed < SCHED_MAX_FAILED_SETS)
+        if (rc == 0 && nfailed < SCHED_MAX_FAILED_SETS)
             failed[nfailed++] = w->runner->labels;
         if (w->deadline < next)
             next = w->deadline;

@@ -35,19 +35,20 @@ struct logstore {
     char *dir;
 };
 
-/* A whole name of decimal digits (no sign, no leading zero), in *v. */
-static bool parse_id(const char *s, size_t n, int64_t *v)
+/* A name that is a number as we write them (no sign, no leading zero). */
+static bool id_name(const char *s, int64_t max, int64_t *v)
 {
-    if (n == 0 || n > 18 || s[0] == '0')
-        return false;
-    int64_t x = 0;
-    for (size_t i = 0; i < n; i++) {
-        if (s[i] < '0' || s[i] > '9')
-            return false;
-        x = x * 10 + (s[i] - '0');
-    }
-    *v = x;
-    return true;
+    return s[0] >= '1' && s[0] <= '9' && parse_int64(s, 1, max, v) == 0;
+}
+
+/* Make the directory of job's thousand; 0 or -errno. EEXIST: another
+ * thread made it meanwhile, or an earlier job. */
+static int make_thousand(struct logstore *ls, int64_t job_id)
+{
+    char *dir = xasprintf("%s/%" PRId64, ls->dir, job_id / JOBS_PER_DIR);
+    int r = mkdir(dir, LOG_DIR_MODE) == 0 || errno == EEXIST ? 0 : -errno;
+    free(dir);
+    return r;
 }
 
 /*
@@ -72,28 +73,30 @@ static int migrate(struct logstore *ls, struct buf *err)
     struct dirent *de;
     while (r == 0 && (de = readdir(top))) {
         int64_t job;
-        if (!parse_id(de->d_name, strlen(de->d_name), &job))
+        if (!id_name(de->d_name, INT64_MAX, &job))
             continue;
         char *jdir = xasprintf("%s/%s", ls->dir, de->d_name);
         DIR *d = opendir(jdir);
         struct dirent *fe;
         bool moved = false;
         while (r == 0 && d && (fe = readdir(d))) {
+            char num[24];
             size_t n = strlen(fe->d_name);
             int64_t attempt;
-            if (n <= 4 || strcmp(fe->d_name + n - 4, ".log") != 0 ||
-                !parse_id(fe->d_name, n - 4, &attempt) || attempt > 1000000)
+            if (n <= 4 || n - 4 >= sizeof num || strcmp(fe->d_name + n - 4, ".log") != 0)
+                continue;
+            memcpy(num, fe->d_name, n - 4);
+            num[n - 4] = '\0';
+            if (!id_name(num, 1000000, &attempt))
                 continue;
             char *from = xasprintf("%s/%s", jdir, fe->d_name);
             char *to = logstore_path(ls, job, (int)attempt);
-            char *sdir = xasprintf("%s/%" PRId64, ls->dir, job / JOBS_PER_DIR);
-            if ((mkdir(sdir, LOG_DIR_MODE) < 0 && errno != EEXIST) || rename(from, to) < 0) {
+            r = make_thousand(ls, job);
+            if (r == 0 && rename(from, to) < 0)
                 r = -errno;
-                buf_setf(err, "log store: cannot move '%s' to '%s': %s", from, to,
-                         strerror(errno));
-            }
+            if (r < 0)
+                buf_setf(err, "log store: cannot move '%s' to '%s': %s", from, to, strerror(-r));
             moved = true;
-            free(sdir);
             free(from);
             free(to);
         }
@@ -161,11 +164,11 @@ static int open_write(struct logstore *ls, int64_t job_id, int attempt)
     int flags = O_WRONLY | O_CREAT | O_CLOEXEC;
     int fd = open(path, flags, LOG_FILE_MODE);
     if (fd < 0 && errno == ENOENT) {
-        char *dir = xasprintf("%s/%" PRId64, ls->dir, job_id / JOBS_PER_DIR);
-        /* EEXIST: another thread made it meanwhile. */
-        if (mkdir(dir, LOG_DIR_MODE) == 0 || errno == EEXIST)
+        int r = make_thousand(ls, job_id);
+        if (r < 0)
+            errno = -r;
+        else
             fd = open(path, flags, LOG_FILE_MODE);
-        free(dir);
     }
     int r = fd < 0 ? -errno : fd;
     free(path);
