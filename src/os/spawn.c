@@ -212,7 +212,7 @@ void spawn_helper_stop(void)
 static int helper_fork(const struct child_args *a, pid_t *sup, int *pidfd)
 {
     struct buf b = BUF_INIT;
-    struct helper_req rq = {0, 0, 0, a->cwd != NULL};
+    struct helper_req rq = {HELPER_SPAWN, 0, 0, 0, a->cwd != NULL, 0};
     buf_add(&b, a->path, strlen(a->path) + 1);
     if (a->cwd)
         buf_add(&b, a->cwd, strlen(a->cwd) + 1);
@@ -253,6 +253,19 @@ static int helper_fork(const struct child_args *a, pid_t *sup, int *pidfd)
         return -EIO;
     *sup = rep.pid;
     return 0;
+}
+
+/* Tell the helper that we are done with supervisor sup (see
+ * HELPER_RELEASE): it may give that supervisor the next child. */
+static void helper_release(pid_t sup)
+{
+    struct helper_req rq = {HELPER_RELEASE, 0, 0, 0, 0, sup};
+    pthread_mutex_lock(&helper_mu);
+    if (helper_fd >= 0 && send_fds(helper_fd, &rq, sizeof rq, NULL, 0) < 0) {
+        helper_end(helper_fd, helper_pid);
+        helper_fd = -1;
+    }
+    pthread_mutex_unlock(&helper_mu);
 }
 
 /* ---- in this process ---- */
@@ -378,6 +391,7 @@ int spawn_start(const struct spawn_opts *opts, struct spawn **out, struct buf *e
         .status_fd = status_fd[1],
         .parent = getpid(),
         .max_fd = open_max > 0 && open_max < 65536 ? (int)open_max : 65536,
+        .ctl_fd = -1,
     };
 
     pid_t sup = -1;
@@ -507,6 +521,8 @@ int spawn_wait(struct spawn *s, int64_t timeout_ms, int *status)
         if (s->pidfd < 0)
             while (waitpid(s->sup, &sup_status, 0) < 0 && errno == EINTR)
                 ;
+        if (s->pidfd >= 0 && rr > 0 && r.type == REC_EXITED)
+            helper_release(s->sup);
         s->sup = 0;
         s->done = true;
         /* Without an EXITED record the supervisor itself was killed: report

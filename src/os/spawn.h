@@ -37,7 +37,9 @@
  * with the thread that started it (PR_SET_PDEATHSIG): if that thread or the
  * whole process dies, the child's group and descendants are killed. With
  * the spawn helper (spawn_helper_start()), the supervisor is the helper's
- * child and dies with the helper, which dies with this process.
+ * child and dies with the helper, which dies with this process; and once
+ * spawn_wait() has its report, it serves the helper's next child (one
+ * at a time) instead of exiting.
  *
  * Why not make the whole process a subreaper: in `yci up` the server and the
  * runner share a process, and the orphans adopted by a process-wide subreaper

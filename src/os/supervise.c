@@ -25,7 +25,7 @@
 /* ---- in the supervisor and the child: async-signal-safe code only ---- */
 
 /* Fixed descriptor numbers in the supervisor (see supervise()). */
-enum { FD_NULL = 3, FD_OUT = 4, FD_STATUS = 5, FD_FIRST_FREE = 6 };
+enum { FD_NULL = 3, FD_OUT = 4, FD_STATUS = 5, FD_CTL = 6, FD_FIRST_FREE = 7 };
 
 static volatile sig_atomic_t sup_child;      /* the child's pid once known */
 static volatile sig_atomic_t sup_child_done; /* the child exited: stop signalling its group */
@@ -39,7 +39,7 @@ static void sup_on_signal(int sig)
     errno = saved;
 }
 
-static void write_all_raw(int fd, const void *data, size_t len)
+static bool write_all_ok(int fd, const void *data, size_t len)
 {
     const char *p = data;
     while (len > 0) {
@@ -47,16 +47,17 @@ static void write_all_raw(int fd, const void *data, size_t len)
         if (n < 0 && errno == EINTR)
             continue;
         if (n <= 0)
-            return;
+            return false;
         p += n;
         len -= (size_t)n;
     }
+    return true;
 }
 
 static void send_rec(int fd, int type, int value)
 {
     struct rec r = {type, value};
-    write_all_raw(fd, &r, sizeof r);
+    write_all_ok(fd, &r, sizeof r);
 }
 
 /* Close every descriptor >= from except keep (-1: none). */
@@ -108,12 +109,19 @@ static void exec_child(const struct child_args *a, int err_fd)
     close_from(3, err_fd, a->max_fd);
     if (a->cwd && chdir(a->cwd) < 0)
         goto fail;
-    reset_signals();
+    /* The supervisor reset every other disposition when it started; these
+     * three are its own (execve would reset the two handled, not SIG_IGN). */
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = SIG_DFL;
+    sigaction(SIGPIPE, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGUSR1, &sa, NULL);
     unblock_signals();
     execve(a->path, a->argv, a->envp);
 fail:
     e = errno;
-    write_all_raw(err_fd, &e, sizeof e);
+    write_all_ok(err_fd, &e, sizeof e);
     _exit(127);
 }
 
@@ -244,42 +252,30 @@ static void sweep(void)
     }
 }
 
-void supervise(const struct child_args *a)
+/* Drop SIGTERM and SIGUSR1 left pending (blocked) from the last child: a
+ * caller signals a supervisor only until it has read the EXITED record, so
+ * by the time the next request arrives, whatever it sent is pending here. */
+static void drop_pending_signals(void)
 {
-    /* Signals are all blocked here (the parent blocked them around fork). */
-    setpgid(0, 0);
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGTERM);
+    sigaddset(&set, SIGUSR1);
+    struct timespec zero = {0, 0};
+    while (sigtimedwait(&set, NULL, &zero) > 0)
+        ;
+}
 
-    /* Keep exactly three descriptors, at fixed numbers. */
-    int n = fcntl(a->null_fd, F_DUPFD_CLOEXEC, 10);
-    int o = fcntl(a->out_fd, F_DUPFD_CLOEXEC, 10);
-    int s = fcntl(a->status_fd, F_DUPFD_CLOEXEC, 10);
-    if (n < 0 || o < 0 || s < 0)
-        _exit(126);
-    if (dup3(n, FD_NULL, O_CLOEXEC) < 0 || dup3(o, FD_OUT, O_CLOEXEC) < 0 ||
-        dup3(s, FD_STATUS, O_CLOEXEC) < 0)
-        _exit(126);
-    close_from(FD_FIRST_FREE, -1, a->max_fd);
-
-    reset_signals();
-    struct sigaction sa;
-    memset(&sa, 0, sizeof sa);
-    sa.sa_handler = SIG_IGN;
-    sigaction(SIGPIPE, &sa, NULL);
-    sa.sa_handler = sup_on_signal;
-    sa.sa_flags = SA_RESTART;
-    sigfillset(&sa.sa_mask);
-    sigaction(SIGTERM, &sa, NULL);
-    sigaction(SIGUSR1, &sa, NULL);
-
-    prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0);
-    prctl(PR_SET_PDEATHSIG, SIGUSR1, 0, 0, 0);
-    if (getppid() != a->parent)
-        kill(getpid(), SIGUSR1); /* our parent is already gone: pending until unblocked */
-
+/* Run a's child to its end and report it on FD_STATUS (signals blocked on
+ * entry and on return). false: it could not start (reported). */
+static bool supervise_one(const struct child_args *a)
+{
+    sup_child = 0;
+    sup_child_done = 0;
     int ep[2];
     if (pipe2(ep, O_CLOEXEC) < 0) {
         send_rec(FD_STATUS, REC_EXEC_FAILED, errno);
-        _exit(127);
+        return false;
     }
     /* vfork: we are single-threaded with every signal blocked, and the
      * child only makes async-signal-safe calls on its own stack frame before
@@ -289,8 +285,11 @@ void supervise(const struct child_args *a)
     if (child == 0)
         exec_child(a, ep[1]);
     if (child < 0) {
-        send_rec(FD_STATUS, REC_EXEC_FAILED, errno);
-        _exit(127);
+        int e = errno;
+        close(ep[0]);
+        close(ep[1]);
+        send_rec(FD_STATUS, REC_EXEC_FAILED, e);
+        return false;
     }
     close(ep[1]);
     int e = 0;
@@ -301,15 +300,13 @@ void supervise(const struct child_args *a)
     if (r == (ssize_t)sizeof e) {
         waitpid(child, NULL, 0);
         send_rec(FD_STATUS, REC_EXEC_FAILED, e);
-        _exit(127);
+        return false;
     }
 
-    /* Our own stdio should not hold the caller's terminal or pipes open. */
-    dup2(FD_NULL, 0);
-    dup2(FD_NULL, 1);
-    dup2(FD_NULL, 2);
-    close(FD_NULL);
-    close(FD_OUT);
+    /* The child's output is the child's: we hold no end of it. (The fixed
+     * numbers stay taken, by /dev/null, so that descriptors received later
+     * never land on them.) */
+    dup3(FD_NULL, FD_OUT, O_CLOEXEC);
 
     sup_child = child;
     send_rec(FD_STATUS, REC_STARTED, child);
@@ -338,7 +335,132 @@ void supervise(const struct child_args *a)
         ;
     sweep();
     send_rec(FD_STATUS, REC_EXITED, status);
-    _exit(0);
+    dup3(FD_NULL, FD_STATUS, O_CLOEXEC);
+    return true;
+}
+
+/* The strings of a request: NULL-terminated. */
+static const char *next_str(const char **p, const char *end)
+{
+    const char *s = *p, *z = s < end ? memchr(s, '\0', (size_t)(end - s)) : NULL;
+    if (!z)
+        return NULL;
+    *p = z + 1;
+    return s;
+}
+
+/* A request's strings as a's path, cwd, argv and envp (argv and envp
+ * allocated, pointing into strs). false: malformed (or out of memory). */
+static bool parse_req(const struct helper_req *rq, const char *strs, struct child_args *a)
+{
+    const char **argv = calloc(rq->argc + 1, sizeof *argv);
+    const char **envp = calloc(rq->envc + 1, sizeof *envp);
+    const char *p = strs, *end = strs + rq->len, *path = next_str(&p, end), *cwd = NULL;
+    bool ok = argv && envp && path && rq->argc > 0;
+    if (ok && rq->has_cwd)
+        ok = (cwd = next_str(&p, end)) != NULL;
+    for (uint32_t i = 0; ok && i < rq->argc; i++)
+        ok = (argv[i] = next_str(&p, end)) != NULL;
+    for (uint32_t i = 0; ok && i < rq->envc; i++)
+        ok = (envp[i] = next_str(&p, end)) != NULL;
+    if (!ok) {
+        free(argv);
+        free(envp);
+        return false;
+    }
+    a->path = path;
+    a->cwd = cwd;
+    a->argv = (char *const *)argv;
+    a->envp = (char *const *)envp;
+    return true;
+}
+
+/* Read a request: its header, up to two descriptors, its strings (*strs,
+ * allocated). 0, or -errno (-EPIPE: the other end is closed). */
+static int read_req(int sock, struct helper_req *rq, int *fds, int *nfds, char **strs)
+{
+    *nfds = 2;
+    *strs = NULL;
+    int r = recv_fds(sock, rq, sizeof *rq, fds, nfds);
+    if (r < 0)
+        return r;
+    if (rq->kind != HELPER_SPAWN || rq->len > HELPER_MAX_REQ)
+        return rq->kind == HELPER_RELEASE ? 0 : -EPROTO;
+    *strs = malloc(rq->len ? rq->len : 1);
+    int none = 0;
+    if (!*strs)
+        return -ENOMEM;
+    return recv_fds(sock, *strs, rq->len, NULL, &none);
+}
+
+void supervise(const struct child_args *a)
+{
+    /* Signals are all blocked here (the parent blocked them around fork). */
+    setpgid(0, 0);
+
+    /* Keep exactly three descriptors (four with ctl_fd), at fixed numbers. */
+    int n = fcntl(a->null_fd, F_DUPFD_CLOEXEC, 10);
+    int o = fcntl(a->out_fd, F_DUPFD_CLOEXEC, 10);
+    int s = fcntl(a->status_fd, F_DUPFD_CLOEXEC, 10);
+    int c = a->ctl_fd >= 0 ? fcntl(a->ctl_fd, F_DUPFD_CLOEXEC, 10) : -1;
+    if (n < 0 || o < 0 || s < 0 || (a->ctl_fd >= 0 && c < 0))
+        _exit(126);
+    if (dup3(n, FD_NULL, O_CLOEXEC) < 0 || dup3(o, FD_OUT, O_CLOEXEC) < 0 ||
+        dup3(s, FD_STATUS, O_CLOEXEC) < 0 || (c >= 0 && dup3(c, FD_CTL, O_CLOEXEC) < 0))
+        _exit(126);
+    close_from(FD_FIRST_FREE, -1, a->max_fd);
+    /* Our own stdio should not hold the caller's terminal or pipes open. */
+    dup2(FD_NULL, 0);
+    dup2(FD_NULL, 1);
+    dup2(FD_NULL, 2);
+
+    reset_signals();
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = SIG_IGN;
+    sigaction(SIGPIPE, &sa, NULL);
+    sa.sa_handler = sup_on_signal;
+    sa.sa_flags = SA_RESTART;
+    sigfillset(&sa.sa_mask);
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGUSR1, &sa, NULL);
+
+    prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0);
+    prctl(PR_SET_PDEATHSIG, SIGUSR1, 0, 0, 0);
+    if (getppid() != a->parent)
+        kill(getpid(), SIGUSR1); /* our parent is already gone: pending until unblocked */
+
+    bool started = supervise_one(a);
+    if (c < 0 || !started)
+        _exit(started ? 0 : 127);
+
+    /* A supervisor of the helper's: the helper hands us the next request
+     * once the caller released us (see helper_main()), sparing a fork and
+     * an exit per child. End of file: the helper let us go, or died. */
+    struct child_args next = *a;
+    char *strs = NULL;
+    for (;;) {
+        free(strs);
+        free((void *)next.argv);
+        free((void *)next.envp);
+        next.argv = next.envp = NULL;
+        struct helper_req rq;
+        int fds[2] = {-1, -1}, nfds = 0;
+        if (read_req(FD_CTL, &rq, fds, &nfds, &strs) < 0 || rq.kind != HELPER_SPAWN ||
+            nfds < 1 || !parse_req(&rq, strs, &next))
+            _exit(0);
+        if (dup3(fds[0], FD_STATUS, O_CLOEXEC) < 0 ||
+            dup3(nfds == 2 ? fds[1] : FD_NULL, FD_OUT, O_CLOEXEC) < 0)
+            _exit(126);
+        close(fds[0]);
+        if (nfds == 2)
+            close(fds[1]);
+        drop_pending_signals();
+        if (getppid() != a->parent)
+            _exit(0); /* the helper died (our SIGUSR1 was one of those dropped) */
+        if (!supervise_one(&next))
+            _exit(127);
+    }
 }
 
 /* ---- the helper (see spawn.c) ---- */
@@ -420,65 +542,146 @@ int recv_fds(int sock, void *data, size_t len, int *fds, int *nfds)
     return 0;
 }
 
-/* The strings of a request: NULL-terminated. */
-static const char *next_str(const char **p, const char *end)
+/*
+ * The helper keeps the supervisors it forked. Once a caller released one
+ * (it read the EXITED record and will not signal it again), the supervisor
+ * waits on its ctl socket and the helper gives it the next request instead
+ * of forking another: a fork and an exit fewer per child. At most
+ * MAX_IDLE wait; past that a released one is let go (end of file).
+ */
+enum { MAX_IDLE = 16 };
+
+struct sup {
+    pid_t pid;
+    int pidfd;
+    int ctl; /* our end of its ctl socket */
+    bool idle;
+};
+
+static struct sup *sups;
+static size_t nsups, sups_cap;
+
+static void sup_drop(size_t i)
 {
-    const char *s = *p, *z = s < end ? memchr(s, '\0', (size_t)(end - s)) : NULL;
-    if (!z)
-        return NULL;
-    *p = z + 1;
-    return s;
+    close(sups[i].ctl);
+    close(sups[i].pidfd);
+    sups[i] = sups[--nsups];
 }
 
-/* In the helper: serve one request (its descriptors status_fd, out_fd). */
-static void helper_serve(int sock, const struct helper_req *rq, char *strs, int status_fd,
-                         int out_fd, int null_fd, int max_fd)
+static struct sup *sup_find(pid_t pid)
+{
+    for (size_t i = 0; i < nsups; i++)
+        if (sups[i].pid == pid)
+            return &sups[i];
+    return NULL;
+}
+
+/* Hand the request to an idle supervisor; NULL when none took it. */
+static struct sup *sup_reuse(const struct helper_req *rq, const char *strs, const int *fds,
+                             int nfds)
+{
+    for (size_t i = 0; i < nsups;) {
+        if (!sups[i].idle) {
+            i++;
+            continue;
+        }
+        if (send_fds(sups[i].ctl, rq, sizeof *rq, fds, nfds) == 0 &&
+            (rq->len == 0 || write_all_ok(sups[i].ctl, strs, rq->len))) {
+            sups[i].idle = false;
+            return &sups[i];
+        }
+        kill(sups[i].pid, SIGKILL); /* gone or stuck: we reap it */
+        sup_drop(i);
+    }
+    return NULL;
+}
+
+/* Fork a supervisor for the request; NULL with errno set. */
+static struct sup *sup_fork(const struct helper_req *rq, char *strs, int status_fd, int out_fd,
+                            int null_fd, int max_fd)
+{
+    struct child_args a = {
+        .null_fd = null_fd,
+        .out_fd = out_fd >= 0 ? out_fd : null_fd,
+        .status_fd = status_fd,
+        .parent = getpid(),
+        .max_fd = max_fd,
+        .ctl_fd = -1,
+    };
+    if (!parse_req(rq, strs, &a)) {
+        errno = EINVAL;
+        return NULL;
+    }
+    struct sup *out = NULL;
+    int sv[2] = {-1, -1};
+    if (nsups == sups_cap) {
+        size_t cap = sups_cap ? 2 * sups_cap : 8;
+        struct sup *grown = realloc(sups, cap * sizeof *grown);
+        if (!grown) {
+            errno = ENOMEM;
+            goto out;
+        }
+        sups = grown;
+        sups_cap = cap;
+    }
+    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0)
+        goto out;
+    a.ctl_fd = sv[1];
+    pid_t pid = fork(); /* signals are blocked for good in the helper */
+    if (pid == 0)
+        supervise(&a);
+    int e = errno;
+    close(sv[1]);
+    if (pid < 0) {
+        close(sv[0]);
+        errno = e;
+        goto out;
+    }
+    int pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
+    if (pidfd < 0) {
+        e = errno;
+        close(sv[0]);
+        kill(pid, SIGUSR1); /* it kills the child; we reap it */
+        errno = e;
+        goto out;
+    }
+    out = &sups[nsups++];
+    *out = (struct sup){pid, pidfd, sv[0], false};
+out:
+    free((void *)a.argv);
+    free((void *)a.envp);
+    return out;
+}
+
+/* In the helper: serve one spawn request (its descriptors fds[0]: the status
+ * pipe, fds[1]: the child's output, if any). */
+static void helper_serve(int sock, const struct helper_req *rq, char *strs, const int *fds,
+                         int nfds, int null_fd, int max_fd)
 {
     struct helper_rep rep = {0, 0};
-    const char **argv = calloc(rq->argc + 1, sizeof *argv);
-    const char **envp = calloc(rq->envc + 1, sizeof *envp);
-    const char *p = strs, *end = strs + rq->len, *path = next_str(&p, end), *cwd = NULL;
-    bool ok = argv && envp && path && rq->argc > 0;
-    if (ok && rq->has_cwd)
-        ok = (cwd = next_str(&p, end)) != NULL;
-    for (uint32_t i = 0; ok && i < rq->argc; i++)
-        ok = (argv[i] = next_str(&p, end)) != NULL;
-    for (uint32_t i = 0; ok && i < rq->envc; i++)
-        ok = (envp[i] = next_str(&p, end)) != NULL;
-    int pidfd = -1;
-    if (!ok) {
-        rep.err = EINVAL;
-    } else {
-        struct child_args a = {
-            .path = path,
-            .argv = (char *const *)argv,
-            .envp = (char *const *)envp,
-            .cwd = cwd,
-            .null_fd = null_fd,
-            .out_fd = out_fd >= 0 ? out_fd : null_fd,
-            .status_fd = status_fd,
-            .parent = getpid(),
-            .max_fd = max_fd,
-        };
-        pid_t sup = fork(); /* signals are blocked for good in the helper */
-        if (sup == 0)
-            supervise(&a);
-        if (sup < 0) {
-            rep.err = errno;
-        } else {
-            rep.pid = sup;
-            pidfd = (int)syscall(SYS_pidfd_open, sup, 0);
-            if (pidfd < 0) {
-                rep.err = errno;
-                kill(sup, SIGUSR1); /* it kills the child; we reap it */
-            }
-        }
-    }
-    free(argv);
-    free(envp);
-    send_fds(sock, &rep, sizeof rep, &pidfd, pidfd >= 0 ? 1 : 0);
-    if (pidfd >= 0)
-        close(pidfd);
+    struct sup *sup = sup_reuse(rq, strs, fds, nfds);
+    if (!sup)
+        sup = sup_fork(rq, strs, fds[0], nfds == 2 ? fds[1] : -1, null_fd, max_fd);
+    if (!sup)
+        rep.err = errno ? errno : EIO;
+    else
+        rep.pid = sup->pid;
+    send_fds(sock, &rep, sizeof rep, sup ? &sup->pidfd : NULL, sup ? 1 : 0);
+}
+
+/* A supervisor was released: it may take the next request. */
+static void helper_release(pid_t pid)
+{
+    struct sup *sup = sup_find(pid);
+    if (!sup || sup->idle)
+        return;
+    size_t idle = 0;
+    for (size_t i = 0; i < nsups; i++)
+        idle += sups[i].idle;
+    if (idle < MAX_IDLE)
+        sup->idle = true;
+    else
+        sup_drop((size_t)(sup - sups)); /* end of file: it exits; we reap it */
 }
 
 void helper_main(int sock, pid_t parent)
@@ -487,7 +690,7 @@ void helper_main(int sock, pid_t parent)
     if (getppid() != parent)
         _exit(0);
     prctl(PR_SET_NAME, "yci-spawn", 0, 0, 0);
-    /* Every signal blocked for good (fork in helper_serve relies on it);
+    /* Every signal blocked for good (fork in sup_fork relies on it);
      * SIGCHLD read from a signalfd, to reap the supervisors. */
     block_signals();
     sigset_t chld;
@@ -526,21 +729,27 @@ void helper_main(int sock, pid_t parent)
             struct signalfd_siginfo si;
             while (read(sfd, &si, sizeof si) > 0)
                 ;
-            while (waitpid(-1, NULL, WNOHANG) > 0)
-                ;
+            pid_t p;
+            while ((p = waitpid(-1, NULL, WNOHANG)) > 0) {
+                struct sup *gone = sup_find(p);
+                if (gone)
+                    sup_drop((size_t)(gone - sups));
+            }
         }
         if (!pfd[0].revents)
             continue;
         struct helper_req rq;
-        int fds[2] = {-1, -1}, nfds = 2;
-        if (recv_fds(sock, &rq, sizeof rq, fds, &nfds) < 0)
+        int fds[2] = {-1, -1}, nfds = 0;
+        char *strs = NULL;
+        int r = read_req(sock, &rq, fds, &nfds, &strs);
+        if (r == -EPIPE)
             _exit(0); /* the caller closed its end, or died */
-        char *strs = rq.len <= HELPER_MAX_REQ ? malloc(rq.len ? rq.len : 1) : NULL;
-        int none = 0;
-        if (!strs || recv_fds(sock, strs, rq.len, NULL, &none) < 0)
+        if (r < 0)
             _exit(1);
-        if (nfds >= 1)
-            helper_serve(sock, &rq, strs, fds[0], nfds == 2 ? fds[1] : -1, null_fd, max_fd);
+        if (rq.kind == HELPER_RELEASE)
+            helper_release(rq.pid);
+        else if (nfds >= 1)
+            helper_serve(sock, &rq, strs, fds, nfds, null_fd, max_fd);
         else
             send_fds(sock, &(struct helper_rep){EINVAL, 0}, sizeof(struct helper_rep), NULL, 0);
         free(strs);

@@ -34,17 +34,28 @@ struct child_args {
     int status_fd;
     pid_t parent;
     int max_fd;
+    int ctl_fd; /* -1: one child, then exit; else the helper's socket, on
+                 * which the next request comes once this one is released */
 };
 
-/* A request to the helper: this header, with the status pipe's write end
- * and (when not /dev/null) the child's output as SCM_RIGHTS, then len bytes
- * of NUL-terminated strings: path, cwd (if has_cwd), argv, envp. The answer:
- * a helper_rep, with a pidfd of the supervisor when err is 0. */
+/* A request to the helper. HELPER_SPAWN: this header, with the status
+ * pipe's write end and (when not /dev/null) the child's output as
+ * SCM_RIGHTS, then len bytes of NUL-terminated strings: path, cwd (if
+ * has_cwd), argv, envp. The answer: a helper_rep, with a pidfd of the
+ * supervisor when err is 0. The helper forwards the same request to an idle
+ * supervisor, which reads it on its ctl_fd.
+ * HELPER_RELEASE: the header alone, no answer: the caller read the EXITED
+ * record of supervisor pid and will not signal it again, so that supervisor
+ * may take the next request. */
+enum { HELPER_SPAWN = 1, HELPER_RELEASE = 2 };
+
 struct helper_req {
+    uint32_t kind;
     uint32_t len;  /* bytes of strings that follow */
     uint32_t argc; /* argv strings, after path (and cwd) */
     uint32_t envc; /* envp strings, after argv */
     uint32_t has_cwd;
+    int32_t pid; /* HELPER_RELEASE: the supervisor */
 };
 
 struct helper_rep {
@@ -54,7 +65,8 @@ struct helper_rep {
 
 #define HELPER_MAX_REQ (64u << 20)
 
-/* Become the supervisor of a's child (in a forked copy, signals blocked). */
+/* Become the supervisor of a's child (in a forked copy, signals blocked);
+ * with a->ctl_fd, then of the child of every request that comes on it. */
 void supervise(const struct child_args *a) __attribute__((noreturn));
 
 /* Serve requests on sock until it is closed; die with parent. */

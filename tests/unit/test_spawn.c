@@ -5,6 +5,7 @@
 #include <setjmp.h>
 #include <signal.h>
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -347,6 +348,69 @@ static pid_t ppid_of(pid_t pid)
     return ppid;
 }
 
+/* Set while the groups run with the spawn helper. */
+static bool with_helper;
+
+/* Children one after another: each gets its own output and status, nothing
+ * of the one before (its late signals, its descriptors, its leftovers);
+ * with the helper, one supervisor serves them all (no fork per child). */
+static void test_children_in_a_row(void **state)
+{
+    (void)state;
+    pid_t first_sup = 0;
+    for (int i = 0; i < 6; i++) {
+        char script[200];
+        snprintf(script, sizeof script,
+                 "echo $PPID; for f in 3 4 5 6 7 8 9; do [ -e /proc/$$/fd/$f ] && echo fd $f; "
+                 "done; echo out %d; echo err %d >&2; (sleep 1000 &); exit %d",
+                 i, i, i);
+        const char *argv[] = {"/bin/sh", "-c", script, NULL};
+        struct spawn_opts o = {argv, NULL, NULL, i == 3 ? SPAWN_NULL : SPAWN_PIPE};
+        struct buf err = BUF_INIT, out = BUF_INIT;
+        struct spawn *s;
+        assert_int_equal(spawn_start(&o, &s, &err), 0);
+        if (i == 1) { /* a child told to stop: the next one must not get its signals */
+            assert_int_equal(spawn_signal(s, false), 0);
+            assert_int_equal(spawn_signal(s, true), 0);
+        }
+        int status = -1;
+        assert_int_equal(spawn_wait(s, 10000, &status), 0);
+        if (spawn_out_fd(s) >= 0) {
+            bool eof = false;
+            while (!eof) {
+                char b[512];
+                ssize_t n = read(spawn_out_fd(s), b, sizeof b);
+                if (n < 0 && errno == EINTR)
+                    continue;
+                assert_true(n >= 0); /* the writers are gone: no EAGAIN */
+                buf_add(&out, b, (size_t)n);
+                eof = n == 0;
+            }
+        }
+        spawn_free(s);
+        if (i == 1) {
+            assert_true(spawn_exit_code(status) == 0 + 1 || spawn_exit_code(status) >= 128);
+        } else {
+            assert_int_equal(spawn_exit_code(status), i);
+        }
+        if (i != 1 && i != 3) {
+            int ppid = 0, n = 0;
+            assert_int_equal(sscanf(out.data, "%d\n%n", &ppid, &n), 1);
+            char want[64];
+            snprintf(want, sizeof want, "out %d\nerr %d\n", i, i);
+            assert_string_equal(out.data + n, want);
+            if (!first_sup)
+                first_sup = ppid;
+            else if (with_helper)
+                assert_int_equal(ppid, first_sup);
+            else
+                assert_int_not_equal(ppid, first_sup);
+        }
+        buf_release(&out);
+        buf_release(&err);
+    }
+}
+
 /* With the helper: killing it kills the jobs (their supervisors die with
  * it), and spawning goes on without it. */
 static void test_helper_death(void **state)
@@ -390,6 +454,7 @@ int main(void)
         cmocka_unit_test(test_exit_reaps_daemons),
         cmocka_unit_test(test_free_kills),
         cmocka_unit_test(test_output_cap),
+        cmocka_unit_test(test_children_in_a_row),
     };
     int failed = cmocka_run_group_tests_name("direct", tests, NULL, NULL);
     /* Again with the supervisors forked by the spawn helper: a forked copy
@@ -410,9 +475,11 @@ int main(void)
             return 1;
         }
         buf_release(&err);
+        with_helper = true;
         failed += cmocka_run_group_tests_name(names[i], tests, NULL, NULL);
         failed += cmocka_run_group_tests_name("helper death", last, NULL, NULL);
         spawn_helper_stop();
+        with_helper = false;
     }
     return failed;
 }
