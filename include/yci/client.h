@@ -131,6 +131,13 @@ struct yci_result {
     /* A plan job that passed: the JSON array of the jobs its generator
      * yielded (copied by the library, like error); NULL otherwise. */
     const char *plan_jobs;
+    /* Optional: the log's last log_len bytes, at log_offset, delivered with
+     * the result instead of by a last yci_client_log() (one request less
+     * per job); copied by the library, like error. Text that is not UTF-8
+     * is uploaded by itself just before the result. */
+    const void *log;
+    size_t log_len;
+    uint64_t log_offset;
 };
 
 struct yci_handler {

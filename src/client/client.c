@@ -701,6 +701,36 @@ static const char *status_name(enum yci_status s)
     }
 }
 
+/* A result's log bytes that cannot go in its JSON (not UTF-8): uploaded by
+ * offset before it. Bytes the server lost before them (-ERANGE: it has
+ * less) are noted where they were, as the server does with a finish's. */
+static int upload_log(struct yci_client *c, int64_t job_id, int attempt, uint64_t offset,
+                      const char *data, size_t len, struct yci_error *err)
+{
+    while (len > 0) {
+        size_t n = len > YCI_MAX_LOG_CHUNK ? YCI_MAX_LOG_CHUNK : len;
+        uint64_t size = 0;
+        int rc = yci_client_log(c, job_id, attempt, offset, data, n, &size, err);
+        if (rc == -ERANGE && size < offset) {
+            char note[96];
+            int k = snprintf(note, sizeof note,
+                             "\n[yci: %" PRIu64 " bytes of this log were lost here]\n",
+                             offset - size);
+            rc = yci_client_log(c, job_id, attempt, size, note, (size_t)k, NULL, err);
+            if (rc == 0) {
+                offset = size + (uint64_t)k;
+                continue;
+            }
+        }
+        if (rc < 0)
+            return rc;
+        offset += n;
+        data += n;
+        len -= n;
+    }
+    return 0;
+}
+
 int yci_client_finish(struct yci_client *c, int64_t job_id, int attempt, const struct yci_result *r,
                       struct yci_error *err)
 {
@@ -736,6 +766,23 @@ int yci_client_finish_next(struct yci_client *c, int64_t job_id, int attempt,
     }
     if (next)
         json_object_set_new(body, "claim", json_true());
+    if (r->log_len > 0) {
+        /* As a JSON string when it is one: UTF-8 without NUL (the server's
+         * parser refuses \u0000). */
+        json_t *t = r->log_len <= YCI_MAX_LOG_CHUNK && !memchr(r->log, '\0', r->log_len)
+                        ? json_stringn(r->log, r->log_len)
+                        : NULL;
+        if (t) {
+            json_object_set_new(body, "log",
+                                json_pack("{s:I, s:o}", "offset", (json_int_t)r->log_offset, "text", t));
+        } else {
+            int rc = upload_log(c, job_id, attempt, r->log_offset, r->log, r->log_len, err);
+            if (rc < 0) {
+                json_decref(body);
+                return rc;
+            }
+        }
+    }
     char *text = dump_body(body, err);
     if (!text)
         return -EINVAL;
@@ -886,12 +933,14 @@ static struct yci_job *run_job(struct yci_client *c, struct yci_job *job)
 {
     struct yci_job *next = NULL;
     const struct yci_handler *h = c->handler;
-    struct yci_result res = {YCI_ERROR, -1, NULL, NULL};
+    struct yci_result res = {.status = YCI_ERROR, .exit_code = -1};
     h->do_job(c, job, &res, h->arg);
     char *error = res.error ? xstrdup(res.error) : NULL;
     res.error = error;
     char *plan_jobs = res.plan_jobs ? xstrdup(res.plan_jobs) : NULL;
     res.plan_jobs = plan_jobs;
+    char *log = res.log_len ? xmemdup(res.log, res.log_len) : NULL;
+    res.log = log;
 
     int rc = 0;
     int64_t backoff = 0;
@@ -915,6 +964,7 @@ static struct yci_job *run_job(struct yci_client *c, struct yci_job *job)
         h->finished(c, job, rc, h->arg);
     free(error);
     free(plan_jobs);
+    free(log);
     yci_job_free(job);
     return next;
 }

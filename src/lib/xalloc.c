@@ -50,6 +50,11 @@ char *xstrndup(const char *s, size_t n)
     return p;
 }
 
+void *xmemdup(const void *p, size_t n)
+{
+    return memcpy(xmalloc(n), p, n);
+}
+
 char *xvasprintf(const char *fmt, va_list ap)
 {
     char *p;

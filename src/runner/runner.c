@@ -8,7 +8,8 @@
  *   do_job ── hands ──▶ the slot's executor thread (exec.c): workspace, commands,
  *     │                  output appended to <workdir>/spool/slot-<slot>.log
  *     └─ uploads the spool by offset while the executor runs, then returns
- *        the result; the library delivers it; finished() empties the spool.
+ *        the result (with the log's last bytes); the library delivers it;
+ *        finished() empties the spool.
  *
  * A 409 "stale attempt" or a cancel from the heartbeat stops the executor
  * (SIGTERM to the job's group, SIGKILL after the grace period) and the job is
@@ -40,6 +41,8 @@
 
 /* Upload when this much is waiting, or this long after the last upload. */
 #define UPLOAD_INTERVAL_MS 100
+/* At most this much of a log's end goes with the job's result. */
+#define FINISH_LOG_MAX (64 * 1024)
 #define UPLOAD_BACKOFF_MAX_MS 5000
 
 /* A slot's executor thread: started with the slot's first job and kept for
@@ -147,10 +150,13 @@ static int64_t upload_backoff(int64_t *cur)
 
 /*
  * Send the spool to the server by offset until the executor is done and all
- * of it is acknowledged. Returns false when the job was taken away (409) or
- * the runner is stopping before everything was delivered.
+ * of it is acknowledged, or its last bytes (up to FINISH_LOG_MAX) are in
+ * *tail, from *tail_offset, to go with the result. Returns false when the job
+ * was taken away (409) or the runner is stopping before everything was
+ * delivered.
  */
-static bool upload(struct runner *r, struct yci_job *job, struct exec *x)
+static bool upload(struct runner *r, struct yci_job *job, struct exec *x, struct buf *tail,
+                   uint64_t *tail_offset)
 {
     uint64_t acked = 0;
     int64_t backoff = 0, next_try = 0, last_upload = time_mono_ms();
@@ -194,6 +200,22 @@ static bool upload(struct runner *r, struct yci_job *job, struct exec *x)
         if (done && written == acked) {
             ok = true;
             break;
+        }
+        /* The last bytes of a job that ended go with its result (one
+         * request less per job), unless uploads are failing. */
+        if (done && !warned && written - acked <= FINISH_LOG_MAX) {
+            size_t n = (size_t)(written - acked);
+            buf_reset(tail);
+            buf_grow(tail, n);
+            ssize_t got = pread(x->spool_fd, tail->data, n, (off_t)acked);
+            if (got == (ssize_t)n) {
+                tail->len = n;
+                tail->data[n] = '\0';
+                *tail_offset = acked;
+                ok = true;
+                break;
+            }
+            buf_reset(tail);
         }
 
         size_t n =
@@ -246,11 +268,14 @@ static bool upload(struct runner *r, struct yci_job *job, struct exec *x)
 /* A plan job's generated jobs: the library copies res->plan_jobs after
  * do_job returns, so the text lives here until this thread's next job. */
 static _Thread_local char *plan_jobs_text;
+/* The same for the log's last bytes sent with the result (res->log). */
+static _Thread_local struct buf log_tail;
 
 static void do_job(struct yci_client *c, struct yci_job *job, struct yci_result *res, void *arg)
 {
     free(plan_jobs_text);
     plan_jobs_text = NULL;
+    buf_release(&log_tail);
     struct runner *r = arg;
     struct buf err = BUF_INIT;
     struct exec *x = NULL;
@@ -288,7 +313,8 @@ static void do_job(struct yci_client *c, struct yci_job *job, struct yci_result 
         res->status = YCI_ERROR;
         res->error = "the runner cannot start the job";
     } else {
-        bool delivered = upload(r, job, x);
+        uint64_t tail_offset = 0;
+        bool delivered = upload(r, job, x, &log_tail, &tail_offset);
         wait_done(x);
         if (!delivered || yci_job_cancelled(job)) {
             res->status = YCI_ABANDONED;
@@ -298,6 +324,9 @@ static void do_job(struct yci_client *c, struct yci_job *job, struct yci_result 
         } else {
             res->status = x->status;
             res->exit_code = x->exit_code;
+            res->log = log_tail.data;
+            res->log_len = log_tail.len;
+            res->log_offset = tail_offset;
             res->error = x->error.len ? x->error.data : NULL;
             if (x->status == YCI_PASSED && x->plan_jobs) {
                 plan_jobs_text = x->plan_jobs;
@@ -355,6 +384,7 @@ static void on_finished(struct yci_client *c, struct yci_job *job, int rc, void 
     struct runner *r = arg;
     free(plan_jobs_text); /* delivered (or given up on): see do_job */
     plan_jobs_text = NULL;
+    buf_release(&log_tail);
     if (rc == 0 || rc == -ESTALE) {
         spool_empty(r, job);
         if (rc == -ESTALE)

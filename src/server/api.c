@@ -861,6 +861,49 @@ static void h_job_log_post(struct call *c)
         follow_notify(c->srv->follow, id);
 }
 
+/* A finish's "log": {"offset": N, "text": "..."}: the log's last bytes, sent
+ * with the result instead of by a last POST .../log (one request less per
+ * job). Appended by offset as that request would be, while (job, attempt)
+ * is the runner's live attempt; otherwise (a retried finish whose first try
+ * ended the job, or a stale one) left to the finish itself to answer. false:
+ * answered (400, 500). */
+static bool finish_log(struct call *c, int64_t id, int attempt, json_t *log)
+{
+    json_t *off = json_object_get(log, "offset"), *text = json_object_get(log, "text");
+    if (!json_is_object(log) || !json_is_integer(off) || json_integer_value(off) < 0 ||
+        !json_is_string(text) || json_string_length(text) > YCI_MAX_LOG_CHUNK) {
+        http_respond_error(c->req, 400,
+                           "field \"log\" must be {\"offset\": N >= 0, \"text\": a string of at "
+                           "most %d bytes}",
+                           YCI_MAX_LOG_CHUNK);
+        return false;
+    }
+    size_t len = json_string_length(text);
+    if (len == 0 || store_job_check(c->srv->store, id, attempt, c->runner->id) < 0)
+        return true;
+    uint64_t offset = (uint64_t)json_integer_value(off), size = 0;
+    int rc = logstore_append(c->srv->logs, id, attempt, offset, json_string_value(text), len,
+                             &size);
+    if (rc == -ERANGE) {
+        /* This server lost bytes before these (a crash after it answered
+         * their upload): say so where they were, keep what came. */
+        char *note = xasprintf("\n[yci: %" PRIu64 " bytes of this log were lost here]\n",
+                               offset - size);
+        struct buf b = BUF_INIT;
+        buf_add(&b, note, strlen(note));
+        buf_add(&b, json_string_value(text), len);
+        rc = logstore_append(c->srv->logs, id, attempt, size, b.data, b.len, &size);
+        buf_release(&b);
+        free(note);
+    }
+    if (rc < 0) {
+        log_error("job %" PRId64 ": writing its log failed: %s", id, strerror(-rc));
+        http_respond_error(c->req, 500, "cannot write the log: %s", strerror(-rc));
+        return false;
+    }
+    return true;
+}
+
 static void h_job_finish(struct call *c)
 {
     int64_t id;
@@ -878,6 +921,9 @@ static void h_job_finish(struct call *c)
         !field_string(c->req, body, "status", true, &status) ||
         !field_int(c->req, body, "exit_code", false, INT32_MIN, INT32_MAX, &exit_code) ||
         !field_string(c->req, body, "error", false, &error))
+        goto out;
+    json_t *log = json_object_get(body, "log");
+    if (log && !json_is_null(log) && !finish_log(c, id, (int)attempt, log))
         goto out;
     if (strcmp(status, "passed") != 0 && strcmp(status, "failed") != 0 &&
         strcmp(status, "timed_out") != 0 && strcmp(status, "error") != 0) {

@@ -352,3 +352,18 @@ def test_each_job_starts_in_a_clean_workspace(ctx, server, runner):
     assert "mode=755" in lines and "wrote" in lines and "empty" in lines, log
     assert not {"a", ".hidden", "ro", "out"} & set(lines), log
     assert (outside / "keep").read_text() == "keep me"
+
+
+@pytest.mark.parametrize("end", ["text", "bytes"])
+def test_a_short_log_arrives_whole_with_the_result(ctx, server, runner, end):
+    """A job's last bytes go with its result (one request less): the log is
+    byte for byte what the job printed, whether those bytes are text (sent in
+    the finish's JSON) or not (not UTF-8, a NUL: uploaded before it)."""
+    tail = r"\303\251t\303\251 \033[1mok\033[0m\n" if end == "text" else r"\377\000\376 raw\n"
+    cmd = "printf 'first\\n'; printf '%s'; exit 3" % tail
+    _, jobs = server.submit_jobs([{"name": "short", "commands": [cmd]}])
+    done = server.wait_job(jobs[0]["id"])
+    assert done["status"] == "failed" and done["exit_code"] == 3, done
+    printed = subprocess.run(["/bin/sh", "-c", cmd], stdout=subprocess.PIPE).stdout
+    assert server.log(done["id"]) == b"$ " + cmd.encode() + b"\n" + printed
+    assert done["log_size"] == len(server.log(done["id"]))

@@ -220,3 +220,51 @@ def test_finish_may_bring_the_next_job(ctx, server):
                     {"attempt": third["attempt"], "status": "passed", "exit_code": 0}, token=tok)
     assert r.status == 200 and "next" not in r.json(), r.json()
     assert server.job(third["id"])["status"] == "passed"
+
+
+def test_finish_may_carry_the_log_tail(ctx, server):
+    """"log": {"offset", "text"} in a finish appends the log's last bytes by
+    offset, as POST .../log would: a retried finish does not repeat them, a
+    stale attempt's are refused with its finish, bytes the server lost before
+    them are noted, and a malformed "log" is a 400 that finishes nothing."""
+    tok = register(server, "tail")["token"]
+    _, jobs = server.submit_jobs(["true", "true", "true"])
+    first = claim(server, tok).json()
+    jid, att = first["id"], first["attempt"]
+    r = server.post("/api/jobs/%s/log?attempt=%d&offset=0" % (jid, att), b"$ true\n", token=tok)
+    assert r.status == 200 and r.json()["size"] == 7, r
+
+    fin = {"attempt": att, "status": "passed", "exit_code": 0}
+    for bad in ({"offset": -1, "text": "x"}, {"offset": 7}, {"offset": 7, "text": 5}, "x"):
+        r = server.post("/api/jobs/%s/finish" % jid, dict(fin, log=bad), token=tok)
+        assert r.status == 400 and "log" in r.json()["error"], (bad, r)
+    assert server.job(jid)["status"] == "running"
+
+    tail = {"offset": 7, "text": "héllo \x1b[1mbold\x1b[0m\tend\n"}
+    r = server.post("/api/jobs/%s/finish" % jid, dict(fin, log=tail), token=tok)
+    assert r.status == 200 and r.json()["status"] == "passed", r
+    want = b"$ true\n" + tail["text"].encode()
+    assert server.log(jid) == want
+    assert server.job(jid)["log_size"] == len(want)
+    # The answer was lost, the runner retries: same result, the log once.
+    r = server.post("/api/jobs/%s/finish" % jid, dict(fin, log=tail), token=tok)
+    assert r.status == 200 and server.log(jid) == want, r
+
+    # A tail past the end of what the server has: a note, then the bytes.
+    second = claim(server, tok).json()
+    r = server.post("/api/jobs/%s/finish" % second["id"],
+                    {"attempt": second["attempt"], "status": "failed", "exit_code": 1,
+                     "log": {"offset": 100, "text": "last words\n"}}, token=tok)
+    assert r.status == 200 and r.json()["status"] == "failed", r
+    assert server.log(second["id"]) == \
+        b"\n[yci: 100 bytes of this log were lost here]\nlast words\n"
+
+    # Another runner's (or a stale) finish: refused, its bytes not written.
+    third = claim(server, tok).json()
+    other = register(server, "intruder")["token"]
+    r = server.post("/api/jobs/%s/finish" % third["id"],
+                    {"attempt": third["attempt"], "status": "passed", "exit_code": 0,
+                     "log": {"offset": 0, "text": "not mine\n"}}, token=other)
+    assert r.status == 409, r
+    assert server.log(third["id"]) == b""
+    assert server.job(third["id"])["status"] == "running"
