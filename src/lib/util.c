@@ -294,3 +294,15 @@ void cond_wait_ms(pthread_cond_t *c, pthread_mutex_t *m, int64_t ms)
     ts.tv_nsec = ns % 1000000000;
     pthread_cond_timedwait(c, m, &ts);
 }
+
+void thread_stop(pthread_mutex_t *m, pthread_cond_t *c, bool *stop, pthread_t t, bool *started)
+{
+    pthread_mutex_lock(m);
+    *stop = true;
+    pthread_cond_signal(c);
+    pthread_mutex_unlock(m);
+    if (*started) {
+        pthread_join(t, NULL);
+        *started = false;
+    }
+}

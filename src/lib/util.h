@@ -49,6 +49,9 @@ int file_write_atomic(const char *path, const void *data, size_t len, unsigned m
 void cond_init_monotonic(pthread_cond_t *c);
 /* Wait on c (m held) for at most ms milliseconds, or until signalled. */
 void cond_wait_ms(pthread_cond_t *c, pthread_mutex_t *m, int64_t ms);
+/* Stop a thread that loops under m until *stop: set *stop, wake it on c,
+ * and join it if it was started (*started, then false). */
+void thread_stop(pthread_mutex_t *m, pthread_cond_t *c, bool *stop, pthread_t t, bool *started);
 
 /* mkdir -p; 0 or -errno. */
 int mkdir_p(const char *path, unsigned mode);

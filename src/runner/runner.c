@@ -448,12 +448,7 @@ static void runner_destroy(struct runner *r)
     yci_client_free(r->client);
     for (int i = 0; i < r->slots; i++) {
         struct slot *s = &r->slot[i];
-        pthread_mutex_lock(&r->mu);
-        s->quit = true;
-        pthread_cond_signal(&s->cond);
-        pthread_mutex_unlock(&r->mu);
-        if (s->started)
-            pthread_join(s->thread, NULL);
+        thread_stop(&r->mu, &s->cond, &s->quit, s->thread, &s->started);
         pthread_cond_destroy(&s->cond);
     }
     free(r->slot);

@@ -304,12 +304,7 @@ void follow_free(struct follow *f)
 {
     if (!f)
         return;
-    pthread_mutex_lock(&f->lock);
-    f->stopping = true;
-    pthread_cond_signal(&f->cond);
-    pthread_mutex_unlock(&f->lock);
-    if (f->thread_started)
-        pthread_join(f->thread, NULL);
+    thread_stop(&f->lock, &f->cond, &f->stopping, f->thread, &f->thread_started);
     while (f->waiters)
         forget(&f->waiters, f->waiters->req);
     while (f->watchers)

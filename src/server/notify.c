@@ -249,12 +249,7 @@ void notifier_free(struct notifier *n)
 {
     if (!n)
         return;
-    pthread_mutex_lock(&n->lock);
-    n->stopping = true;
-    pthread_cond_signal(&n->cond);
-    pthread_mutex_unlock(&n->lock);
-    if (n->thread_started)
-        pthread_join(n->thread, NULL);
+    thread_stop(&n->lock, &n->cond, &n->stopping, n->thread, &n->thread_started);
     pthread_cond_destroy(&n->cond);
     pthread_mutex_destroy(&n->lock);
     github_free(n->gh);

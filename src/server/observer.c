@@ -513,12 +513,7 @@ void observer_free(struct observer *o)
 {
     if (!o)
         return;
-    pthread_mutex_lock(&o->lock);
-    o->stopping = true;
-    pthread_cond_signal(&o->cond);
-    pthread_mutex_unlock(&o->lock);
-    if (o->thread_started)
-        pthread_join(o->thread, NULL);
+    thread_stop(&o->lock, &o->cond, &o->stopping, o->thread, &o->thread_started);
     pthread_cond_destroy(&o->cond);
     pthread_mutex_destroy(&o->lock);
     free(o->wanted);

@@ -279,12 +279,7 @@ void results_free(struct results *r)
 {
     if (!r)
         return;
-    pthread_mutex_lock(&r->lock);
-    r->stopping = true;
-    pthread_cond_signal(&r->cond);
-    pthread_mutex_unlock(&r->lock);
-    if (r->thread_started)
-        pthread_join(r->thread, NULL);
+    thread_stop(&r->lock, &r->cond, &r->stopping, r->thread, &r->thread_started);
     pthread_cond_destroy(&r->cond);
     pthread_mutex_destroy(&r->lock);
     free(r->queue);
