@@ -44,6 +44,9 @@
 /* At most this much of a log's end goes with the job's result. */
 #define FINISH_LOG_MAX (64 * 1024)
 #define UPLOAD_BACKOFF_MAX_MS 5000
+/* The spool's acknowledged bytes are given back (a hole punched) in steps of
+ * this much: see spool_release(). */
+#define SPOOL_RELEASE_STEP (1024 * 1024)
 
 /* A slot's executor thread: started with the slot's first job and kept for
  * the next (a thread per job cost a clone and a join each, ~0.4 ms on a
@@ -91,6 +94,49 @@ static void spool_empty(struct runner *r, const struct yci_job *job)
         log_warn("job %" PRId64 ": cannot empty the spool '%s': %s", job->id, path,
                  strerror(errno));
     free(path);
+}
+
+/*
+ * Give the memory (or disk) of the spool's acknowledged bytes back: punch a
+ * hole over [*released, acked), in whole steps. A fast job's spool is then a
+ * window of a few MiB of pages used again and again instead of a file as big
+ * as its log: on this kind of VM writing into new pages costs ten times more
+ * than into recycled ones (docs/benchmarks.md, "Logging path"), and a 10 GB
+ * log no longer needs 10 GB of spool. The file keeps its size (the executor
+ * appends at its end). A file system without holes is left alone.
+ */
+static void spool_release(int fd, uint64_t acked, uint64_t *released, bool *can_punch)
+{
+    uint64_t to = acked - acked % SPOOL_RELEASE_STEP;
+    if (!*can_punch || to <= *released)
+        return;
+    if (fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)*released,
+                  (off_t)(to - *released)) < 0) {
+        *can_punch = false; /* EOPNOTSUPP: the spool just keeps everything */
+        return;
+    }
+    *released = to;
+}
+
+/*
+ * The server lost bytes it had acknowledged (a crash of its machine) that the
+ * spool no longer holds (spool_release): fill [at, at + n) of the region
+ * [lost_from, released) with a note and blanks, so that the log keeps its
+ * offsets and says what happened instead of holding zeros.
+ */
+static void lost_fill(char *chunk, size_t n, uint64_t at, uint64_t lost_from, uint64_t released)
+{
+    memset(chunk, ' ', n);
+    if (at == lost_from) {
+        char note[160];
+        int len = snprintf(note, sizeof note,
+                           "\n[yci: the server lost %" PRIu64 " bytes of this log that the "
+                           "runner no longer had]",
+                           released - lost_from);
+        memcpy(chunk, note, (size_t)len < n ? (size_t)len : n);
+    }
+    if (at + n == released)
+        chunk[n - 1] = '\n';
 }
 
 static void *slot_main(void *arg)
@@ -158,7 +204,8 @@ static int64_t upload_backoff(int64_t *cur)
 static bool upload(struct runner *r, struct yci_job *job, struct exec *x, struct buf *tail,
                    uint64_t *tail_offset)
 {
-    uint64_t acked = 0;
+    uint64_t acked = 0, released = 0, lost_from = 0;
+    bool can_punch = true;
     int64_t backoff = 0, next_try = 0, last_upload = time_mono_ms();
     bool warned = false;
     char *chunk = xmalloc(YCI_MAX_LOG_CHUNK);
@@ -203,7 +250,7 @@ static bool upload(struct runner *r, struct yci_job *job, struct exec *x, struct
         }
         /* The last bytes of a job that ended go with its result (one
          * request less per job), unless uploads are failing. */
-        if (done && !warned && written - acked <= FINISH_LOG_MAX) {
+        if (done && !warned && acked >= released && written - acked <= FINISH_LOG_MAX) {
             size_t n = (size_t)(written - acked);
             buf_reset(tail);
             buf_grow(tail, n);
@@ -220,7 +267,15 @@ static bool upload(struct runner *r, struct yci_job *job, struct exec *x, struct
 
         size_t n =
             written - acked > YCI_MAX_LOG_CHUNK ? YCI_MAX_LOG_CHUNK : (size_t)(written - acked);
-        ssize_t got = pread(x->spool_fd, chunk, n, (off_t)acked);
+        ssize_t got;
+        if (acked < released) { /* given back, then lost by the server */
+            if (n > released - acked)
+                n = (size_t)(released - acked);
+            lost_fill(chunk, n, acked, lost_from, released);
+            got = (ssize_t)n;
+        } else {
+            got = pread(x->spool_fd, chunk, n, (off_t)acked);
+        }
         if (got <= 0) {
             log_error("job %" PRId64 ": cannot read the spool: %s", job->id,
                       got < 0 ? strerror(errno) : "short file");
@@ -235,6 +290,7 @@ static bool upload(struct runner *r, struct yci_job *job, struct exec *x, struct
         last_upload = time_mono_ms();
         if (rc == 0) {
             acked += (uint64_t)got;
+            spool_release(x->spool_fd, acked, &released, &can_punch);
             backoff = 0;
             next_try = 0;
             if (warned)
@@ -247,6 +303,12 @@ static bool upload(struct runner *r, struct yci_job *job, struct exec *x, struct
             log_warn("job %" PRId64 ": server has %" PRIu64 " bytes of log, resending from there",
                      job->id, size);
             acked = size < written ? size : written;
+            if (acked < released) {
+                log_error("job %" PRId64 ": the server lost %" PRIu64 " bytes of log that the "
+                          "spool no longer holds; they are replaced by a note",
+                          job->id, released - acked);
+                lost_from = acked;
+            }
         } else if (rc == -ESTALE || rc == -ENOENT || rc == -EACCES) {
             log_warn("job %" PRId64 ": %s; stopping the job", job->id, err.message);
             /* do_job returns YCI_ABANDONED: the library sends no result. */
