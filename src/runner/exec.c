@@ -246,26 +246,35 @@ static enum pump_end pump(struct exec *x, struct spawn *s, int64_t deadline_ms, 
 {
     enum pump_end end = PUMP_EXITED;
     int64_t kill_at = 0;
+    int64_t nap_until = 0; /* the pipe is left alone until then: see EXEC_NAP_MS */
     bool eof = spawn_out_fd(s) < 0, wake_seen = false, killed = false;
     char *chunk = x->chunk;
 
     for (;;) {
+        int64_t now = time_mono_ms();
+        bool napping = nap_until > now;
         struct pollfd pfd[3] = {
             {spawn_done_fd(s), POLLIN, 0},
-            {eof ? -1 : spawn_out_fd(s), POLLIN, 0},
+            {eof || napping ? -1 : spawn_out_fd(s), POLLIN, 0},
             {wake_seen ? -1 : x->wake_fd, POLLIN, 0},
         };
-        int64_t now = time_mono_ms();
         int64_t next = kill_at ? kill_at : (end == PUMP_EXITED ? deadline_ms : 0);
+        if (napping && (!next || nap_until < next))
+            next = nap_until;
         int wait = -1;
         if (next)
             wait = next > now ? (int)(next - now > INT_MAX ? INT_MAX : next - now) : 0;
         int n = poll(pfd, 3, wait);
         if (n < 0 && errno != EINTR)
             break;
+        if (napping && time_mono_ms() >= nap_until) {
+            nap_until = 0;
+            pfd[1].revents = POLLIN; /* read it now: a read that finds nothing is harmless */
+        }
 
         /* Output first, so that nothing is lost when the child ends. */
-        if (pfd[1].revents) {
+        if (pfd[1].revents && !eof) {
+            size_t got = 0;
             for (int i = 0; i < 16; i++) { /* bounded: look at the others too */
                 ssize_t r = read(spawn_out_fd(s), chunk, EXEC_CHUNK);
                 if (r < 0 && errno == EINTR)
@@ -273,8 +282,11 @@ static enum pump_end pump(struct exec *x, struct spawn *s, int64_t deadline_ms, 
                 if (r <= 0) {
                     if (r == 0 || errno != EAGAIN)
                         eof = true;
+                    else if (got > 0 && got < EXEC_NAP_BELOW)
+                        nap_until = time_mono_ms() + EXEC_NAP_MS;
                     break;
                 }
+                got += (size_t)r;
                 if (to_spool) {
                     if (spool(x, chunk, (size_t)r) < 0 && end != PUMP_SPOOL_FAILED) {
                         end = PUMP_SPOOL_FAILED;
