@@ -21,6 +21,11 @@
 
 /* Connecting is bounded separately from the request's own timeout. */
 #define HTTP_CONNECT_TIMEOUT_MS 5000L
+/* A body over this size is sent from an upload buffer of this size (curl's
+ * default is 64 KiB): a MiB of log then goes out in one or two send() calls
+ * instead of sixteen, each with two poll() calls around it. Smaller bodies
+ * go with the request's headers and never allocate the buffer. */
+#define HTTP_UPLOAD_BUFFER (1024 * 1024L)
 
 struct http_client {
     CURL *curl;
@@ -230,6 +235,8 @@ int http_client_request_h(struct http_client *c, const char *method, const char 
         curl_easy_setopt(h, CURLOPT_POST, 1L);
         curl_easy_setopt(h, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)len);
         curl_easy_setopt(h, CURLOPT_POSTFIELDS, len ? body : "");
+        if (len > 64 * 1024)
+            curl_easy_setopt(h, CURLOPT_UPLOAD_BUFFERSIZE, HTTP_UPLOAD_BUFFER);
         if (strcmp(method, "POST"))
             curl_easy_setopt(h, CURLOPT_CUSTOMREQUEST, method);
         if (!content_type)
