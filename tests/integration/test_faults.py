@@ -115,3 +115,46 @@ def test_output_written_while_the_server_is_down_is_replayed(ctx, tmp_path):
     assert lines("line", 1, 300) in log, "log incomplete: %r" % log[-300:]
     assert log.count(b"line-150\n") == 1, "a replayed chunk was appended twice"
     assert job["attempt"] == 1, job
+
+
+@pytest.mark.slow
+def test_a_lost_log_tail_the_spool_gave_back_is_replaced_by_a_note(ctx, tmp_path):
+    """The runner gives back (punches out) the spool's acknowledged MiBs; if the
+    server then loses part of the log (its machine crashed: here the file is
+    cut while it is down), the bytes the runner still has are resent and the
+    ones it no longer has become a note of the same size: offsets hold, the
+    log says what happened."""
+    server = ctx.server().start()
+    ctx.runner(server).start()
+    half, go = tmp_path / "half", tmp_path / "go"
+    mib = 1 << 20
+    cmd = ("yes 0123456789abcdef | head -c %d; touch %s; k=0; "
+           "while [ ! -f %s ] && [ $k -lt 600 ]; do sleep 0.05; k=$((k+1)); done; "
+           "echo after-the-outage" % (3 * mib, half, go))
+    _, jobs = server.submit_jobs([{"name": "big", "commands": [cmd]}])
+    jid = jobs[0]["id"]
+    wait_file(half, 30)
+    size = len(("$ %s\n" % cmd).encode()) + 3 * mib  # the command line, then its output
+    before = wait_until(lambda: (lambda b: b if len(b) == size else None)(server.log(jid)),
+                        30, what="all 3 MiB of output to reach the server")
+    server.kill9()
+    # The log file of attempt 1 (logstore.h), cut to 1000 bytes.
+    path = "%s/logs/%d/%d.1.log" % (server.data, jid // 1000, jid)
+    with open(path, "r+b") as f:
+        f.truncate(1000)
+    server.restart()
+    go.touch()
+
+    job = server.wait_job(jid, timeout=60)
+    assert job["status"] == "passed", job
+    log = server.log(jid)
+    want = before + b"after-the-outage\n"
+    assert len(log) == len(want) == job["log_size"], (len(log), len(want))
+    released = 3 * mib  # what the runner had given back: whole MiBs acknowledged
+    assert log[:1000] == want[:1000]
+    note = b"\n[yci: the server lost %d bytes of this log that the runner no longer had]" % (
+        released - 1000)
+    assert log[1000:1000 + len(note)] == note, log[1000:1200]
+    assert log[1000 + len(note):released - 1].strip(b" ") == b"", "blanks after the note"
+    assert log[released - 1:released] == b"\n"
+    assert log[released:] == want[released:], "the bytes the spool still had were resent"
