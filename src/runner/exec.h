@@ -38,6 +38,9 @@
  * the output pipe holds up to a MiB (spawn.c), so a fast job is not made to
  * wait for each read. */
 #define EXEC_CHUNK (256 * 1024)
+/* Most bytes one splice() moves from the job's pipe to the spool (all a
+ * full pipe holds). */
+#define EXEC_SPLICE_MAX (1024 * 1024)
 /* After a round of reads that found less than EXEC_NAP_BELOW bytes in the
  * job's pipe, the executor leaves the pipe alone for EXEC_NAP_MS (it still
  * sees the job end and a stop at once): a job printing fast is then read in
@@ -65,7 +68,8 @@ struct exec {
     json_t *claim; /* the job as the server sent it (its fields beyond struct yci_job) */
     char *workdir; /* absolute */
     int slot;
-    int spool_fd;    /* O_APPEND; the executor only writes, the uploader preads */
+    int spool_fd;    /* the executor only writes (at written), the uploader preads */
+    bool no_splice;  /* splice() into the spool failed once: read and write instead */
     int wake_fd;     /* eventfd, readable once a stop was asked */
     atomic_int stop; /* enum exec_stop_reason */
 

@@ -343,7 +343,9 @@ static void do_job(struct yci_client *c, struct yci_job *job, struct yci_result 
     struct exec *x = NULL;
     char *path = spool_path(r, job->slot);
     int64_t t0 = time_mono_ms();
-    int fd = open(path, O_RDWR | O_CREAT | O_TRUNC | O_APPEND | O_CLOEXEC, 0600);
+    /* Not O_APPEND: the executor writes at its own offset, and splice()
+     * refuses a file opened for appending. */
+    int fd = open(path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
     if (fd < 0) {
         log_error("job %" PRId64 ": cannot open the spool '%s': %s", job->id, path,
                   strerror(errno));
