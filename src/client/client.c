@@ -703,7 +703,7 @@ static const char *status_name(enum yci_status s)
 
 /* A result's log bytes that cannot go in its JSON (not UTF-8): uploaded by
  * offset before it. Bytes the server lost before them (-ERANGE: it has
- * less) are noted where they were, as the server does with a finish's. */
+ * less) become a note of their size, as the server does with a finish's. */
 static int upload_log(struct yci_client *c, int64_t job_id, int attempt, uint64_t offset,
                       const char *data, size_t len, struct yci_error *err)
 {
@@ -712,15 +712,20 @@ static int upload_log(struct yci_client *c, int64_t job_id, int attempt, uint64_
         uint64_t size = 0;
         int rc = yci_client_log(c, job_id, attempt, offset, data, n, &size, err);
         if (rc == -ERANGE && size < offset) {
-            char note[96];
-            int k = snprintf(note, sizeof note,
-                             "\n[yci: %" PRIu64 " bytes of this log were lost here]\n",
-                             offset - size);
-            rc = yci_client_log(c, job_id, attempt, size, note, (size_t)k, NULL, err);
-            if (rc == 0) {
-                offset = size + (uint64_t)k;
-                continue;
+            uint64_t from = size;
+            char note[96], *fill = xmalloc(YCI_MAX_LOG_CHUNK);
+            snprintf(note, sizeof note, "\n[yci: the server lost %" PRIu64 " bytes of this log]",
+                     offset - from);
+            rc = 0;
+            while (rc == 0 && size < offset) {
+                size_t k = offset - size > YCI_MAX_LOG_CHUNK ? YCI_MAX_LOG_CHUNK : offset - size;
+                log_gap_fill(fill, k, size, from, offset, note);
+                rc = yci_client_log(c, job_id, attempt, size, fill, k, NULL, err);
+                size += k;
             }
+            free(fill);
+            if (rc == 0)
+                continue;
         }
         if (rc < 0)
             return rc;

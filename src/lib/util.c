@@ -295,6 +295,18 @@ void cond_wait_ms(pthread_cond_t *c, pthread_mutex_t *m, int64_t ms)
     pthread_cond_timedwait(c, m, &ts);
 }
 
+void log_gap_fill(char *buf, size_t n, uint64_t at, uint64_t from, uint64_t to, const char *note)
+{
+    memset(buf, ' ', n);
+    size_t len = strlen(note);
+    if (at < from + len) {
+        size_t skip = (size_t)(at - from), k = len - skip < n ? len - skip : n;
+        memcpy(buf, note + skip, k);
+    }
+    if (n > 0 && at + n == to)
+        buf[n - 1] = '\n';
+}
+
 void thread_stop(pthread_mutex_t *m, pthread_cond_t *c, bool *stop, pthread_t t, bool *started)
 {
     pthread_mutex_lock(m);

@@ -49,6 +49,10 @@ int file_write_atomic(const char *path, const void *data, size_t len, unsigned m
 void cond_init_monotonic(pthread_cond_t *c);
 /* Wait on c (m held) for at most ms milliseconds, or until signalled. */
 void cond_wait_ms(pthread_cond_t *c, pthread_mutex_t *m, int64_t ms);
+/* Fill [at, at + n) of a gap [from, to) in a log (bytes lost) with what
+ * stands for them: note at from (cut if the gap is shorter), then blanks,
+ * and a newline as the gap's last byte: offsets after it hold. */
+void log_gap_fill(char *buf, size_t n, uint64_t at, uint64_t from, uint64_t to, const char *note);
 /* Stop a thread that loops under m until *stop: set *stop, wake it on c,
  * and join it if it was started (*started, then false). */
 void thread_stop(pthread_mutex_t *m, pthread_cond_t *c, bool *stop, pthread_t t, bool *started);

@@ -126,17 +126,12 @@ static void spool_release(int fd, uint64_t acked, uint64_t *released, bool *can_
  */
 static void lost_fill(char *chunk, size_t n, uint64_t at, uint64_t lost_from, uint64_t released)
 {
-    memset(chunk, ' ', n);
-    if (at == lost_from) {
-        char note[160];
-        int len = snprintf(note, sizeof note,
-                           "\n[yci: the server lost %" PRIu64 " bytes of this log that the "
-                           "runner no longer had]",
-                           released - lost_from);
-        memcpy(chunk, note, (size_t)len < n ? (size_t)len : n);
-    }
-    if (at + n == released)
-        chunk[n - 1] = '\n';
+    char note[160];
+    snprintf(note, sizeof note,
+             "\n[yci: the server lost %" PRIu64 " bytes of this log that the runner no longer "
+             "had]",
+             released - lost_from);
+    log_gap_fill(chunk, n, at, lost_from, released, note);
 }
 
 static void *slot_main(void *arg)

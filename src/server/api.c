@@ -865,8 +865,8 @@ static void h_job_log_post(struct call *c)
  * with the result instead of by a last POST .../log (one request less per
  * job). Appended by offset as that request would be, while (job, attempt)
  * is the runner's live attempt; otherwise (a retried finish whose first try
- * ended the job, or a stale one) left to the finish itself to answer. false:
- * answered (400, 500). */
+ * ended the job, or a stale one) left to the finish itself to answer. Bytes
+ * lost before them become a note of their size. false: answered (400, 500). */
 static bool finish_log(struct call *c, int64_t id, int attempt, json_t *log)
 {
     json_t *off = json_object_get(log, "offset"), *text = json_object_get(log, "text");
@@ -885,16 +885,24 @@ static bool finish_log(struct call *c, int64_t id, int attempt, json_t *log)
     int rc = logstore_append(c->srv->logs, id, attempt, offset, json_string_value(text), len,
                              &size);
     if (rc == -ERANGE) {
-        /* This server lost bytes before these (a crash after it answered
-         * their upload): say so where they were, keep what came. */
-        char *note = xasprintf("\n[yci: %" PRIu64 " bytes of this log were lost here]\n",
-                               offset - size);
-        struct buf b = BUF_INIT;
-        buf_add(&b, note, strlen(note));
-        buf_add(&b, json_string_value(text), len);
-        rc = logstore_append(c->srv->logs, id, attempt, size, b.data, b.len, &size);
-        buf_release(&b);
-        free(note);
+        /* This server lost bytes before these (its machine crashed after it
+         * answered their upload): a note of the same size stands for them,
+         * so that offsets hold, then what came. */
+        uint64_t from = size;
+        char note[96];
+        snprintf(note, sizeof note, "\n[yci: the server lost %" PRIu64 " bytes of this log]",
+                 offset - from);
+        char *fill = xmalloc(YCI_MAX_LOG_CHUNK);
+        rc = 0;
+        while (rc == 0 && size < offset) {
+            size_t n = offset - size > YCI_MAX_LOG_CHUNK ? YCI_MAX_LOG_CHUNK : offset - size;
+            log_gap_fill(fill, n, size, from, offset, note);
+            rc = logstore_append(c->srv->logs, id, attempt, size, fill, n, &size);
+        }
+        free(fill);
+        if (rc == 0)
+            rc = logstore_append(c->srv->logs, id, attempt, offset, json_string_value(text), len,
+                                 &size);
     }
     if (rc < 0) {
         log_error("job %" PRId64 ": writing its log failed: %s", id, strerror(-rc));

@@ -250,14 +250,15 @@ def test_finish_may_carry_the_log_tail(ctx, server):
     r = server.post("/api/jobs/%s/finish" % jid, dict(fin, log=tail), token=tok)
     assert r.status == 200 and server.log(jid) == want, r
 
-    # A tail past the end of what the server has: a note, then the bytes.
+    # A tail past the end of what the server has: a note of the lost bytes'
+    # size (offsets hold), then the bytes.
     second = claim(server, tok).json()
     r = server.post("/api/jobs/%s/finish" % second["id"],
                     {"attempt": second["attempt"], "status": "failed", "exit_code": 1,
                      "log": {"offset": 100, "text": "last words\n"}}, token=tok)
     assert r.status == 200 and r.json()["status"] == "failed", r
-    assert server.log(second["id"]) == \
-        b"\n[yci: 100 bytes of this log were lost here]\nlast words\n"
+    note = b"\n[yci: the server lost 100 bytes of this log]"
+    assert server.log(second["id"]) == note + b" " * (99 - len(note)) + b"\nlast words\n"
 
     # Another runner's (or a stale) finish: refused, its bytes not written.
     third = claim(server, tok).json()
