@@ -701,6 +701,21 @@ static const char *status_name(enum yci_status s)
     }
 }
 
+/* Where log_gap_write() writes, for the library: a job attempt's log on the
+ * server. */
+struct log_at {
+    struct yci_client *c;
+    int64_t job;
+    int attempt;
+    struct yci_error *err;
+};
+
+static int log_write_at(void *arg, uint64_t at, const char *p, size_t n)
+{
+    const struct log_at *to = arg;
+    return yci_client_log(to->c, to->job, to->attempt, at, p, n, NULL, to->err);
+}
+
 /* A result's log bytes that cannot go in its JSON (not UTF-8): uploaded by
  * offset before it. Bytes the server lost before them (-ERANGE: it has
  * less) become a note of their size, as the server does with a finish's. */
@@ -712,18 +727,8 @@ static int upload_log(struct yci_client *c, int64_t job_id, int attempt, uint64_
         uint64_t size = 0;
         int rc = yci_client_log(c, job_id, attempt, offset, data, n, &size, err);
         if (rc == -ERANGE && size < offset) {
-            uint64_t from = size;
-            char note[96], *fill = xmalloc(YCI_MAX_LOG_CHUNK);
-            snprintf(note, sizeof note, "\n[yci: the server lost %" PRIu64 " bytes of this log]",
-                     offset - from);
-            rc = 0;
-            while (rc == 0 && size < offset) {
-                size_t k = offset - size > YCI_MAX_LOG_CHUNK ? YCI_MAX_LOG_CHUNK : offset - size;
-                log_gap_fill(fill, k, size, from, offset, note);
-                rc = yci_client_log(c, job_id, attempt, size, fill, k, NULL, err);
-                size += k;
-            }
-            free(fill);
+            struct log_at to = {c, job_id, attempt, err};
+            rc = log_gap_write(size, offset, log_write_at, &to);
             if (rc == 0)
                 continue;
         }

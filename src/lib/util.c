@@ -307,6 +307,22 @@ void log_gap_fill(char *buf, size_t n, uint64_t at, uint64_t from, uint64_t to, 
         buf[n - 1] = '\n';
 }
 
+int log_gap_write(uint64_t from, uint64_t to,
+                  int (*write)(void *arg, uint64_t at, const char *p, size_t n), void *arg)
+{
+    char note[96], *fill = xmalloc(YCI_MAX_LOG_CHUNK);
+    snprintf(note, sizeof note, LOG_LOST_NOTE, to - from);
+    int rc = 0;
+    for (uint64_t at = from; rc == 0 && at < to;) {
+        size_t n = to - at > YCI_MAX_LOG_CHUNK ? YCI_MAX_LOG_CHUNK : (size_t)(to - at);
+        log_gap_fill(fill, n, at, from, to, note);
+        rc = write(arg, at, fill, n);
+        at += n;
+    }
+    free(fill);
+    return rc;
+}
+
 void thread_stop(pthread_mutex_t *m, pthread_cond_t *c, bool *stop, pthread_t t, bool *started)
 {
     pthread_mutex_lock(m);

@@ -7,6 +7,7 @@
 #ifndef YCI_LIB_UTIL_H
 #define YCI_LIB_UTIL_H
 
+#include <inttypes.h>
 #include <pthread.h>
 #include <stdbool.h>
 #include <stddef.h>
@@ -53,6 +54,13 @@ void cond_wait_ms(pthread_cond_t *c, pthread_mutex_t *m, int64_t ms);
  * stands for them: note at from (cut if the gap is shorter), then blanks,
  * and a newline as the gap's last byte: offsets after it hold. */
 void log_gap_fill(char *buf, size_t n, uint64_t at, uint64_t from, uint64_t to, const char *note);
+/* The note of bytes of a log that the server lost (and nobody has any more). */
+#define LOG_LOST_NOTE "\n[yci: the server lost %" PRIu64 " bytes of this log]"
+/* Write the whole gap [from, to) as log_gap_fill() fills it, with
+ * LOG_LOST_NOTE, in pieces of at most YCI_MAX_LOG_CHUNK bytes, through
+ * write(arg, offset, bytes, n) (0 or -errno): 0, or its first error. */
+int log_gap_write(uint64_t from, uint64_t to,
+                  int (*write)(void *arg, uint64_t at, const char *p, size_t n), void *arg);
 /* Stop a thread that loops under m until *stop: set *stop, wake it on c,
  * and join it if it was started (*started, then false). */
 void thread_stop(pthread_mutex_t *m, pthread_cond_t *c, bool *stop, pthread_t t, bool *started);

@@ -861,6 +861,20 @@ static void h_job_log_post(struct call *c)
         follow_notify(c->srv->follow, id);
 }
 
+/* Where log_gap_write() writes, for the server: a job attempt's log. */
+struct log_at {
+    struct logstore *ls;
+    int64_t job;
+    int attempt;
+};
+
+static int log_write_at(void *arg, uint64_t at, const char *p, size_t n)
+{
+    const struct log_at *to = arg;
+    uint64_t size;
+    return logstore_append(to->ls, to->job, to->attempt, at, p, n, &size);
+}
+
 /* A finish's "log": {"offset": N, "text": "..."}: the log's last bytes, sent
  * with the result instead of by a last POST .../log (one request less per
  * job). Appended by offset as that request would be, while (job, attempt)
@@ -888,21 +902,10 @@ static bool finish_log(struct call *c, int64_t id, int attempt, json_t *log)
         /* This server lost bytes before these (its machine crashed after it
          * answered their upload): a note of the same size stands for them,
          * so that offsets hold, then what came. */
-        uint64_t from = size;
-        char note[96];
-        snprintf(note, sizeof note, "\n[yci: the server lost %" PRIu64 " bytes of this log]",
-                 offset - from);
-        char *fill = xmalloc(YCI_MAX_LOG_CHUNK);
-        rc = 0;
-        while (rc == 0 && size < offset) {
-            size_t n = offset - size > YCI_MAX_LOG_CHUNK ? YCI_MAX_LOG_CHUNK : offset - size;
-            log_gap_fill(fill, n, size, from, offset, note);
-            rc = logstore_append(c->srv->logs, id, attempt, size, fill, n, &size);
-        }
-        free(fill);
+        struct log_at to = {c->srv->logs, id, attempt};
+        rc = log_gap_write(size, offset, log_write_at, &to);
         if (rc == 0)
-            rc = logstore_append(c->srv->logs, id, attempt, offset, json_string_value(text), len,
-                                 &size);
+            rc = log_write_at(&to, offset, json_string_value(text), len);
     }
     if (rc < 0) {
         log_error("job %" PRId64 ": writing its log failed: %s", id, strerror(-rc));
