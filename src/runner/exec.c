@@ -14,10 +14,12 @@
 #include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <signal.h>
 #include <string.h>
 #include <sys/eventfd.h>
 #include <sys/file.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "lib/limits.h"
@@ -619,6 +621,7 @@ static char **job_env(const struct yci_job *job, const char *ws, size_t *n)
     env_setf(&env, n, "PATH=%s", path && *path ? path : "/usr/local/bin:/usr/bin:/bin");
     env_setf(&env, n, "HOME=%s", home && *home ? home : ws);
     env_setf(&env, n, "LANG=%s", lang && *lang ? lang : "C.UTF-8");
+    env_setf(&env, n, "PWD=%s", ws); /* as the shell would export it */
     env_set(&env, n, "CI=true");
     for (size_t i = 0; i < job->nenv; i++)
         env_set(&env, n, job->env[i]);
@@ -634,25 +637,118 @@ static char **job_env(const struct yci_job *job, const char *ws, size_t *n)
 }
 
 /* Run argv in ws with env to its end, its output to the spool; *code is its
- * exit code. -1 when it could not start (the result is then set). */
+ * exit code. -1 when it could not start (the result is then set). With
+ * quiet_fail, a command that could not start is neither logged nor a
+ * result: -2, for the caller to try otherwise. */
 static int run_one(struct exec *x, const char *const *argv, char **env, const char *ws,
-                   int64_t deadline, int *code)
+                   int64_t deadline, bool quiet_fail, int *code)
 {
     struct spawn_opts o = {argv, (const char *const *)env, ws, SPAWN_PIPE};
     struct buf err = BUF_INIT;
     struct spawn *s;
     if (spawn_start(&o, &s, &err) < 0) {
-        spoolf(x, "yci: %s\n", err.data);
-        set_result(x, YCI_ERROR, -1, "%s", err.data);
+        if (!quiet_fail) {
+            spoolf(x, "yci: %s\n", err.data);
+            set_result(x, YCI_ERROR, -1, "%s", err.data);
+        }
         buf_release(&err);
-        return -1;
+        return quiet_fail ? -2 : -1;
     }
     buf_release(&err);
     int status = 0;
     enum pump_end end = pump(x, s, deadline, true, NULL, &status);
     spawn_free(s);
     *code = spawn_exit_code(status);
+    /* What the shell would have said of a program it ran that a signal
+     * killed (dash: all but SIGINT and SIGPIPE), when we ran it ourselves. */
+    if (quiet_fail && end == PUMP_EXITED && WIFSIGNALED(status) &&
+        WTERMSIG(status) != SIGINT && WTERMSIG(status) != SIGPIPE)
+        spoolf(x, "%s%s\n", strsignal(WTERMSIG(status)),
+               WCOREDUMP(status) ? " (core dumped)" : "");
     return (int)end;
+}
+
+/* Shell builtins and reserved words (dash's, and bash's that dash lacks): a
+ * command that starts with one goes through the shell. */
+static const char *const SHELL_WORDS[] = {
+    ".",      ":",       "[",       "alias",    "bg",     "break",  "case",   "cd",
+    "chdir",  "command", "continue", "do",      "done",   "echo",   "elif",   "else",
+    "esac",   "eval",    "exec",    "exit",     "export", "false",  "fc",     "fg",
+    "fi",     "for",     "function", "getopts", "hash",   "if",     "in",     "jobs",
+    "kill",   "local",   "printf",  "pwd",      "read",   "readonly", "return", "select",
+    "set",    "shift",   "source",  "test",     "then",   "time",   "times",  "trap",
+    "true",   "type",    "ulimit",  "umask",    "unalias", "unset", "until",  "wait",
+    "while",
+};
+
+static bool shell_word(const char *w, size_t len)
+{
+    for (size_t i = 0; i < sizeof SHELL_WORDS / sizeof *SHELL_WORDS; i++)
+        if (strlen(SHELL_WORDS[i]) == len && memcmp(SHELL_WORDS[i], w, len) == 0)
+            return true;
+    return false;
+}
+
+/* A character that means the same to the shell as to a program: anything
+ * else (quotes, $, `, globs, redirections, separators, ~, #, {}, !, ^, tabs,
+ * newlines) makes the command the shell's. */
+static bool plain_char(unsigned char c)
+{
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+           (c && strchr("-_./,:+@%=", c));
+}
+
+/* The words of cmd when the runner can run it without a shell, with the same
+ * effect: plain words separated by spaces, the first neither a builtin nor a
+ * reserved word nor an assignment, and no relative directory in the job's
+ * PATH (the shell would look there from the workspace). `true` and `false`
+ * alone, which the shell would not start a process for, run as programs:
+ * the same exit, for less than a shell's start. NULL: the shell's. The
+ * words are in one allocation: free the array only. */
+static char **plain_words(const char *cmd, char *const *env)
+{
+    size_t n = strlen(cmd), nwords = 0;
+    if (n == 0 || n > 4096)
+        return NULL;
+    for (size_t i = 0; i < n; i++) {
+        if (cmd[i] != ' ' && !plain_char((unsigned char)cmd[i]))
+            return NULL;
+        if (cmd[i] != ' ' && (i == 0 || cmd[i - 1] == ' '))
+            nwords++;
+    }
+    if (nwords == 0)
+        return NULL;
+    const char *first = cmd + strspn(cmd, " ");
+    size_t flen = strcspn(first, " ");
+    bool alone = first[flen + strspn(first + flen, " ")] == '\0';
+    if (memchr(first, '=', flen))
+        return NULL;
+    if (shell_word(first, flen) &&
+        !(alone && ((flen == 4 && memcmp(first, "true", 4) == 0) ||
+                    (flen == 5 && memcmp(first, "false", 5) == 0))))
+        return NULL;
+    for (char *const *e = env; *e; e++)
+        if (strncmp(*e, "PATH=", 5) == 0) {
+            for (const char *p = *e + 5;; p++) {
+                if (*p != '/')
+                    return NULL; /* empty or relative */
+                p = strchr(p, ':');
+                if (!p)
+                    break;
+            }
+        }
+    char **argv = xmalloc((nwords + 1) * sizeof *argv + n + 1);
+    char *text = (char *)(argv + nwords + 1);
+    memcpy(text, cmd, n + 1);
+    size_t k = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (text[i] == ' ')
+            text[i] = '\0';
+        else if (i == 0 || text[i - 1] == '\0')
+            argv[k++] = text + i;
+    }
+    argv[k] = NULL;
+    return argv;
 }
 
 static int64_t job_deadline(const struct yci_job *job)
@@ -671,9 +767,19 @@ static void run_commands(struct exec *x, const char *ws)
     for (size_t i = 0; i < job->ncommands && !stopping(x); i++) {
         const char *cmd = job->commands[i];
         spoolf(x, "$ %s\n", cmd);
-        const char *argv[] = {"/bin/sh", "-c", cmd, NULL};
-        int code = 0;
-        int end = run_one(x, argv, env, ws, deadline, &code);
+        /* Plain words run as they are: the shell would only start them,
+         * one process start later. One that cannot start goes to the
+         * shell after all, for its message (not found, not executable)
+         * and exit code, or to run a script without #!. */
+        int code = 0, end = -2;
+        char **words = plain_words(cmd, env);
+        if (words)
+            end = run_one(x, (const char *const *)words, env, ws, deadline, true, &code);
+        free(words);
+        if (end == -2) {
+            const char *argv[] = {"/bin/sh", "-c", cmd, NULL};
+            end = run_one(x, argv, env, ws, deadline, false, &code);
+        }
         if (end < 0)
             break;
         if (end == PUMP_TIMED_OUT) {
@@ -742,7 +848,7 @@ static void run_plan(struct exec *x, const char *ws)
     char **env = job_env(job, ws, &nenv);
     env_set(&env, &nenv, "PYTHONDONTWRITEBYTECODE=1");
     int code = 0;
-    int end = run_one(x, (const char *const *)argv, env, ws, job_deadline(job), &code);
+    int end = run_one(x, (const char *const *)argv, env, ws, job_deadline(job), false, &code);
     plan_argv_free(argv);
     for (size_t i = 0; i < nenv; i++)
         free(env[i]);

@@ -367,3 +367,56 @@ def test_a_short_log_arrives_whole_with_the_result(ctx, server, runner, end):
     printed = subprocess.run(["/bin/sh", "-c", cmd], stdout=subprocess.PIPE).stdout
     assert server.log(done["id"]) == b"$ " + cmd.encode() + b"\n" + printed
     assert done["log_size"] == len(server.log(done["id"]))
+
+
+def test_plain_commands_run_without_a_shell(ctx, server, runner, tmp_path):
+    """A command of plain words (no quotes, $, globs, redirections, separators;
+    not a builtin) is started as it is, not by a shell that would start it: one
+    process fewer, the same outcome. One that cannot start goes to the shell
+    after all, so its message and exit code are the shell's; a signal's death
+    is logged as the shell would. Anything else still goes to the shell."""
+    tools = tmp_path / "tools"
+    tools.mkdir()
+
+    def tool(name, text, mode=0o755):
+        p = tools / name
+        p.write_text(text)
+        p.chmod(mode)
+        return str(p)
+
+    parent = tool("parent", '#!/bin/sh\necho "parent=$(cat /proc/$PPID/comm)"\n'
+                            'echo "pwd=$PWD"\nfor a; do echo "[$a]"; done\n')
+    noshebang = tool("noshebang", "echo no-shebang-ran\n")
+    notexec = tool("notexec", "#!/bin/sh\necho never\n", 0o644)
+    segv = tool("segv", "#!/bin/sh\nkill -SEGV $$\n")
+    _, jobs = server.submit_jobs([
+        {"name": "plain", "commands": [parent + " a,b  c=d --x=1 @p %q", "true",
+                                       'echo "ws=$YCI_WORKSPACE"']},
+        {"name": "shelled", "commands": [parent + " ; true"]},
+        {"name": "missing", "commands": ["no-such-program-yci"]},
+        {"name": "notexec", "commands": [notexec]},
+        {"name": "noshebang", "commands": [noshebang]},
+        {"name": "segv", "commands": [segv]},
+        {"name": "false", "commands": ["false"]},
+    ])
+    done = {j["name"]: server.wait_job(j["id"]) for j in jobs}
+    log = {n: server.log(j["id"]).decode() for n, j in done.items()}
+
+    assert done["plain"]["status"] == "passed", (done["plain"], log["plain"])
+    lines = log["plain"].splitlines()
+    assert "parent=sh" not in lines and any(x.startswith("parent=") for x in lines), lines
+    assert ["[a,b]", "[c=d]", "[--x=1]", "[@p]", "[%q]"] == [x for x in lines if x[:1] == "["]
+    ws = [x[3:] for x in lines if x.startswith("ws=")]
+    assert ws and ws[0] and "pwd=" + ws[0] in lines, lines  # as the shell exports it
+    assert "parent=sh" in log["shelled"].splitlines(), log["shelled"]
+
+    def ended(name, status, code, text):
+        assert (done[name]["status"], done[name]["exit_code"]) == (status, code), \
+            (done[name], log[name])
+        assert text in log[name], log[name]
+
+    ended("missing", "failed", 127, "no-such-program-yci: not found")
+    ended("notexec", "failed", 126, "Permission denied")
+    ended("noshebang", "passed", 0, "no-shebang-ran")
+    ended("segv", "failed", 139, "Segmentation fault")
+    ended("false", "failed", 1, "$ false")
