@@ -818,6 +818,39 @@ static void respond_stale(struct call *c, int64_t job_id)
     json_decref(job);
 }
 
+/* Write a runner's bytes of a log at offset, as logstore_append() does,
+ * up to twice the log cap (the stock runner keeps to the cap, its own lines
+ * aside). Past that, the bytes are dropped, once with a note at the limit,
+ * and *size says they were taken: a runner that ignores the cap can neither
+ * fill the server's disk nor be stuck sending them again. */
+static int log_write_capped(struct server *srv, int64_t id, int attempt, uint64_t offset,
+                            const char *p, size_t len, uint64_t *size)
+{
+    uint64_t limit = 2 * (uint64_t)srv->cfg.max_log_bytes;
+    if (offset + len <= limit)
+        return logstore_append(srv->logs, id, attempt, offset, p, len, size);
+    int rc = 0;
+    if (offset < limit)
+        rc = logstore_append(srv->logs, id, attempt, offset, p, (size_t)(limit - offset), size);
+    if (rc == 0 && offset <= limit) {
+        char note[160];
+        int n = snprintf(note, sizeof note,
+                         "\n[yci: the server dropped the rest of this log: it keeps at most "
+                         "%" PRIu64 " bytes, twice --max-log-size]\n",
+                         limit);
+        rc = logstore_append(srv->logs, id, attempt, limit, note, (size_t)n, size);
+        if (rc == 0)
+            log_info("job %" PRId64 " attempt %d: its log reached %" PRIu64
+                     " bytes; the runner's further bytes are dropped",
+                     id, attempt, limit);
+    }
+    if (rc == -ERANGE && offset >= limit)
+        rc = 0; /* past the limit, even past the end: nothing to write */
+    if (rc == 0)
+        *size = offset + len;
+    return rc;
+}
+
 static void h_job_log_post(struct call *c)
 {
     int64_t id, attempt = -1, offset = -1;
@@ -842,7 +875,7 @@ static void h_job_log_post(struct call *c)
     size_t len = 0;
     const char *body = http_req_body(c->req, &len);
     uint64_t size = 0;
-    rc = logstore_append(c->srv->logs, id, (int)attempt, (uint64_t)offset, body, len, &size);
+    rc = log_write_capped(c->srv, id, (int)attempt, (uint64_t)offset, body, len, &size);
     if (rc == -ERANGE) {
         respond_json(c->req, 409,
                      json_pack("{s:s, s:I}", "error", "offset past the end of the log", "size",
@@ -896,8 +929,7 @@ static bool finish_log(struct call *c, int64_t id, int attempt, json_t *log)
     if (len == 0 || store_job_check(c->srv->store, id, attempt, c->runner->id) < 0)
         return true;
     uint64_t offset = (uint64_t)json_integer_value(off), size = 0;
-    int rc = logstore_append(c->srv->logs, id, attempt, offset, json_string_value(text), len,
-                             &size);
+    int rc = log_write_capped(c->srv, id, attempt, offset, json_string_value(text), len, &size);
     if (rc == -ERANGE) {
         /* This server lost bytes before these (its machine crashed after it
          * answered their upload): a note of the same size stands for them,
@@ -905,7 +937,8 @@ static bool finish_log(struct call *c, int64_t id, int attempt, json_t *log)
         struct log_at to = {c->srv->logs, id, attempt};
         rc = log_gap_write(size, offset, log_write_at, &to);
         if (rc == 0)
-            rc = log_write_at(&to, offset, json_string_value(text), len);
+            rc = log_write_capped(c->srv, id, attempt, offset, json_string_value(text), len,
+                                  &size);
     }
     if (rc < 0) {
         log_error("job %" PRId64 ": writing its log failed: %s", id, strerror(-rc));

@@ -222,6 +222,43 @@ def test_finish_may_bring_the_next_job(ctx, server):
     assert server.job(third["id"])["status"] == "passed"
 
 
+def test_a_runner_cannot_store_more_than_twice_the_log_cap(ctx):
+    """Whatever a runner sends, the server keeps at most twice --max-log-size
+    of a log, then a note; bytes past that are answered as taken (by chunk,
+    by a finish, even past the end), so a runner that ignores the cap neither
+    fills the disk nor gets stuck sending them again."""
+    server = ctx.server(args=["--max-log-size", "64K"]).start()
+    tok = register(server, "loud")["token"]
+    server.submit_jobs(["true"])
+    job = claim(server, tok).json()
+    jid, att = job["id"], job["attempt"]
+    limit = 2 * 65536
+    data = bytes(range(256)) * 1024  # 256 KiB
+    path = "/api/jobs/%s/log?attempt=%d&offset=%d"
+
+    def post(offset, n):
+        r = server.post(path % (jid, att, offset), data[offset:offset + n], token=tok)
+        assert r.status == 200 and r.json()["size"] == offset + n, (offset, n, r)
+
+    post(0, 100000)
+    assert server.log(jid) == data[:100000]
+    post(100000, 60000)  # crosses the limit
+    note = ("\n[yci: the server dropped the rest of this log: it keeps at most %d bytes, "
+            "twice --max-log-size]\n" % limit).encode()
+    kept = data[:limit] + note
+    assert server.log(jid) == kept
+    post(100000, 60000)  # sent again (the answer was lost): the same
+    post(160000, 10000)
+    post(200000, 5000)  # past the end as well
+    assert server.log(jid) == kept
+    r = server.post("/api/jobs/%s/finish" % jid,
+                    {"attempt": att, "status": "passed", "exit_code": 0,
+                     "log": {"offset": 205000, "text": "the end\n"}}, token=tok)
+    assert r.status == 200 and r.json()["status"] == "passed", r
+    assert server.log(jid) == kept
+    assert server.job(jid)["log_size"] == len(kept)
+
+
 def test_finish_may_carry_the_log_tail(ctx, server):
     """"log": {"offset", "text"} in a finish appends the log's last bytes by
     offset, as POST .../log would: a retried finish does not repeat them, a
