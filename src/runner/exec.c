@@ -491,6 +491,42 @@ static int clean_dir(struct exec *x, const char *path)
 }
 
 /* Make <workdir>/ws/<slot> hold the job's commit (or nothing). */
+/* Make sure the cache (a bare repository) has commit: made if missing, and
+ * fetched from url unless want (COMMIT^{commit}) is there already, under
+ * the repository's lock, so that slots fetch one at a time (and a second
+ * finds what the first fetched). *lock_fd: the lock file, opened once. */
+static int cache_fetch(struct exec *x, const char *cache, const char *lock, const char *url,
+                       const char *want, const char *commit, int *lock_fd)
+{
+    if (*lock_fd < 0)
+        *lock_fd = open(lock, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    if (*lock_fd < 0 || flock(*lock_fd, LOCK_EX) < 0) {
+        int e = errno;
+        set_result(x, YCI_ERROR, -1, "cannot lock '%s': %s", lock, strerror(e));
+        return -e;
+    }
+    int ret = 0;
+    char *head = xasprintf("%s/HEAD", cache);
+    bool exists = access(head, F_OK) == 0;
+    free(head);
+    if (!exists) {
+        const char *init[] = {"git", "init", "--bare", "-q", cache, NULL};
+        ret = git(x, init, false);
+    }
+    const char *have[] = {"git", "-C", cache, "cat-file", "-e", want, NULL};
+    if (ret == 0 && (!exists || git(x, have, true) < 0)) {
+        if (stopping(x)) {
+            ret = -ECANCELED;
+        } else {
+            const char *fetch[] = {"git", "-C", cache, "fetch", "--no-tags", "-q", url, commit,
+                                   NULL};
+            ret = git(x, fetch, false);
+        }
+    }
+    flock(*lock_fd, LOCK_UN);
+    return ret;
+}
+
 static int make_workspace(struct exec *x, const char *ws)
 {
     const struct yci_job *job = x->job;
@@ -526,39 +562,28 @@ static int make_workspace(struct exec *x, const char *ws)
         set_result(x, YCI_ERROR, -1, "cannot make '%s': %s", cache_dir, strerror(-ret));
         goto out;
     }
-    /* One fetch per repository at a time, across slots. */
-    lock_fd = open(lock, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
-    if (lock_fd < 0 || flock(lock_fd, LOCK_EX) < 0) {
-        ret = -errno;
-        set_result(x, YCI_ERROR, -1, "cannot lock '%s': %s", lock, strerror(errno));
-        goto out;
-    }
+    /* The cache has the commit already for all but a build's first job
+     * (on this runner): clone from it and check out, and only when the
+     * checkout finds no such commit, fetch it and check out again. That
+     * spares asking the cache first, a git process per job. */
     char *head = xasprintf("%s/HEAD", cache);
     bool exists = access(head, F_OK) == 0;
     free(head);
-    if (!exists) {
-        const char *init[] = {"git", "init", "--bare", "-q", cache, NULL};
-        if ((ret = git(x, init, false)) < 0)
-            goto out;
-    }
-    const char *have[] = {"git", "-C", cache, "cat-file", "-e", want, NULL};
-    if (git(x, have, true) < 0) {
-        if (stopping(x)) {
-            ret = -ECANCELED;
-            goto out;
-        }
-        const char *fetch[] = {"git", "-C", cache,       "fetch", "--no-tags",
-                               "-q",  url,  job->commit, NULL};
-        if ((ret = git(x, fetch, false)) < 0)
-            goto out;
-    }
-    flock(lock_fd, LOCK_UN);
-
+    if (!exists && (ret = cache_fetch(x, cache, lock, url, want, job->commit, &lock_fd)) < 0)
+        goto out;
     const char *clone[] = {"git", "clone", "--shared", "--no-checkout", "-q", cache, ws, NULL};
     if ((ret = git(x, clone, false)) < 0)
         goto out;
     const char *checkout[] = {"git", "-C", ws, "checkout", "--detach", "-q", job->commit, NULL};
-    if ((ret = git(x, checkout, false)) < 0 || !job->submodules)
+    if (!exists) /* just fetched */
+        ret = git(x, checkout, false);
+    else if (git(x, checkout, true) == 0)
+        ret = 0;
+    else if (stopping(x))
+        ret = -ECANCELED;
+    else if ((ret = cache_fetch(x, cache, lock, url, want, job->commit, &lock_fd)) == 0)
+        ret = git(x, checkout, false);
+    if (ret < 0 || !job->submodules)
         goto out;
     /* Submodules: with origin pointing at the server's mirror, relative
      * URLs in .gitmodules ("../lib.git") resolve to the server's mirrors of
