@@ -57,6 +57,7 @@ import os, select, sys, time
 fd = os.open(sys.argv[1], os.O_RDWR)
 out = open(sys.argv[2], "a")
 parent = os.getppid()
+print("ready", flush=True)
 while os.getppid() == parent:
     if not select.select([fd], [], [], 1.0)[0]:
         continue
@@ -78,10 +79,16 @@ def marker_cmd(path):
     if path not in _recorders:
         if not os.path.exists(path):
             os.mkfifo(path, 0o600)
-        p = subprocess.Popen([PY, "-c", _RECORDER, path, path + ".times"])
+        p = subprocess.Popen([PY, "-c", _RECORDER, path, path + ".times"],
+                             stdout=subprocess.PIPE)
         atexit.register(lambda: p.poll() is None and p.kill())
+        # The FIFO open before any job writes to it: a writer that came
+        # first would wait for the recorder's start, which is not the
+        # system's latency.
+        if p.stdout.readline() != b"ready\n":
+            raise RuntimeError("the marks' recorder did not start")
+        p.stdout.close()
         _recorders[path] = p
-        time.sleep(0.2)  # its interpreter up and the FIFO open before any job
     return "echo >> %s" % shlex.quote(path)
 
 

@@ -229,10 +229,11 @@ class Rq:
         ended = (JobStatus.FAILED, JobStatus.STOPPED, JobStatus.CANCELED)
         log = os.path.join(self.logs, "latency.log")
         out = []
+        cmd = marker_cmd(self.marks)  # its recorder started before the first trial
         for i in range(trials):
             done = len(read_marks(self.marks))
             t0 = time.time()
-            job = self.q.enqueue(FUNC, marker_cmd(self.marks), log)
+            job = self.q.enqueue(FUNC, cmd, log)
             end = time.monotonic() + 30
             while True:
                 st = job.get_status()

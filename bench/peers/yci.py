@@ -158,10 +158,11 @@ class Yci:
 
     def latency(self, trials):
         out = []
+        cmd = marker_cmd(self.marks)  # its recorder started before the first trial
         for i in range(trials):
             done = len(read_marks(self.marks))
             t0 = time.time()
-            b = self._post({"jobs": [{"name": "lat", "commands": [marker_cmd(self.marks)]}]})
+            b = self._post({"jobs": [{"name": "lat", "commands": [cmd]}]})
             jid = b["jobs"][0]["id"]
             end = time.monotonic() + 30
             while True:
