@@ -818,34 +818,43 @@ static void respond_stale(struct call *c, int64_t job_id)
     json_decref(job);
 }
 
-/* Write a runner's bytes of a log at offset, as logstore_append() does,
- * up to twice the log cap (the stock runner keeps to the cap, its own lines
- * aside). Past that, the bytes are dropped, once with a note at the limit,
- * and *size says they were taken: a runner that ignores the cap can neither
- * fill the server's disk nor be stuck sending them again. */
+/* The most of a log the server stores, whatever a runner sends: twice the
+ * cap (the stock runner keeps to the cap, its own lines aside). */
+static uint64_t log_limit(const struct server *srv)
+{
+    return 2 * (uint64_t)srv->cfg.max_log_bytes;
+}
+
+/* Write a runner's bytes of a log at offset, as logstore_append() does (and
+ * -ERANGE with the size when offset is past the end), up to log_limit().
+ * Past that, the bytes are dropped, with a note at the limit, and *size
+ * says they were taken: a runner that ignores the cap can neither fill the
+ * server's disk nor be stuck sending them again. */
 static int log_write_capped(struct server *srv, int64_t id, int attempt, uint64_t offset,
                             const char *p, size_t len, uint64_t *size)
 {
-    uint64_t limit = 2 * (uint64_t)srv->cfg.max_log_bytes;
+    uint64_t limit = log_limit(srv), cur = 0;
     if (offset + len <= limit)
         return logstore_append(srv->logs, id, attempt, offset, p, len, size);
-    int rc = 0;
-    if (offset < limit)
-        rc = logstore_append(srv->logs, id, attempt, offset, p, (size_t)(limit - offset), size);
-    if (rc == 0 && offset <= limit) {
-        char note[160];
-        int n = snprintf(note, sizeof note,
-                         "\n[yci: the server dropped the rest of this log: it keeps at most "
-                         "%" PRIu64 " bytes, twice --max-log-size]\n",
-                         limit);
-        rc = logstore_append(srv->logs, id, attempt, limit, note, (size_t)n, size);
-        if (rc == 0)
-            log_info("job %" PRId64 " attempt %d: its log reached %" PRIu64
-                     " bytes; the runner's further bytes are dropped",
-                     id, attempt, limit);
+    int rc = offset < limit ? logstore_append(srv->logs, id, attempt, offset, p,
+                                              (size_t)(limit - offset), &cur)
+                            : logstore_size(srv->logs, id, attempt, &cur);
+    if (rc < 0)
+        return rc;
+    if (cur < limit) { /* bytes before the limit are missing: those first */
+        *size = cur;
+        return -ERANGE;
     }
-    if (rc == -ERANGE && offset >= limit)
-        rc = 0; /* past the limit, even past the end: nothing to write */
+    char note[160];
+    int n = snprintf(note, sizeof note,
+                     "\n[yci: the server dropped the rest of this log: it keeps at most "
+                     "%" PRIu64 " bytes, twice --max-log-size]\n",
+                     limit);
+    if (cur == limit)
+        log_info("job %" PRId64 " attempt %d: its log reached %" PRIu64
+                 " bytes; the runner's further bytes are dropped",
+                 id, attempt, limit);
+    rc = logstore_append(srv->logs, id, attempt, limit, note, (size_t)n, &cur);
     if (rc == 0)
         *size = offset + len;
     return rc;
@@ -935,7 +944,8 @@ static bool finish_log(struct call *c, int64_t id, int attempt, json_t *log)
          * answered their upload): a note of the same size stands for them,
          * so that offsets hold, then what came. */
         struct log_at to = {c->srv->logs, id, attempt};
-        rc = log_gap_write(size, offset, log_write_at, &to);
+        uint64_t limit = log_limit(c->srv);
+        rc = log_gap_write(size, offset < limit ? offset : limit, log_write_at, &to);
         if (rc == 0)
             rc = log_write_capped(c->srv, id, attempt, offset, json_string_value(text), len,
                                   &size);

@@ -258,6 +258,24 @@ def test_a_runner_cannot_store_more_than_twice_the_log_cap(ctx):
     assert server.log(jid) == kept
     assert server.job(jid)["log_size"] == len(kept)
 
+    # Bytes past the limit while the server lacks some before it (it lost
+    # them): a chunk gets 409 and the size, to send those first; a finish's
+    # last bytes far past the end get the lost bytes' note up to the limit
+    # only, then the note of the limit.
+    server.submit_jobs(["true"])
+    job = claim(server, tok).json()
+    jid, att = job["id"], job["attempt"]
+    post(0, 1000)
+    r = server.post(path % (jid, att, limit + 10), b"x" * 100, token=tok)
+    assert r.status == 409 and r.json()["size"] == 1000, r
+    r = server.post("/api/jobs/%s/finish" % jid,
+                    {"attempt": att, "status": "passed", "exit_code": 0,
+                     "log": {"offset": 1 << 40, "text": "far away\n"}}, token=tok)
+    assert r.status == 200 and r.json()["status"] == "passed", r
+    log = server.log(jid)
+    assert len(log) == limit + len(note) and log.startswith(data[:1000]), len(log)
+    assert log.endswith(note) and b"the server lost %d bytes" % (limit - 1000) in log
+
 
 def test_finish_may_carry_the_log_tail(ctx, server):
     """"log": {"offset", "text"} in a finish appends the log's last bytes by
