@@ -283,14 +283,19 @@ static void env_free(char **env, size_t n)
     free(env);
 }
 
-/* The user's environment, CI=true, YCI=true, then the job's env. */
-static char **job_env(const json_t *job, size_t *n)
+/* The user's environment, PWD (dir's, as the shell would export it), CI=true,
+ * YCI=true, then the job's env. */
+static char **job_env(const json_t *job, const char *dir, size_t *n)
 {
     char **env = xcalloc(1, sizeof *env);
     *n = 0;
     for (char **e = environ; *e; e++)
         if (strchr(*e, '='))
             env_put(&env, n, *e);
+    char *abs = realpath(dir, NULL), *pwd = xasprintf("PWD=%s", abs ? abs : dir);
+    env_put(&env, n, pwd);
+    free(pwd);
+    free(abs);
     env_put(&env, n, "CI=true");
     env_put(&env, n, "YCI=true");
     const char *key;
@@ -306,17 +311,29 @@ static char **job_env(const json_t *job, size_t *n)
 
 /* Run one command of a job until it ends or the deadline (0: none) passes.
  * Sets *exit_code; returns 0, 1 when the command could not start (printed)
- * or -ETIMEDOUT when the job timed out (its processes are then gone). */
+ * or -ETIMEDOUT when the job timed out (its processes are then gone). A
+ * command of plain words starts without a shell, as on a runner
+ * (spawn_plain_words()). */
 static int run_command(const char *cmd, const char *dir, char **env, int64_t deadline,
                        int *exit_code)
 {
-    const char *const argv[] = {"/bin/sh", "-c", cmd, NULL};
-    struct spawn_opts o = {
-        .argv = argv, .envp = (const char *const *)env, .cwd = dir, .out_fd = STDOUT_FILENO};
+    const char *const sh[] = {"/bin/sh", "-c", cmd, NULL};
+    char **words = spawn_plain_words(cmd, (const char *const *)env);
+    struct spawn_opts o = {.argv = words ? (const char *const *)words : sh,
+                           .envp = (const char *const *)env,
+                           .cwd = dir,
+                           .out_fd = STDOUT_FILENO};
     struct spawn *s = NULL;
     struct buf err = BUF_INIT;
     fflush(stdout);
     int r = spawn_start(&o, &s, &err);
+    if (r < 0 && words) { /* the shell's message and exit code, then */
+        buf_release(&err);
+        free(words);
+        words = NULL;
+        o.argv = sh;
+        r = spawn_start(&o, &s, &err);
+    }
     if (r < 0) {
         fprintf(stderr, "yci run: cannot run the command: %s\n", err.data ? err.data : "?");
         buf_release(&err);
@@ -330,10 +347,17 @@ static int run_command(const char *cmd, const char *dir, char **env, int64_t dea
     if (r == -ETIMEDOUT) {
         spawn_terminate(s, RUN_KILL_GRACE_MS, &status);
         *exit_code = spawn_exit_code(status);
+        free(words);
         spawn_free(s);
         return -ETIMEDOUT;
     }
     *exit_code = r < 0 ? -1 : spawn_exit_code(status);
+    char note[96];
+    if (r >= 0 && words && spawn_death_note(status, note, sizeof note)) {
+        fputs(note, stdout);
+        fflush(stdout);
+    }
+    free(words);
     spawn_free(s);
     return r < 0 ? 1 : 0;
 }
@@ -343,7 +367,7 @@ static void run_attempt(const json_t *job, const char *dir, struct run_result *r
 {
     const char *name = json_string_value(json_object_get(job, "name"));
     size_t nenv;
-    char **env = job_env(job, &nenv);
+    char **env = job_env(job, dir, &nenv);
     json_int_t timeout = json_integer_value(json_object_get(job, "timeout"));
     int64_t deadline = timeout > 0 ? time_mono_ms() + (int64_t)timeout * 1000 : 0;
     res->status = "passed";

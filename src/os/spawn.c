@@ -557,6 +557,97 @@ void spawn_free(struct spawn *s)
     free(s);
 }
 
+/* ---- commands without a shell ---- */
+
+/* Shell builtins and reserved words (dash's, and bash's that dash lacks): a
+ * command that starts with one goes through the shell. */
+static const char *const SHELL_WORDS[] = {
+    ".",      ":",       "[",       "alias",    "bg",     "break",  "case",   "cd",
+    "chdir",  "command", "continue", "do",      "done",   "echo",   "elif",   "else",
+    "esac",   "eval",    "exec",    "exit",     "export", "false",  "fc",     "fg",
+    "fi",     "for",     "function", "getopts", "hash",   "if",     "in",     "jobs",
+    "kill",   "local",   "printf",  "pwd",      "read",   "readonly", "return", "select",
+    "set",    "shift",   "source",  "test",     "then",   "time",   "times",  "trap",
+    "true",   "type",    "ulimit",  "umask",    "unalias", "unset", "until",  "wait",
+    "while",
+};
+
+static bool shell_word(const char *w, size_t len)
+{
+    for (size_t i = 0; i < sizeof SHELL_WORDS / sizeof *SHELL_WORDS; i++)
+        if (strlen(SHELL_WORDS[i]) == len && memcmp(SHELL_WORDS[i], w, len) == 0)
+            return true;
+    return false;
+}
+
+/* A character that means the same to the shell as to a program: anything
+ * else (quotes, $, `, globs, redirections, separators, ~, #, {}, !, ^, tabs,
+ * newlines) makes the command the shell's. */
+static bool plain_char(unsigned char c)
+{
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+           (c && strchr("-_./,:+@%=", c));
+}
+
+char **spawn_plain_words(const char *cmd, const char *const *envp)
+{
+    size_t n = strlen(cmd), nwords = 0;
+    if (n == 0 || n > 4096)
+        return NULL;
+    for (size_t i = 0; i < n; i++) {
+        if (cmd[i] != ' ' && !plain_char((unsigned char)cmd[i]))
+            return NULL;
+        if (cmd[i] != ' ' && (i == 0 || cmd[i - 1] == ' '))
+            nwords++;
+    }
+    if (nwords == 0)
+        return NULL;
+    const char *first = cmd + strspn(cmd, " ");
+    size_t flen = strcspn(first, " ");
+    bool alone = first[flen + strspn(first + flen, " ")] == '\0';
+    if (memchr(first, '=', flen))
+        return NULL;
+    if (shell_word(first, flen) &&
+        !(alone && ((flen == 4 && memcmp(first, "true", 4) == 0) ||
+                    (flen == 5 && memcmp(first, "false", 5) == 0))))
+        return NULL;
+    for (const char *const *e = envp ? envp : (const char *const *)environ; *e; e++)
+        if (strncmp(*e, "PATH=", 5) == 0) {
+            for (const char *p = *e + 5;; p++) {
+                if (*p != '/')
+                    return NULL; /* empty or relative */
+                p = strchr(p, ':');
+                if (!p)
+                    break;
+            }
+        }
+    char **argv = xmalloc((nwords + 1) * sizeof *argv + n + 1);
+    char *text = (char *)(argv + nwords + 1);
+    memcpy(text, cmd, n + 1);
+    size_t k = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (text[i] == ' ')
+            text[i] = '\0';
+        else if (i == 0 || text[i - 1] == '\0')
+            argv[k++] = text + i;
+    }
+    argv[k] = NULL;
+    return argv;
+}
+
+int spawn_death_note(int status, char *buf, size_t n)
+{
+    if (n == 0 || !WIFSIGNALED(status) || WTERMSIG(status) == SIGINT ||
+        WTERMSIG(status) == SIGPIPE) {
+        if (n)
+            buf[0] = '\0';
+        return 0;
+    }
+    int len = snprintf(buf, n, "%s%s\n", strsignal(WTERMSIG(status)),
+                       WCOREDUMP(status) ? " (core dumped)" : "");
+    return len < 0 ? 0 : len;
+}
+
 int spawn_exit_code(int status)
 {
     if (WIFEXITED(status))

@@ -122,6 +122,23 @@ void spawn_free(struct spawn *s);
 /* A wait status as a shell would show it: the exit code, or 128 + signal. */
 int spawn_exit_code(int status);
 
+/* The words of the shell command cmd when it may be run without a shell
+ * (as make does), with the same effect as `/bin/sh -c cmd` starting it:
+ * plain words (letters, digits and -_./,:+@%=) separated by spaces, the
+ * first neither a builtin nor a reserved word nor an assignment, and no
+ * empty or relative directory in envp's PATH (NULL: ours), which the shell
+ * would search from its own directory. `true` and `false` alone, which the
+ * shell runs without a process, count as programs: the same exit, for less
+ * than a shell's start. NULL: the shell's. One allocation: free the array.
+ * A caller runs the words as argv (PATH searched) and hands cmd to the
+ * shell after all when they cannot start, for its message and exit code. */
+char **spawn_plain_words(const char *cmd, const char *const *envp);
+
+/* What dash prints of a child that a signal killed ("Segmentation fault
+ * (core dumped)\n"; nothing for SIGINT and SIGPIPE), for a caller that
+ * started the program without the shell: its length, 0 when none. */
+int spawn_death_note(int status, char *buf, size_t n);
+
 /* Run to completion capturing stdout+stderr into out (appended; out->max is
  * honoured: output past it is read and dropped). timeout_ms > 0 bounds the
  * run: then the child is terminated (SIGTERM, 2 s, SIGKILL) and the return

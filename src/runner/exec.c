@@ -14,12 +14,10 @@
 #include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
-#include <signal.h>
 #include <string.h>
 #include <sys/eventfd.h>
 #include <sys/file.h>
 #include <sys/stat.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include "lib/limits.h"
@@ -685,95 +683,11 @@ static int run_one(struct exec *x, const char *const *argv, char **env, const ch
     spawn_free(s);
     *code = spawn_exit_code(status);
     /* What the shell would have said of a program it ran that a signal
-     * killed (dash: all but SIGINT and SIGPIPE), when we ran it ourselves. */
-    if (quiet_fail && end == PUMP_EXITED && WIFSIGNALED(status) &&
-        WTERMSIG(status) != SIGINT && WTERMSIG(status) != SIGPIPE)
-        spoolf(x, "%s%s\n", strsignal(WTERMSIG(status)),
-               WCOREDUMP(status) ? " (core dumped)" : "");
+     * killed, when we ran it ourselves. */
+    char note[96];
+    if (quiet_fail && end == PUMP_EXITED && spawn_death_note(status, note, sizeof note))
+        spoolf(x, "%s", note);
     return (int)end;
-}
-
-/* Shell builtins and reserved words (dash's, and bash's that dash lacks): a
- * command that starts with one goes through the shell. */
-static const char *const SHELL_WORDS[] = {
-    ".",      ":",       "[",       "alias",    "bg",     "break",  "case",   "cd",
-    "chdir",  "command", "continue", "do",      "done",   "echo",   "elif",   "else",
-    "esac",   "eval",    "exec",    "exit",     "export", "false",  "fc",     "fg",
-    "fi",     "for",     "function", "getopts", "hash",   "if",     "in",     "jobs",
-    "kill",   "local",   "printf",  "pwd",      "read",   "readonly", "return", "select",
-    "set",    "shift",   "source",  "test",     "then",   "time",   "times",  "trap",
-    "true",   "type",    "ulimit",  "umask",    "unalias", "unset", "until",  "wait",
-    "while",
-};
-
-static bool shell_word(const char *w, size_t len)
-{
-    for (size_t i = 0; i < sizeof SHELL_WORDS / sizeof *SHELL_WORDS; i++)
-        if (strlen(SHELL_WORDS[i]) == len && memcmp(SHELL_WORDS[i], w, len) == 0)
-            return true;
-    return false;
-}
-
-/* A character that means the same to the shell as to a program: anything
- * else (quotes, $, `, globs, redirections, separators, ~, #, {}, !, ^, tabs,
- * newlines) makes the command the shell's. */
-static bool plain_char(unsigned char c)
-{
-    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-           (c && strchr("-_./,:+@%=", c));
-}
-
-/* The words of cmd when the runner can run it without a shell, with the same
- * effect: plain words separated by spaces, the first neither a builtin nor a
- * reserved word nor an assignment, and no relative directory in the job's
- * PATH (the shell would look there from the workspace). `true` and `false`
- * alone, which the shell would not start a process for, run as programs:
- * the same exit, for less than a shell's start. NULL: the shell's. The
- * words are in one allocation: free the array only. */
-static char **plain_words(const char *cmd, char *const *env)
-{
-    size_t n = strlen(cmd), nwords = 0;
-    if (n == 0 || n > 4096)
-        return NULL;
-    for (size_t i = 0; i < n; i++) {
-        if (cmd[i] != ' ' && !plain_char((unsigned char)cmd[i]))
-            return NULL;
-        if (cmd[i] != ' ' && (i == 0 || cmd[i - 1] == ' '))
-            nwords++;
-    }
-    if (nwords == 0)
-        return NULL;
-    const char *first = cmd + strspn(cmd, " ");
-    size_t flen = strcspn(first, " ");
-    bool alone = first[flen + strspn(first + flen, " ")] == '\0';
-    if (memchr(first, '=', flen))
-        return NULL;
-    if (shell_word(first, flen) &&
-        !(alone && ((flen == 4 && memcmp(first, "true", 4) == 0) ||
-                    (flen == 5 && memcmp(first, "false", 5) == 0))))
-        return NULL;
-    for (char *const *e = env; *e; e++)
-        if (strncmp(*e, "PATH=", 5) == 0) {
-            for (const char *p = *e + 5;; p++) {
-                if (*p != '/')
-                    return NULL; /* empty or relative */
-                p = strchr(p, ':');
-                if (!p)
-                    break;
-            }
-        }
-    char **argv = xmalloc((nwords + 1) * sizeof *argv + n + 1);
-    char *text = (char *)(argv + nwords + 1);
-    memcpy(text, cmd, n + 1);
-    size_t k = 0;
-    for (size_t i = 0; i < n; i++) {
-        if (text[i] == ' ')
-            text[i] = '\0';
-        else if (i == 0 || text[i - 1] == '\0')
-            argv[k++] = text + i;
-    }
-    argv[k] = NULL;
-    return argv;
 }
 
 static int64_t job_deadline(const struct yci_job *job)
@@ -797,7 +711,7 @@ static void run_commands(struct exec *x, const char *ws)
          * shell after all, for its message (not found, not executable)
          * and exit code, or to run a script without #!. */
         int code = 0, end = -2;
-        char **words = plain_words(cmd, env);
+        char **words = spawn_plain_words(cmd, (const char *const *)env);
         if (words)
             end = run_one(x, (const char *const *)words, env, ws, deadline, true, &code);
         free(words);

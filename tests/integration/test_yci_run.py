@@ -241,3 +241,37 @@ def test_timeout_kills_the_job(ctx):
     assert "never-reached" not in r.stdout.replace("$ echo never-reached", "")
     assert "timed_out" in r.stdout[r.stdout.index("JOB"):]
     assert not pids_matching(mark)
+
+
+def test_plain_commands_run_without_a_shell(ctx):
+    """As on a runner: a command of plain words starts without a shell (its
+    parent is yci's supervisor, PWD is the tree's), one that cannot start gets
+    the shell's message and exit code, a death by signal is printed as dash
+    prints it, and the rest still goes to the shell."""
+    repo = GitRepo(ctx)
+    repo.write({"parent.sh": '#!/bin/sh\necho "parent=$(cat /proc/$PPID/comm) pwd=$PWD"\n',
+                "segv.sh": "#!/bin/sh\nkill -SEGV $$\n"})
+    os.chmod(os.path.join(repo.work, "parent.sh"), 0o755)
+    os.chmod(os.path.join(repo.work, "segv.sh"), 0o755)
+    repo.commit({"README": "x\n"}, push=False)
+    repo.write({".yci.yml": (
+        "jobs:\n"
+        "  plain:\n"
+        "    run:\n"
+        "      - ./parent.sh\n"
+        "      - ./parent.sh; true\n"
+        "  missing:\n"
+        "    run: no-such-program-yci\n"
+        "  segv:\n"
+        "    run: ./segv.sh\n")})
+    r = run(ctx, repo)
+    out = r.stdout
+    assert r.returncode == 1, r
+    lines = out.splitlines()
+    pwd = os.path.realpath(repo.work)
+    direct = [x for x in lines if x.startswith("parent=")]
+    assert len(direct) == 2 and direct[0] != "parent=sh pwd=" + pwd, direct
+    assert direct[0].endswith(" pwd=" + pwd) and direct[1] == "parent=sh pwd=" + pwd, direct
+    assert "no-such-program-yci: not found" in out + r.stderr, r
+    assert "command exited 127" in out and "command exited 139" in out, out
+    assert "Segmentation fault" in out, out
