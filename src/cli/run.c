@@ -259,30 +259,6 @@ static bool job_selected(const char *name, const char *sel)
            (strncmp(name, sel, n) == 0 && strncmp(name + n, " (", 2) == 0);
 }
 
-/* Set "NAME=VALUE" kv in the NULL-terminated array *env of *n entries,
- * replacing a variable of the same name. kv is copied. */
-static void env_put(char ***env, size_t *n, const char *kv)
-{
-    size_t nlen = strcspn(kv, "=");
-    for (size_t i = 0; i < *n; i++) {
-        if (strncmp((*env)[i], kv, nlen) == 0 && (*env)[i][nlen] == '=') {
-            free((*env)[i]);
-            (*env)[i] = xstrdup(kv);
-            return;
-        }
-    }
-    *env = xrealloc(*env, (*n + 2) * sizeof **env);
-    (*env)[(*n)++] = xstrdup(kv);
-    (*env)[*n] = NULL;
-}
-
-static void env_free(char **env, size_t n)
-{
-    for (size_t i = 0; i < n; i++)
-        free(env[i]);
-    free(env);
-}
-
 /* The user's environment, PWD (dir's, as the shell would export it), CI=true,
  * YCI=true, then the job's env. */
 static char **job_env(const json_t *job, const char *dir, size_t *n)
@@ -291,19 +267,19 @@ static char **job_env(const json_t *job, const char *dir, size_t *n)
     *n = 0;
     for (char **e = environ; *e; e++)
         if (strchr(*e, '='))
-            env_put(&env, n, *e);
+            env_set(&env, n, *e);
     char *abs = realpath(dir, NULL), *pwd = xasprintf("PWD=%s", abs ? abs : dir);
-    env_put(&env, n, pwd);
+    env_set(&env, n, pwd);
     free(pwd);
     free(abs);
-    env_put(&env, n, "CI=true");
-    env_put(&env, n, "YCI=true");
+    env_set(&env, n, "CI=true");
+    env_set(&env, n, "YCI=true");
     const char *key;
     json_t *value;
     json_object_foreach(json_object_get(job, "env"), key, value)
     {
         char *kv = xasprintf("%s=%s", key, json_is_string(value) ? json_string_value(value) : "");
-        env_put(&env, n, kv);
+        env_set(&env, n, kv);
         free(kv);
     }
     return env;

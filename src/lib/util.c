@@ -323,6 +323,30 @@ int log_gap_write(uint64_t from, uint64_t to,
     return rc;
 }
 
+void env_set(char ***env, size_t *n, const char *kv)
+{
+    const char *eq = strchr(kv, '=');
+    if (!eq || eq == kv)
+        return;
+    size_t klen = (size_t)(eq - kv) + 1;
+    for (size_t i = 0; i < *n; i++)
+        if (strncmp((*env)[i], kv, klen) == 0) {
+            free((*env)[i]);
+            (*env)[i] = xstrdup(kv);
+            return;
+        }
+    *env = xrealloc(*env, (*n + 2) * sizeof **env);
+    (*env)[(*n)++] = xstrdup(kv);
+    (*env)[*n] = NULL;
+}
+
+void env_free(char **env, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        free(env[i]);
+    free(env);
+}
+
 void thread_stop(pthread_mutex_t *m, pthread_cond_t *c, bool *stop, pthread_t t, bool *started)
 {
     pthread_mutex_lock(m);

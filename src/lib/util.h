@@ -61,6 +61,12 @@ void log_gap_fill(char *buf, size_t n, uint64_t at, uint64_t from, uint64_t to, 
  * write(arg, offset, bytes, n) (0 or -errno): 0, or its first error. */
 int log_gap_write(uint64_t from, uint64_t to,
                   int (*write)(void *arg, uint64_t at, const char *p, size_t n), void *arg);
+/* An environment being built: *env a NULL-terminated vector of *n owned
+ * "NAME=value" strings (start from xcalloc(1, sizeof *env) and 0). Set or
+ * replace kv's NAME (ignored without a '=' after a name); free with
+ * env_free(). */
+void env_set(char ***env, size_t *n, const char *kv);
+void env_free(char **env, size_t n);
 /* Stop a thread that loops under m until *stop: set *stop, wake it on c,
  * and join it if it was started (*started, then false). */
 void thread_stop(pthread_mutex_t *m, pthread_cond_t *c, bool *stop, pthread_t t, bool *started);

@@ -604,24 +604,6 @@ out:
     return ret;
 }
 
-/* Set or replace NAME=value in env (a NULL-terminated vector of owned strings). */
-static void env_set(char ***env, size_t *n, const char *kv)
-{
-    const char *eq = strchr(kv, '=');
-    if (!eq || eq == kv)
-        return;
-    size_t klen = (size_t)(eq - kv) + 1;
-    for (size_t i = 0; i < *n; i++)
-        if (strncmp((*env)[i], kv, klen) == 0) {
-            free((*env)[i]);
-            (*env)[i] = xstrdup(kv);
-            return;
-        }
-    *env = xrealloc(*env, (*n + 2) * sizeof **env);
-    (*env)[(*n)++] = xstrdup(kv);
-    (*env)[*n] = NULL;
-}
-
 static void env_setf(char ***env, size_t *n, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 static void env_setf(char ***env, size_t *n, const char *fmt, ...)
@@ -742,9 +724,7 @@ static void run_commands(struct exec *x, const char *ws)
             break;
         }
     }
-    for (size_t i = 0; i < nenv; i++)
-        free(env[i]);
-    free(env);
+    env_free(env, nenv);
 }
 
 /* What the generator gets as `pull` when the build is not a pull request's:
@@ -789,9 +769,7 @@ static void run_plan(struct exec *x, const char *ws)
     int code = 0;
     int end = run_one(x, (const char *const *)argv, env, ws, job_deadline(job), false, &code);
     plan_argv_free(argv);
-    for (size_t i = 0; i < nenv; i++)
-        free(env[i]);
-    free(env);
+    env_free(env, nenv);
     if (end < 0 || end == PUMP_STOPPED)
         goto out;
     if (end == PUMP_SPOOL_FAILED) {
