@@ -488,7 +488,15 @@ static int clean_dir(struct exec *x, const char *path)
     return ret;
 }
 
-/* Make <workdir>/ws/<slot> hold the job's commit (or nothing). */
+/* Whether the runner's cache of a repository (a bare repository) exists. */
+static bool cache_made(const char *cache)
+{
+    char *head = xasprintf("%s/HEAD", cache);
+    bool made = access(head, F_OK) == 0;
+    free(head);
+    return made;
+}
+
 /* Make sure the cache (a bare repository) has commit: made if missing, and
  * fetched from url unless want (COMMIT^{commit}) is there already, under
  * the repository's lock, so that slots fetch one at a time (and a second
@@ -504,9 +512,7 @@ static int cache_fetch(struct exec *x, const char *cache, const char *lock, cons
         return -e;
     }
     int ret = 0;
-    char *head = xasprintf("%s/HEAD", cache);
-    bool exists = access(head, F_OK) == 0;
-    free(head);
+    bool exists = cache_made(cache);
     if (!exists) {
         const char *init[] = {"git", "init", "--bare", "-q", cache, NULL};
         ret = git(x, init, false);
@@ -525,6 +531,7 @@ static int cache_fetch(struct exec *x, const char *cache, const char *lock, cons
     return ret;
 }
 
+/* Make <workdir>/ws/<slot> hold the job's commit (or nothing). */
 static int make_workspace(struct exec *x, const char *ws)
 {
     const struct yci_job *job = x->job;
@@ -564,9 +571,7 @@ static int make_workspace(struct exec *x, const char *ws)
      * (on this runner): clone from it and check out, and only when the
      * checkout finds no such commit, fetch it and check out again. That
      * spares asking the cache first, a git process per job. */
-    char *head = xasprintf("%s/HEAD", cache);
-    bool exists = access(head, F_OK) == 0;
-    free(head);
+    bool exists = cache_made(cache);
     if (!exists && (ret = cache_fetch(x, cache, lock, url, want, job->commit, &lock_fd)) < 0)
         goto out;
     const char *clone[] = {"git", "clone", "--shared", "--no-checkout", "-q", cache, ws, NULL};
@@ -642,32 +647,32 @@ static char **job_env(const struct yci_job *job, const char *ws, size_t *n)
 }
 
 /* Run argv in ws with env to its end, its output to the spool; *code is its
- * exit code. -1 when it could not start (the result is then set). With
- * quiet_fail, a command that could not start is neither logged nor a
- * result: -2, for the caller to try otherwise. */
+ * exit code. -1 when it could not start (the result is then set). direct:
+ * argv is a command's plain words, run without the shell that would have
+ * run them; one that cannot start is neither logged nor a result (-2, for
+ * the caller to hand to the shell), and a death by signal is logged as the
+ * shell would have logged it. */
 static int run_one(struct exec *x, const char *const *argv, char **env, const char *ws,
-                   int64_t deadline, bool quiet_fail, int *code)
+                   int64_t deadline, bool direct, int *code)
 {
     struct spawn_opts o = {argv, (const char *const *)env, ws, SPAWN_PIPE};
     struct buf err = BUF_INIT;
     struct spawn *s;
     if (spawn_start(&o, &s, &err) < 0) {
-        if (!quiet_fail) {
+        if (!direct) {
             spoolf(x, "yci: %s\n", err.data);
             set_result(x, YCI_ERROR, -1, "%s", err.data);
         }
         buf_release(&err);
-        return quiet_fail ? -2 : -1;
+        return direct ? -2 : -1;
     }
     buf_release(&err);
     int status = 0;
     enum pump_end end = pump(x, s, deadline, true, NULL, &status);
     spawn_free(s);
     *code = spawn_exit_code(status);
-    /* What the shell would have said of a program it ran that a signal
-     * killed, when we ran it ourselves. */
     char note[96];
-    if (quiet_fail && end == PUMP_EXITED && spawn_death_note(status, note, sizeof note))
+    if (direct && end == PUMP_EXITED && spawn_death_note(status, note, sizeof note))
         spoolf(x, "%s", note);
     return (int)end;
 }
