@@ -40,9 +40,12 @@ extern char **environ;
 
 #define SPAWN_PIPE_BYTES (1024 * 1024)
 
+struct lease;
+
 struct spawn {
     pid_t sup;   /* the supervisor; 0 once reaped (or ended, with the helper) */
     int pidfd;   /* the supervisor's pidfd when the helper forked it, else -1 */
+    struct lease *lease; /* the lease it ran under (which owns pidfd), or NULL */
     pid_t pid;   /* the child, leader of its process group */
     int out_fd;  /* read end of the output pipe, or -1 */
     int done_fd; /* read end of the status pipe */
@@ -67,7 +70,8 @@ struct spawn {
  * (the status pipe's write end, the child's output) as SCM_RIGHTS, then the
  * strings. The answer is the supervisor's pid, with a pidfd of it (race-free
  * signals: the supervisor is the helper's child, reaped by the helper, so
- * its pid could be reused; a pidfd cannot). The helper dies with this
+ * its pid could be reused; a pidfd cannot), and for a lease (see below) the
+ * supervisor's socket too. The helper dies with this
  * process (PR_SET_PDEATHSIG), and the supervisors with the helper.
  */
 static pthread_mutex_t helper_mu = PTHREAD_MUTEX_INITIALIZER;
@@ -208,32 +212,95 @@ void spawn_helper_stop(void)
     pthread_mutex_unlock(&helper_mu);
 }
 
-/* Ask the helper for a supervisor of a; *sup and *pidfd on success. */
-static int helper_fork(const struct child_args *a, pid_t *sup, int *pidfd)
+/* A request for a's child, as the helper and the supervisors read it. */
+static void req_build(const struct child_args *a, struct helper_req *rq, struct buf *b)
+{
+    *rq = (struct helper_req){HELPER_SPAWN, 0, 0, 0, a->cwd != NULL, 0, 0};
+    buf_add(b, a->path, strlen(a->path) + 1);
+    if (a->cwd)
+        buf_add(b, a->cwd, strlen(a->cwd) + 1);
+    for (char *const *v = a->argv; *v; v++, rq->argc++)
+        buf_add(b, *v, strlen(*v) + 1);
+    for (char *const *v = a->envp; *v; v++, rq->envc++)
+        buf_add(b, *v, strlen(*v) + 1);
+    rq->len = (uint32_t)b->len;
+}
+
+/* Send a request on sock with a's descriptors (the status pipe, and the
+ * child's output unless it is /dev/null). 0 or -errno. */
+static int req_send(int sock, const struct child_args *a, const struct helper_req *rq,
+                    const struct buf *b)
+{
+    int fds[2] = {a->status_fd, a->out_fd};
+    int ret = send_fds(sock, rq, sizeof *rq, fds, a->out_fd != a->null_fd ? 2 : 1);
+    if (ret == 0 && b->len)
+        ret = fd_write_all(sock, b->data, b->len);
+    return ret;
+}
+
+/*
+ * Leases. A thread that starts one child after another (a runner's slot, a
+ * job's commands) keeps the supervisor of its first: the helper hands that
+ * supervisor's socket over with its pidfd, and the thread sends its next
+ * requests to the supervisor itself. Each child then costs one message and
+ * one wake-up of the supervisor, where it cost the helper's hop too (the
+ * request, the answer, the release: three more wake-ups per child). A lease
+ * is used only while it is idle (the last child's EXITED record was read):
+ * a thread that starts a second child while its first runs asks the helper
+ * as before. The supervisor is still the helper's child (reaped by it, dying
+ * with it); it exits when the socket closes, when the thread ends.
+ */
+struct lease {
+    int ctl; /* our end of the supervisor's socket; -1: no lease */
+    int pidfd;
+    pid_t pid;
+    bool busy; /* a child of ours runs under it */
+};
+
+static _Thread_local struct lease lease = {-1, -1, 0, false};
+static pthread_key_t lease_key;
+static pthread_once_t lease_once = PTHREAD_ONCE_INIT;
+static bool lease_key_made;
+
+static void lease_drop(struct lease *l)
+{
+    if (l->ctl >= 0) {
+        close(l->ctl);
+        close(l->pidfd);
+    }
+    *l = (struct lease){-1, -1, 0, false};
+}
+
+static void lease_end(void *l)
+{
+    lease_drop(l);
+}
+
+static void lease_key_make(void)
+{
+    lease_key_made = pthread_key_create(&lease_key, lease_end) == 0;
+}
+
+/* Ask the helper for a supervisor of a; *sup and *pidfd on success. With
+ * take_lease, ask for the supervisor to be this thread's from now on (its
+ * socket comes with the answer): *leased says whether it is. */
+static int helper_fork(const struct child_args *a, bool take_lease, pid_t *sup, int *pidfd,
+                       bool *leased)
 {
     struct buf b = BUF_INIT;
-    struct helper_req rq = {HELPER_SPAWN, 0, 0, 0, a->cwd != NULL, 0};
-    buf_add(&b, a->path, strlen(a->path) + 1);
-    if (a->cwd)
-        buf_add(&b, a->cwd, strlen(a->cwd) + 1);
-    for (char *const *v = a->argv; *v; v++, rq.argc++)
-        buf_add(&b, *v, strlen(*v) + 1);
-    for (char *const *v = a->envp; *v; v++, rq.envc++)
-        buf_add(&b, *v, strlen(*v) + 1);
-    rq.len = (uint32_t)b.len;
+    struct helper_rep rep;
+    struct helper_req rq;
+    req_build(a, &rq, &b);
+    rq.lease = take_lease;
     int ret = b.len > HELPER_MAX_REQ ? -E2BIG : 0;
+    int fds[2] = {-1, -1}, got = take_lease ? 2 : 1;
     pthread_mutex_lock(&helper_mu);
     if (helper_fd < 0)
         ret = -ESRCH;
-    int fds[2] = {a->status_fd, a->out_fd};
     if (ret == 0)
-        ret = send_fds(helper_fd, &rq, sizeof rq, fds, a->out_fd != a->null_fd ? 2 : 1);
-    if (ret == 0 && b.len)
-        ret = fd_write_all(helper_fd, b.data, b.len);
-    struct helper_rep rep;
-    int got = 1;
+        ret = req_send(helper_fd, a, &rq, &b);
     if (ret == 0)
-        ret = recv_fds(helper_fd, &rep, sizeof rep, pidfd, &got);
+        ret = recv_fds(helper_fd, &rep, sizeof rep, fds, &got);
     if (ret == -EPIPE || ret == -ECONNRESET) {
         /* The helper died (killed by someone): fork here from now on. */
         helper_end(helper_fd, helper_pid);
@@ -244,14 +311,40 @@ static int helper_fork(const struct child_args *a, pid_t *sup, int *pidfd)
     buf_release(&b);
     if (ret < 0)
         return ret;
-    if (rep.err) {
-        if (got)
-            close(*pidfd);
-        return -rep.err;
+    if (rep.err || got < 1) {
+        for (int i = 0; i < got; i++)
+            close(fds[i]);
+        return rep.err ? -rep.err : -EIO;
     }
-    if (!got)
-        return -EIO;
     *sup = rep.pid;
+    *pidfd = fds[0];
+    *leased = got == 2;
+    if (*leased) {
+        lease = (struct lease){fds[1], fds[0], rep.pid, true};
+        if (lease_key_made)
+            pthread_setspecific(lease_key, &lease);
+    }
+    return 0;
+}
+
+/* Send a's request to this thread's idle supervisor. 0: sent (the lease is
+ * busy); -errno: no lease, or it broke (dropped: the supervisor is gone). */
+static int lease_spawn(const struct child_args *a, pid_t *sup, int *pidfd)
+{
+    if (lease.ctl < 0 || lease.busy)
+        return -ESRCH;
+    struct buf b = BUF_INIT;
+    struct helper_req rq;
+    req_build(a, &rq, &b);
+    int ret = b.len > HELPER_MAX_REQ ? -E2BIG : req_send(lease.ctl, a, &rq, &b);
+    buf_release(&b);
+    if (ret < 0) {
+        lease_drop(&lease); /* killed, or the helper died: it is of no use now */
+        return ret;
+    }
+    lease.busy = true;
+    *sup = lease.pid;
+    *pidfd = lease.pidfd;
     return 0;
 }
 
@@ -259,7 +352,7 @@ static int helper_fork(const struct child_args *a, pid_t *sup, int *pidfd)
  * HELPER_RELEASE): it may give that supervisor the next child. */
 static void helper_release(pid_t sup)
 {
-    struct helper_req rq = {HELPER_RELEASE, 0, 0, 0, 0, sup};
+    struct helper_req rq = {HELPER_RELEASE, 0, 0, 0, 0, sup, 0};
     pthread_mutex_lock(&helper_mu);
     if (helper_fd >= 0 && send_fds(helper_fd, &rq, sizeof rq, NULL, 0) < 0) {
         helper_end(helper_fd, helper_pid);
@@ -337,7 +430,10 @@ static void close_fd(int *fd)
     *fd = -1;
 }
 
-int spawn_start(const struct spawn_opts *opts, struct spawn **out, struct buf *err)
+/* spawn_start(), once; *lease_broke: this thread's supervisor was gone
+ * before it started the child (try again: the lease is dropped). */
+static int spawn_try(const struct spawn_opts *opts, struct spawn **out, struct buf *err,
+                     bool *lease_broke)
 {
     int ret;
     char *path = NULL;
@@ -396,7 +492,12 @@ int spawn_start(const struct spawn_opts *opts, struct spawn **out, struct buf *e
 
     pid_t sup = -1;
     int pidfd = -1;
-    ret = helper_fork(&a, &sup, &pidfd); /* -ESRCH: no helper (any more) */
+    bool leased = false;
+    pthread_once(&lease_once, lease_key_make);
+    if (lease_spawn(&a, &sup, &pidfd) == 0)
+        leased = true;
+    else /* -ESRCH: no helper (any more) */
+        ret = helper_fork(&a, lease.ctl < 0, &sup, &pidfd, &leased);
     if (ret < 0 && ret != -ESRCH) {
         buf_setf(err, "cannot start a supervisor: %s", strerror(-ret));
         goto out;
@@ -423,7 +524,12 @@ int spawn_start(const struct spawn_opts *opts, struct spawn **out, struct buf *e
     int rr = read_rec(status_fd[0], &r);
     if (rr <= 0 || r.type != REC_STARTED) {
         int st = 0;
-        if (pidfd >= 0)
+        /* Without a word, a leased one was killed, or its helper died, before
+         * it read our request (it starts nothing once the helper is gone). */
+        *lease_broke = leased && rr == 0;
+        if (leased)
+            lease_drop(&lease); /* one that could not start its child exits */
+        else if (pidfd >= 0)
             close(pidfd); /* the helper reaps it */
         else
             while (waitpid(sup, &st, 0) < 0 && errno == EINTR)
@@ -445,6 +551,7 @@ int spawn_start(const struct spawn_opts *opts, struct spawn **out, struct buf *e
     struct spawn *s = xcalloc(1, sizeof *s);
     s->sup = sup;
     s->pidfd = pidfd;
+    s->lease = leased ? &lease : NULL;
     s->pid = r.value;
     s->out_fd = pipe_fd[0];
     s->done_fd = status_fd[0];
@@ -458,6 +565,15 @@ out:
     close_fd(&pipe_fd[1]);
     close_fd(&status_fd[0]);
     close_fd(&status_fd[1]);
+    return ret;
+}
+
+int spawn_start(const struct spawn_opts *opts, struct spawn **out, struct buf *err)
+{
+    bool lease_broke = false;
+    int ret = spawn_try(opts, out, err, &lease_broke);
+    if (lease_broke)
+        ret = spawn_try(opts, out, err, &lease_broke); /* through the helper, or forked */
     return ret;
 }
 
@@ -521,8 +637,15 @@ int spawn_wait(struct spawn *s, int64_t timeout_ms, int *status)
         if (s->pidfd < 0)
             while (waitpid(s->sup, &sup_status, 0) < 0 && errno == EINTR)
                 ;
-        if (s->pidfd >= 0 && rr > 0 && r.type == REC_EXITED)
+        bool exited = rr > 0 && r.type == REC_EXITED;
+        if (s->lease && exited)
+            s->lease->busy = false;
+        else if (s->lease)
+            lease_drop(s->lease); /* killed: not one to hand the next child */
+        else if (s->pidfd >= 0 && exited)
             helper_release(s->sup);
+        if (s->lease)
+            s->pidfd = -1; /* the lease's */
         s->sup = 0;
         s->done = true;
         /* Without an EXITED record the supervisor itself was killed: report

@@ -38,8 +38,9 @@
  * whole process dies, the child's group and descendants are killed. With
  * the spawn helper (spawn_helper_start()), the supervisor is the helper's
  * child and dies with the helper, which dies with this process; and once
- * spawn_wait() has its report, it serves the helper's next child (one
- * at a time) instead of exiting.
+ * spawn_wait() has its report, it serves the next child (one at a time)
+ * instead of exiting: the next of the thread that started it (a lease, see
+ * spawn.c), else whichever the helper hands it.
  *
  * Why not make the whole process a subreaper: in `yci up` the server and the
  * runner share a process, and the orphans adopted by a process-wide subreaper
@@ -53,8 +54,8 @@
  * fork so that no handler of ours runs in the copy.
  *
  * Ownership: a struct spawn belongs to one thread, the one that started it
- * (see PR_SET_PDEATHSIG above); it must outlive the child, so that thread
- * waits for it. Descriptors returned are O_CLOEXEC and owned by the struct.
+ * (see PR_SET_PDEATHSIG above, and the lease in spawn.c); it must outlive
+ * the child, so that thread waits for it (and frees it) before it ends. Descriptors returned are O_CLOEXEC and owned by the struct.
  */
 #ifndef YCI_OS_SPAWN_H
 #define YCI_OS_SPAWN_H

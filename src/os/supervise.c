@@ -434,9 +434,11 @@ void supervise(const struct child_args *a)
     if (c < 0 || !started)
         _exit(started ? 0 : 127);
 
-    /* A supervisor of the helper's: the helper hands us the next request
-     * once the caller released us (see helper_main()), sparing a fork and
-     * an exit per child. End of file: the helper let us go, or died. */
+    /* A supervisor of the helper's: the next request comes on FD_CTL, from
+     * the helper once the caller released us (see helper_main()), or from
+     * the caller's thread itself when it leased us (see spawn.c), sparing a
+     * fork and an exit per child. End of file: let go, or the other end
+     * died. */
     struct child_args next = *a;
     char *strs = NULL;
     for (;;) {
@@ -444,6 +446,8 @@ void supervise(const struct child_args *a)
         free((void *)next.argv);
         free((void *)next.envp);
         next.argv = next.envp = NULL;
+        if (getppid() != a->parent)
+            _exit(0); /* the helper died: a leased socket may still be open */
         struct helper_req rq;
         int fds[2] = {-1, -1}, nfds = 0;
         if (read_req(FD_CTL, &rq, fds, &nfds, &strs) < 0 || rq.kind != HELPER_SPAWN ||
@@ -666,7 +670,13 @@ static void helper_serve(int sock, const struct helper_req *rq, char *strs, cons
         rep.err = errno ? errno : EIO;
     else
         rep.pid = sup->pid;
-    send_fds(sock, &rep, sizeof rep, sup ? &sup->pidfd : NULL, sup ? 1 : 0);
+    int give[2] = {sup ? sup->pidfd : -1, sup ? sup->ctl : -1};
+    send_fds(sock, &rep, sizeof rep, give, sup ? (rq->lease ? 2 : 1) : 0);
+    /* Leased: the caller sends it requests itself from now on, and its
+     * socket's end of file (the caller's thread ended) lets it go. We only
+     * reap it. */
+    if (sup && rq->lease)
+        sup_drop((size_t)(sup - sups));
 }
 
 /* A supervisor was released: it may take the next request. */

@@ -56,6 +56,8 @@ struct helper_req {
     uint32_t envc; /* envp strings, after argv */
     uint32_t has_cwd;
     int32_t pid; /* HELPER_RELEASE: the supervisor */
+    uint32_t lease; /* HELPER_SPAWN: the caller keeps the supervisor (its
+                     * socket comes with the answer; see spawn.c) */
 };
 
 struct helper_rep {

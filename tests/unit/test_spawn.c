@@ -3,6 +3,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
+#include <pthread.h>
 #include <setjmp.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -413,6 +414,85 @@ static void test_children_in_a_row(void **state)
     }
 }
 
+/* The supervisor of a spawn started with /bin/sh -c 'echo $PPID; ...'. */
+static pid_t sup_of_run(const char *script)
+{
+    struct buf out = BUF_INIT;
+    int status = -1;
+    char full[256];
+    snprintf(full, sizeof full, "echo $PPID; %s", script);
+    assert_int_equal(sh(full, &out, &status), 0);
+    assert_int_equal(spawn_exit_code(status), 0);
+    int ppid = 0;
+    assert_int_equal(sscanf(out.data, "%d", &ppid), 1);
+    buf_release(&out);
+    return ppid;
+}
+
+static bool gone_within(pid_t pid, int ms)
+{
+    for (int i = 0; i < ms / 10; i++) {
+        if (kill(pid, 0) < 0 && errno == ESRCH)
+            return true;
+        usleep(10000);
+    }
+    return false;
+}
+
+struct lease_run {
+    pid_t first, second, while_busy;
+};
+
+static void *lease_thread(void *arg)
+{
+    struct lease_run *r = arg;
+    r->first = sup_of_run("true");
+    r->second = sup_of_run("true");
+    /* A second child while the first runs: another supervisor. */
+    const char *argv[] = {"/bin/sleep", "1000", NULL};
+    struct spawn_opts o = {argv, NULL, NULL, SPAWN_NULL};
+    struct buf err = BUF_INIT;
+    struct spawn *s = NULL;
+    if (spawn_start(&o, &s, &err) == 0) {
+        r->while_busy = sup_of_run("true");
+        spawn_free(s);
+    }
+    buf_release(&err);
+    return NULL;
+}
+
+/* With the helper, a thread keeps the supervisor of its first child for the
+ * next (its lease); one that is busy is not used; the supervisor exits when
+ * the thread ends; and a leased supervisor that was killed is replaced. */
+static void test_leases(void **state)
+{
+    (void)state;
+    struct lease_run a = {0, 0, 0}, b = {0, 0, 0};
+    pthread_t ta, tb;
+    assert_int_equal(pthread_create(&ta, NULL, lease_thread, &a), 0);
+    assert_int_equal(pthread_create(&tb, NULL, lease_thread, &b), 0);
+    assert_int_equal(pthread_join(ta, NULL), 0);
+    assert_int_equal(pthread_join(tb, NULL), 0);
+    assert_true(a.first > 0 && b.first > 0 && a.while_busy > 0 && b.while_busy > 0);
+    assert_int_equal(a.second, a.first);
+    assert_int_equal(b.second, b.first);
+    assert_int_not_equal(a.first, b.first);
+    assert_int_not_equal(a.while_busy, a.first);
+    assert_int_not_equal(b.while_busy, b.first);
+    /* Their threads ended: their leased supervisors went. */
+    assert_true(gone_within(a.first, 5000));
+    assert_true(gone_within(b.first, 5000));
+
+    /* Here: lease one, kill it while idle; the next spawn still runs. */
+    pid_t sup = sup_of_run("true");
+    assert_int_equal(sup_of_run("true"), sup);
+    assert_int_equal(kill(sup, SIGKILL), 0);
+    assert_true(gone_within(sup, 5000));
+    pid_t next = sup_of_run("true");
+    assert_int_not_equal(next, sup);
+    assert_int_equal(sup_of_run("true"), next);
+}
+
 /* With the helper: killing it kills the jobs (their supervisors die with
  * it), and spawning goes on without it. */
 static void test_helper_death(void **state)
@@ -463,7 +543,8 @@ int main(void)
      * of this process, then the yci-spawn program. */
     const char *helpers[] = {"", YCI_SPAWN_HELPER};
     const char *names[] = {"helper (forked copy)", "helper (yci-spawn)"};
-    const struct CMUnitTest last[] = {cmocka_unit_test(test_helper_death)};
+    const struct CMUnitTest last[] = {cmocka_unit_test(test_leases),
+                                      cmocka_unit_test(test_helper_death)};
     for (int i = 0; i < 2; i++) {
         struct buf err = BUF_INIT;
         int r = spawn_helper_start(helpers[i], &err);
@@ -479,7 +560,7 @@ int main(void)
         buf_release(&err);
         with_helper = true;
         failed += cmocka_run_group_tests_name(names[i], tests, NULL, NULL);
-        failed += cmocka_run_group_tests_name("helper death", last, NULL, NULL);
+        failed += cmocka_run_group_tests_name("leases, helper death", last, NULL, NULL);
         spawn_helper_stop();
         with_helper = false;
     }
