@@ -202,6 +202,11 @@ out:
 
 int mkdir_p(const char *path, unsigned mode)
 {
+    /* Mostly it, or its parent, is there already: one call. */
+    if (mkdir(path, mode) == 0 || errno == EEXIST)
+        return 0;
+    if (errno != ENOENT)
+        return -errno;
     char *p = xstrdup(path);
     int ret = 0;
     for (char *s = p + 1; ; s++) {

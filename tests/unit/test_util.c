@@ -79,6 +79,11 @@ static void test_files(void **state)
     assert_int_equal(mkdir_p(path, 0755), 0);
     snprintf(path, sizeof(path), "%s/a/b/c/file", tmpl);
     assert_int_equal(file_write_atomic(path, "data\n", 5, 0600), 0);
+    char below[300];
+    snprintf(below, sizeof(below), "%s/x", path); /* a file in the way */
+    assert_int_equal(mkdir_p(below, 0755), -ENOTDIR);
+    snprintf(below, sizeof(below), "%s/a/d/e", tmpl); /* beside an existing one */
+    assert_int_equal(mkdir_p(below, 0755), 0);
     struct buf b = BUF_INIT;
     assert_int_equal(file_read(path, &b), 0);
     assert_string_equal(b.data, "data\n");
