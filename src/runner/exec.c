@@ -97,6 +97,18 @@ static bool stopping(struct exec *x)
     return atomic_load(&x->stop) != EXEC_RUNNING;
 }
 
+/* Start the uploader once it has something to do (see kick in exec.h).
+ * written is only ever changed by this thread: read unlocked. */
+static void kick_maybe(struct exec *x)
+{
+    if (!x->kick || x->kicked || x->written == 0)
+        return;
+    if (x->written >= EXEC_WAKE_BYTES || time_mono_ms() >= x->kick_at) {
+        x->kicked = true;
+        x->kick(x->kick_arg);
+    }
+}
+
 /* len more bytes are in the spool: tell the uploader now and then. */
 static void spool_written(struct exec *x, size_t len)
 {
@@ -106,6 +118,7 @@ static void spool_written(struct exec *x, size_t len)
     if (x->written / EXEC_WAKE_BYTES != before / EXEC_WAKE_BYTES)
         pthread_cond_broadcast(&x->cond);
     pthread_mutex_unlock(&x->mu);
+    kick_maybe(x);
 }
 
 /* Append to the spool and tell the uploader now and then. */
@@ -305,6 +318,9 @@ static enum pump_end pump(struct exec *x, struct spawn *s, int64_t deadline_ms, 
         int64_t next = kill_at ? kill_at : (end == PUMP_EXITED ? deadline_ms : 0);
         if (napping && (!next || nap_until < next))
             next = nap_until;
+        bool kick_due = x->kick && !x->kicked && x->written > 0;
+        if (kick_due && (!next || x->kick_at < next))
+            next = x->kick_at;
         int wait = -1;
         if (next)
             wait = next > now ? (int)(next - now > INT_MAX ? INT_MAX : next - now) : 0;
@@ -315,6 +331,8 @@ static enum pump_end pump(struct exec *x, struct spawn *s, int64_t deadline_ms, 
             nap_until = 0;
             pfd[1].revents = POLLIN; /* read it now: a read that finds nothing is harmless */
         }
+        if (kick_due)
+            kick_maybe(x);
 
         /* Output first, so that nothing is lost when the child ends. */
         if (pfd[1].revents && !eof) {

@@ -7,9 +7,10 @@
  * appends to the spool, so a slow or dead server never slows a job. Another
  * thread (the uploader, runner.c) reads the spool by offset and sends it.
  *
- * Threads: exec_run() runs in the executor's own thread; exec_stop() and the
- * progress fields (under mu) are for any thread. The struct is owned by the
- * runner's slot thread, which joins the executor before exec_free().
+ * Threads: exec_run() runs in the caller's thread (the executor); exec_stop()
+ * and the progress fields (under mu) are for any thread. The struct is owned
+ * by the thread that runs it, which waits for its uploader (see kick) before
+ * exec_free().
  *
  * Processes: each command is `/bin/sh -c <command>` in its own process
  * group, under a supervisor that kills whatever it leaves behind
@@ -77,6 +78,17 @@ struct exec {
     pthread_cond_t cond; /* signalled every EXEC_WAKE_BYTES and when done */
     uint64_t written;    /* bytes in the spool */
     bool done;
+
+    /* The uploader's start (set by the owner; kick NULL: none). The
+     * executor calls kick(kick_arg) once, from its own thread, when the
+     * spool holds output and either EXEC_WAKE_BYTES of it or kick_at (on
+     * the monotonic clock) has come: a job that ends sooner, with less, is
+     * sent whole by its owner after exec_run() returns, and no other thread
+     * is woken for it. */
+    void (*kick)(void *kick_arg);
+    void *kick_arg;
+    int64_t kick_at;
+    bool kicked;
 
     /* The result, valid once done. */
     enum yci_status status;

@@ -5,10 +5,14 @@
  * slot, the heartbeat, delivering results with backoff); this file supplies
  * the job handler. For each job, in the slot's thread:
  *
- *   do_job ── hands ──▶ the slot's executor thread (exec.c): workspace, commands,
- *     │                  output appended to <workdir>/spool/slot-<slot>.log
- *     └─ uploads the spool by offset while the executor runs, then returns
- *        the result (with the log's last bytes); the library delivers it;
+ *   do_job ── runs the executor (exec.c): workspace, commands, output
+ *     │        appended to <workdir>/spool/slot-<slot>.log
+ *     │   └─ once the job runs 100 ms or prints 512 KiB: hands the upload to
+ *     │      the slot's uploader thread, which sends the spool by offset
+ *     │      while the job runs
+ *     └─ when the job ended: waits for the uploader, or sends what is left
+ *        itself (a short job wakes no other thread), then returns the
+ *        result (with the log's last bytes); the library delivers it;
  *        finished() empties the spool.
  *
  * A 409 "stale attempt" or a cancel from the heartbeat stops the executor
@@ -48,16 +52,29 @@
  * this much: see spool_release(). */
 #define SPOOL_RELEASE_STEP (1024 * 1024)
 
-/* A slot's executor thread: started with the slot's first job and kept for
- * the next (a thread per job cost a clone and a join each, ~0.4 ms on a
- * slow VM: a fifth of a trivial job's runner time). Guarded by runner.mu. */
+/* A job's upload, when it needs a thread of its own (see struct exec's
+ * kick): the result is the worker's once finished is set (under x->mu). */
+struct upload_task {
+    struct runner *r;
+    struct yci_job *job;
+    struct exec *x;
+    struct buf *tail;     /* the worker's: the log's last bytes for the result */
+    uint64_t tail_offset; /* where they go */
+    bool started;         /* handed to the slot's uploader thread */
+    bool ok;              /* upload()'s answer */
+    bool finished;
+};
+
+/* A slot's uploader thread: started with the first job of the slot that
+ * needs one and kept for the next (a thread per job cost a clone and a join
+ * each, ~0.4 ms on a slow VM). Guarded by runner.mu. */
 struct slot {
     struct runner *r;
     pthread_t thread;
     pthread_cond_t cond;
     bool started;
     bool quit;
-    struct exec *work; /* handed over, not yet taken */
+    struct upload_task *work; /* handed over, not yet taken */
 };
 
 struct runner {
@@ -134,6 +151,9 @@ static void lost_fill(char *chunk, size_t n, uint64_t at, uint64_t lost_from, ui
     log_gap_fill(chunk, n, at, lost_from, released, note);
 }
 
+static bool upload(struct runner *r, struct yci_job *job, struct exec *x, struct buf *tail,
+                   uint64_t *tail_offset);
+
 static void *slot_main(void *arg)
 {
     struct slot *s = arg;
@@ -141,23 +161,31 @@ static void *slot_main(void *arg)
     for (;;) {
         while (!s->work && !s->quit)
             pthread_cond_wait(&s->cond, &s->r->mu);
-        struct exec *x = s->work;
-        if (!x)
+        struct upload_task *t = s->work;
+        if (!t)
             break;
         s->work = NULL;
         pthread_mutex_unlock(&s->r->mu);
-        exec_run(x); /* its last touch of x: x->done, under x->mu */
+        bool ok = upload(t->r, t->job, t->x, t->tail, &t->tail_offset);
+        pthread_mutex_lock(&t->x->mu);
+        t->ok = ok;
+        t->finished = true; /* the last touch of t: the worker may free it now */
+        pthread_cond_broadcast(&t->x->cond);
+        pthread_mutex_unlock(&t->x->mu);
         pthread_mutex_lock(&s->r->mu);
     }
     pthread_mutex_unlock(&s->r->mu);
     return NULL;
 }
 
-/* Hand x to its slot's executor thread, starting the thread if need be.
- * 0 or an error number. */
-static int slot_run(struct runner *r, int slot, struct exec *x)
+/* struct exec's kick, in the executor's thread: hand the upload to the
+ * slot's uploader thread, starting the thread if need be. Should that fail,
+ * the worker uploads everything once the job ended. */
+static void upload_kick(void *arg)
 {
-    struct slot *s = &r->slot[slot];
+    struct upload_task *t = arg;
+    struct runner *r = t->r;
+    struct slot *s = &r->slot[t->job->slot];
     int e = 0;
     pthread_mutex_lock(&r->mu);
     if (!s->started) {
@@ -165,21 +193,24 @@ static int slot_run(struct runner *r, int slot, struct exec *x)
         s->started = e == 0;
     }
     if (!e) {
-        s->work = x;
+        s->work = t;
+        t->started = true;
         pthread_cond_signal(&s->cond);
     }
     pthread_mutex_unlock(&r->mu);
-    return e;
+    if (e)
+        log_warn("job %" PRId64 ": cannot start an upload thread (%s): the log goes up when the "
+                 "job ends",
+                 t->job->id, strerror(e));
 }
 
-/* Wait until x's executor is done with it (exec_run() returned, or is
- * returning without touching x again). */
-static void wait_done(struct exec *x)
+/* Wait until t's uploader has finished. */
+static void upload_wait(struct upload_task *t)
 {
-    pthread_mutex_lock(&x->mu);
-    while (!x->done)
-        pthread_cond_wait(&x->cond, &x->mu);
-    pthread_mutex_unlock(&x->mu);
+    pthread_mutex_lock(&t->x->mu);
+    while (!t->finished)
+        pthread_cond_wait(&t->x->cond, &t->x->mu);
+    pthread_mutex_unlock(&t->x->mu);
 }
 
 static int64_t upload_backoff(int64_t *cur)
@@ -366,15 +397,27 @@ static void do_job(struct yci_client *c, struct yci_job *job, struct yci_result 
     if (yci_job_cancelled(job))
         exec_stop(x, atomic_load(&r->stopping) ? EXEC_SHUTDOWN : EXEC_CANCELLED);
 
-    int e = job->slot >= 0 && job->slot < r->slots ? slot_run(r, job->slot, x) : EINVAL;
-    if (e) {
-        log_error("job %" PRId64 ": cannot start a thread: %s", job->id, strerror(e));
+    if (job->slot < 0 || job->slot >= r->slots) {
+        log_error("job %" PRId64 ": no slot %d on this runner", job->id, job->slot);
         res->status = YCI_ERROR;
         res->error = "the runner cannot start the job";
     } else {
-        uint64_t tail_offset = 0;
-        bool delivered = upload(r, job, x, &log_tail, &tail_offset);
-        wait_done(x);
+        /* The job runs in this thread; its log goes up from the slot's
+         * uploader thread once it runs long or prints much, else from here
+         * when it ended: a short job wakes no other thread. */
+        struct upload_task t = {r, job, x, &log_tail, 0, false, false, false};
+        x->kick = upload_kick;
+        x->kick_arg = &t;
+        x->kick_at = time_mono_ms() + UPLOAD_INTERVAL_MS;
+        exec_run(x);
+        bool delivered;
+        if (t.started) {
+            upload_wait(&t);
+            delivered = t.ok;
+        } else {
+            delivered = upload(r, job, x, &log_tail, &t.tail_offset);
+        }
+        uint64_t tail_offset = t.tail_offset;
         if (!delivered || yci_job_cancelled(job)) {
             res->status = YCI_ABANDONED;
             log_info("job %" PRId64 ": dropped (%s)", job->id,
