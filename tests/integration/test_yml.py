@@ -254,3 +254,38 @@ def test_submodules_are_checked_out_through_the_servers_mirrors(ctx, server, run
     text = log_text(server, job)
     assert "yci-submodule-content" in text and "yci-deep-content" in text, text
     assert "git submodule update --init --recursive" in text, text
+
+
+def test_the_workspace_is_a_git_repository_at_the_commit(ctx, server, runner, gitrepo):
+    """A job's workspace is a repository of its own at exactly the build's
+    commit: HEAD detached there, a clean tree, the history readable, and the
+    job may commit in it (the runner's cache is only borrowed from)."""
+    repo = gitrepo("ws")
+    first = repo.commit({"a.txt": "one\n"})
+    yml = ("jobs:\n"
+           "  inspect:\n"
+           "    run:\n"
+           "      - echo head=$(git rev-parse HEAD)\n"
+           "      - echo status=[$(git status --porcelain)]\n"
+           "      - echo count=$(git rev-list --count HEAD)\n"
+           "      - echo parent=$(git rev-parse HEAD~1)\n"
+           "      - echo branch=$(git symbolic-ref -q HEAD || echo detached)\n"
+           "      - git -c user.name=j -c user.email=j@example.com commit -q --allow-empty -m mine\n"
+           "      - git fsck --no-progress\n")
+    sha = repo.commit({".yci.yml": yml})
+    server.add_repo(repo.path)
+    b = server.wait_commit_build("ws", sha, timeout=60)
+    job = server.build(b["id"])["jobs"][0]
+    text = log_text(server, job)
+    assert b["status"] == "passed", text
+    assert "head=%s" % sha in text, text
+    assert "status=[]" in text, text
+    assert "count=2" in text and "parent=%s" % first in text, text
+    assert "branch=detached" in text, text
+    # The next build's job starts from a fresh workspace at its own commit.
+    sha2 = repo.commit({"b.txt": "two\n"})
+    b2 = server.wait_commit_build("ws", sha2, timeout=60)
+    job2 = server.build(b2["id"])["jobs"][0]
+    text2 = log_text(server, job2)
+    assert b2["status"] == "passed", text2
+    assert "head=%s" % sha2 in text2 and "count=3" in text2 and "status=[]" in text2, text2
