@@ -27,11 +27,17 @@ def log_text(server, job):
     return server.log(job["id"]).decode("utf-8", "replace")
 
 
+def first_build(server, repo, files):
+    """Commit files to repo, add it to the server and wait for the build of
+    that commit: (the commit, the build)."""
+    sha = repo.commit(files)
+    server.add_repo(repo.path)
+    return sha, server.wait_commit_build(repo.name, sha, timeout=60)
+
+
 def test_matrix_makes_one_job_per_cell(ctx, server, runner, gitrepo):
     repo = gitrepo("proj")
-    sha = repo.commit({".yci.yml": MATRIX})
-    server.add_repo(repo.path)
-    b = server.wait_commit_build("proj", sha, timeout=60)
+    sha, b = first_build(server, repo, {".yci.yml": MATRIX})
     assert b["status"] == "passed", b
     jobs = jobs_by_name(server, b["id"])
     assert sorted(jobs) == ["show (a1, b1)", "show (a1, b2)", "show (a2, b1)", "show (a2, b2)"]
@@ -48,7 +54,7 @@ def test_matrix_makes_one_job_per_cell(ctx, server, runner, gitrepo):
 
 def test_command_list_stops_at_first_failure(ctx, server, runner, gitrepo):
     repo = gitrepo("proj")
-    sha = repo.commit({".yci.yml": (
+    sha, b = first_build(server, repo, {".yci.yml": (
         "jobs:\n"
         "  steps:\n"
         "    run:\n"
@@ -57,8 +63,6 @@ def test_command_list_stops_at_first_failure(ctx, server, runner, gitrepo):
         "      - echo yci-step-three\n"
         "  fine:\n"
         "    run: [echo yci-fine-1, echo yci-fine-2]\n")})
-    server.add_repo(repo.path)
-    b = server.wait_commit_build("proj", sha, timeout=60)
     assert b["status"] == "failed", b
     jobs = jobs_by_name(server, b["id"])
     steps = jobs["steps"]
@@ -74,13 +78,11 @@ def test_command_list_stops_at_first_failure(ctx, server, runner, gitrepo):
 
 def test_timeout_kills_the_job(ctx, server, runner, gitrepo):
     repo = gitrepo("proj")
-    sha = repo.commit({".yci.yml": (
+    sha, b = first_build(server, repo, {".yci.yml": (
         "jobs:\n"
         "  slow:\n"
         "    run: echo yci-started; sleep 60; echo yci-never\n"
         "    timeout: 2\n")})
-    server.add_repo(repo.path)
-    b = server.wait_commit_build("proj", sha, timeout=60)
     assert b["status"] == "failed", b
     (job,) = server.build(b["id"])["jobs"]
     assert job["status"] == "timed_out", job
@@ -94,15 +96,13 @@ def test_labels_route_jobs_to_runners(ctx, server, gitrepo):
     plain = ctx.runner(server, name="plain").start()
     arm = ctx.runner(server, name="armbox", labels={"arch": "arm"}).start()
     repo = gitrepo("proj")
-    sha = repo.commit({".yci.yml": (
+    sha, b = first_build(server, repo, {".yci.yml": (
         "jobs:\n"
         "  anywhere:\n"
         "    run: 'true'\n"
         "  on-arm:\n"
         "    run: echo yci-on-arm\n"
         "    labels: {arch: arm}\n")})
-    server.add_repo(repo.path)
-    b = server.wait_commit_build("proj", sha, timeout=60)
     assert b["status"] == "passed", b
     jobs = jobs_by_name(server, b["id"])
     assert jobs["on-arm"]["labels"] == {"arch": "arm"}
@@ -173,9 +173,7 @@ def test_branch_filter_gives_a_build_without_jobs(ctx, server, runner, gitrepo):
            "  deploy:\n"
            "    run: echo yci-deploying\n"
            "    branches: {only: [main]}\n")
-    main_sha = repo.commit({".yci.yml": yml})
-    server.add_repo(repo.path)
-    b = server.wait_commit_build("proj", main_sha, timeout=60)
+    main_sha, b = first_build(server, repo, {".yci.yml": yml})
     assert b["status"] == "passed", b
     (job,) = server.build(b["id"])["jobs"]
     assert job["name"] == "deploy" and "yci-deploying" in log_text(server, job)
@@ -208,9 +206,7 @@ def test_branch_filter_gives_a_build_without_jobs(ctx, server, runner, gitrepo):
 
 def test_without_yml_the_default_rule_still_runs(ctx, server, runner, gitrepo):
     repo = gitrepo("proj")
-    sha = repo.commit(dict(PASSING_TESTS))
-    server.add_repo(repo.path)
-    b = server.wait_commit_build("proj", sha, timeout=60)
+    sha, b = first_build(server, repo, dict(PASSING_TESTS))
     assert b["status"] == "passed", b
     (job,) = server.build(b["id"])["jobs"]
     assert job["name"] == "tests", job
@@ -272,9 +268,7 @@ def test_the_workspace_is_a_git_repository_at_the_commit(ctx, server, runner, gi
            "      - echo branch=$(git symbolic-ref -q HEAD || echo detached)\n"
            "      - git -c user.name=j -c user.email=j@example.com commit -q --allow-empty -m mine\n"
            "      - git fsck --no-progress\n")
-    sha = repo.commit({".yci.yml": yml})
-    server.add_repo(repo.path)
-    b = server.wait_commit_build("ws", sha, timeout=60)
+    sha, b = first_build(server, repo, {".yci.yml": yml})
     job = server.build(b["id"])["jobs"][0]
     text = log_text(server, job)
     assert b["status"] == "passed", text
