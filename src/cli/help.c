@@ -97,7 +97,9 @@ static const struct cli_help helps[] = {
      "  --max-log-size SIZE   a job log's cap, e.g. 100M (default: 100M, at least\n"
      "                        64K): a longer log keeps its first and last halves with a\n"
      "                        line saying what was dropped; output past half the cap\n"
-     "                        shows when the job ends\n" HELP_OPT},
+     "                        shows when the job ends (runners keep to it; the server\n"
+     "                        stores at most twice it per log, whatever a runner sends)\n"
+     HELP_OPT},
 
     {"runner", "Usage: yci runner --server URL [--secret S] [--data DIR] [--name N]\n"
                "                  [--label KEY=VALUE]... [--slots N] [--workdir DIR]\n"
