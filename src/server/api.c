@@ -995,14 +995,21 @@ static void h_job_finish(struct call *c)
         status = "error";
         error = serr.data;
     }
-    bool build_done = false;
-    int code = has_exit ? (int)exit_code : -1;
-    int rc = store_plan_finish(c->srv->store, id, (int)attempt, c->runner->id, status, code, error,
-                               planned, &build_done, &perr);
+    /* "claim": true: the runner's next job in the same answer (one request
+     * less per job), and in the same transaction as the finish. */
+    bool claim = json_is_true(json_object_get(body, "claim")) && sched_open(c->srv->sched);
+    struct store_finish f = {.job_id = id, .attempt = (int)attempt, .runner_id = c->runner->id,
+                             .status = status, .exit_code = has_exit ? (int)exit_code : -1,
+                             .error = error, .plan_jobs = planned,
+                             .claim_labels = claim ? c->runner->labels : NULL,
+                             .lease_ms = c->runner->lease_ms};
+    int rc = store_finish(c->srv->store, &f, &perr);
     if (rc == -EINVAL && planned) {
         buf_setf(&serr, ".yci.py: %s", perr.data ? perr.data : "invalid jobs");
-        rc = store_plan_finish(c->srv->store, id, (int)attempt, c->runner->id, "error", code,
-                               serr.data, NULL, &build_done, NULL);
+        f.status = "error";
+        f.error = serr.data;
+        f.plan_jobs = NULL;
+        rc = store_finish(c->srv->store, &f, NULL);
     }
     json_decref(planned);
     if (rc == -EINVAL) {
@@ -1017,31 +1024,24 @@ static void h_job_finish(struct call *c)
         respond_store_error(c->req, rc, "job", NULL);
         goto out;
     }
-    json_t *job = store_job_get(c->srv->store, id);
-    if (!job) {
-        http_respond_error(c->req, 404, "no job %" PRId64, id);
-        goto out;
-    }
+    json_t *job = f.job;
     int64_t build_id = json_integer_value(json_object_get(job, "build_id"));
     if (has_exit)
         log_info("job %" PRId64 " attempt %" PRId64 " finished: %s, exit code %" PRId64
                  " (runner '%s')",
-                 id, attempt, status, exit_code, c->runner->name);
+                 id, attempt, f.status, exit_code, c->runner->name);
     else
         log_info("job %" PRId64 " attempt %" PRId64 " finished: %s%s%s (runner '%s')", id, attempt,
-                 status, error ? ": " : "", error ? error : "", c->runner->name);
-    if (build_done)
+                 f.status, f.error ? ": " : "", f.error ? f.error : "", c->runner->name);
+    if (f.build_done)
         results_build_done(c->srv->results, build_id);
     sched_kick(c->srv->sched);
     follow_notify(c->srv->follow, id);
     add_log_size(c->srv, job);
-    /* "claim": true: the runner's next job in the same answer (one request
-     * less per job), when one can be claimed at once. */
-    json_t *next = json_is_true(json_object_get(body, "claim"))
-                       ? sched_claim_now(c->srv->sched, c->runner)
-                       : NULL;
-    if (next)
-        json_object_set_new(job, "next", next);
+    if (f.next) {
+        sched_claimed(c->srv, c->runner, f.next);
+        json_object_set_new(job, "next", f.next);
+    }
     respond_json(c->req, 200, job);
 out:
     buf_release(&perr);

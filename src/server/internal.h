@@ -122,12 +122,11 @@ void sched_kick(struct sched *s);
  * wait_s seconds. Always answers the request (now or later). */
 void sched_claim(struct sched *s, struct http_request *req, const struct auth_runner *r,
                  int wait_s);
-/* Turn a claimed job (from store_job_claim) into the claim response body. */
-void sched_claim_json(struct server *srv, json_t *job);
-/* Claim a job for runner r now, without waiting (a finish that asks for the
- * next job): the claim response body, or NULL (none, stopping, or an error,
- * logged: the runner then claims as usual). */
-json_t *sched_claim_now(struct sched *s, const struct auth_runner *r);
+/* A job was claimed for runner r (by a finish that asked for the next one,
+ * store_finish): make job the claim response body, and log the claim. */
+void sched_claimed(struct server *srv, const struct auth_runner *r, json_t *job);
+/* Are claims served (false once the server is stopping)? */
+bool sched_open(struct sched *s);
 
 /*
  * observer.c — watches repositories.

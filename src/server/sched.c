@@ -84,7 +84,8 @@ static void list_append(struct sched *s, struct waiter *w)
     s->tail = w;
 }
 
-void sched_claim_json(struct server *srv, json_t *job)
+/* Turn a claimed job (from the store) into the claim response body. */
+static void sched_claim_json(struct server *srv, json_t *job)
 {
     const char *repo = json_string_value(json_object_get(job, "repo"));
     if (repo) {
@@ -100,6 +101,17 @@ void sched_claim_json(struct server *srv, json_t *job)
     json_object_set_new(job, "max_log_bytes", json_integer(srv->cfg.max_log_bytes));
 }
 
+void sched_claimed(struct server *srv, const struct auth_runner *r, json_t *job)
+{
+    sched_claim_json(srv, job);
+    log_info("job %" PRId64 " attempt %" PRId64 " (build %" PRId64 ", '%s') claimed by runner "
+             "'%s' (%" PRId64 ")",
+             (int64_t)json_integer_value(json_object_get(job, "id")),
+             (int64_t)json_integer_value(json_object_get(job, "attempt")),
+             (int64_t)json_integer_value(json_object_get(job, "build_id")),
+             json_string_value(json_object_get(job, "name")), r->name, r->id);
+}
+
 /* Claim a job for runner r: 1 and *job, the response body (logged), 0 when
  * none matches, or a store error (logged). */
 static int claim_for(struct server *srv, const struct auth_runner *r, json_t **out)
@@ -110,13 +122,7 @@ static int claim_for(struct server *srv, const struct auth_runner *r, json_t **o
         log_error("claim for runner '%s' (%" PRId64 ") failed: %s", r->name, r->id, strerror(-rc));
     if (rc <= 0)
         return rc;
-    sched_claim_json(srv, job);
-    log_info("job %" PRId64 " attempt %" PRId64 " (build %" PRId64 ", '%s') claimed by runner "
-             "'%s' (%" PRId64 ")",
-             (int64_t)json_integer_value(json_object_get(job, "id")),
-             (int64_t)json_integer_value(json_object_get(job, "attempt")),
-             (int64_t)json_integer_value(json_object_get(job, "build_id")),
-             json_string_value(json_object_get(job, "name")), r->name, r->id);
+    sched_claimed(srv, r, job);
     *out = job;
     return 1;
 }
@@ -148,13 +154,12 @@ static void on_cancel(struct http_request *req, void *arg)
     pthread_mutex_unlock(&s->lock);
 }
 
-json_t *sched_claim_now(struct sched *s, const struct auth_runner *r)
+bool sched_open(struct sched *s)
 {
     pthread_mutex_lock(&s->lock);
     bool stopping = s->stopping;
     pthread_mutex_unlock(&s->lock);
-    json_t *job = NULL;
-    return !stopping && claim_for(s->srv, r, &job) > 0 ? job : NULL;
+    return !stopping;
 }
 
 void sched_claim(struct sched *s, struct http_request *req, const struct auth_runner *r, int wait_s)

@@ -2325,20 +2325,15 @@ static int claim_find(struct store *st, json_t *runner_labels, int64_t now, int6
     return r;
 }
 
-int store_job_claim(struct store *st, int64_t runner_id, json_t *runner_labels, int64_t lease_ms,
-                    json_t **job_out)
+/* store_job_claim() inside the caller's transaction: 1 and *job_out, 0 when
+ * none matched (nothing written), or -errno. */
+static int claim_in_tx(struct store *st, int64_t runner_id, json_t *runner_labels,
+                       int64_t lease_ms, int64_t now, json_t **job_out)
 {
-    lock(st);
-    int64_t now = time_now_ms(), found = 0, build_id = 0;
-    int r = tx_begin(st, NULL);
-    if (r < 0)
-        goto out;
-
-    r = claim_find(st, runner_labels, now, &found);
-    if (r < 0)
-        goto out;
-    if (!found)
-        goto out; /* r == 0 */
+    int64_t found = 0, build_id = 0;
+    int r = claim_find(st, runner_labels, now, &found);
+    if (r < 0 || !found)
+        return r;
 
     sqlite3_stmt *s = q(st, Q_CLAIM_TAKE);
     sqlite3_bind_int64(s, 1, found);
@@ -2348,17 +2343,13 @@ int store_job_claim(struct store *st, int64_t runner_id, json_t *runner_labels, 
     int rc = sqlite3_step(s);
     if (rc == SQLITE_ROW)
         build_id = sqlite3_column_int64(s, 0);
-    if (exec_q(s) != 0 || rc != SQLITE_ROW) {
-        r = sqlite3_extended_errcode(st->db) == SQLITE_CONSTRAINT_FOREIGNKEY ? -ENOENT : -EIO;
-        goto out;
-    }
+    if (exec_q(s) != 0 || rc != SQLITE_ROW)
+        return sqlite3_extended_errcode(st->db) == SQLITE_CONSTRAINT_FOREIGNKEY ? -ENOENT : -EIO;
     s = q(st, Q_BUILD_START);
     sqlite3_bind_int64(s, 1, build_id);
     sqlite3_bind_int64(s, 2, now);
-    if (exec_q(s) != 0) {
-        r = -EIO;
-        goto out;
-    }
+    if (exec_q(s) != 0)
+        return -EIO;
 
     s = q(st, Q_CLAIM_GET);
     sqlite3_bind_int64(s, 1, found);
@@ -2375,16 +2366,27 @@ int store_job_claim(struct store *st, int64_t runner_id, json_t *runner_labels, 
             json_decref(pull);
     }
     sqlite3_reset(s);
-    r = job ? tx_commit(st, NULL) : -EIO;
-    if (r == 0) {
+    if (!job)
+        return -EIO;
+    *job_out = job;
+    return 1;
+}
+
+int store_job_claim(struct store *st, int64_t runner_id, json_t *runner_labels, int64_t lease_ms,
+                    json_t **job_out)
+{
+    lock(st);
+    json_t *job = NULL;
+    int r = tx_begin(st, NULL);
+    if (r == 0)
+        r = claim_in_tx(st, runner_id, runner_labels, lease_ms, time_now_ms(), &job);
+    if (r > 0 && (r = tx_commit(st, NULL)) == 0) {
         *job_out = job;
+        job = NULL;
         r = 1;
-    } else {
-        json_decref(job);
     }
-out:
-    if (r <= 0)
-        tx_rollback(st); /* r == 0: nothing claimed, nothing written */
+    json_decref(job);
+    tx_rollback(st); /* a no-op once committed; r == 0: nothing written */
     unlock(st);
     return r;
 }
@@ -2437,104 +2439,129 @@ static int plan_apply(struct store *st, const struct job_state *js, json_t *plan
     return r;
 }
 
-int store_job_finish(struct store *st, int64_t job_id, int attempt, int64_t runner_id,
-                     const char *status, int exit_code, const char *error, bool *build_done)
+/* store_finish()'s finish, inside the caller's transaction: 0 (also when
+ * it changed nothing: finished already, or queued for a retry of this
+ * attempt), or -errno. */
+static int finish_in_tx(struct store *st, struct store_finish *f, int64_t now, struct buf *err)
 {
-    return store_plan_finish(st, job_id, attempt, runner_id, status, exit_code, error, NULL,
-                             build_done, NULL);
-}
-
-int store_plan_finish(struct store *st, int64_t job_id, int attempt, int64_t runner_id,
-                      const char *status, int exit_code, const char *error, json_t *plan_jobs,
-                      bool *build_done, struct buf *err)
-{
-    if (!finish_status_valid(status))
-        return -EINVAL;
-    if (plan_jobs) {
-        int r = jobs_check(plan_jobs, NULL, err);
-        if (r < 0)
-            return r;
-    }
-    lock(st);
-    int64_t now = time_now_ms();
-    bool done = false;
     struct job_state js;
-    int r = tx_begin(st, NULL);
+    int r = job_state(st, f->job_id, &js);
     if (r < 0)
-        goto out;
-    r = job_state(st, job_id, &js);
-    if (r < 0)
-        goto out;
-    if (js.attempt != attempt || js.runner_id != runner_id || strcmp(js.status, "cancelled") == 0) {
-        r = -ESTALE;
-        goto out;
-    }
+        return r;
+    if (js.attempt != f->attempt || js.runner_id != f->runner_id ||
+        strcmp(js.status, "cancelled") == 0)
+        return -ESTALE;
     if (strcmp(js.status, "queued") == 0) {
         /* Queued for a retry after this very attempt (the retry keeps the
          * runner): finishing it again changes nothing. A job re-queued by an
          * expired lease has no runner, and was refused above. */
-        if (js.retries == 0)
-            r = -ESTALE;
-        goto out;
+        return js.retries == 0 ? -ESTALE : 0;
     }
     if (status_final(js.status))
-        goto out; /* finished already: r == 0, nothing changes */
-    if (js.plan && strcmp(status, "passed") == 0 && !plan_jobs) {
+        return 0; /* finished already: nothing changes */
+    if (js.plan && strcmp(f->status, "passed") == 0 && !f->plan_jobs) {
         buf_setf(err, "a plan job that passed must send the jobs it planned");
-        r = -EINVAL;
-        goto out;
+        return -EINVAL;
     }
 
-    bool test_failed = strcmp(status, "failed") == 0 || strcmp(status, "timed_out") == 0;
+    bool test_failed = strcmp(f->status, "failed") == 0 || strcmp(f->status, "timed_out") == 0;
     sqlite3_stmt *s;
     if (test_failed && js.retries < js.max_retries && !js.plan) {
         /* IncrementalRetry: retry n waits increment × n. */
         int n = js.retries + 1;
         int64_t wait_s = js.retry_delay * n;
         s = q(st, Q_JOB_RETRY);
-        sqlite3_bind_int64(s, 1, job_id);
+        sqlite3_bind_int64(s, 1, f->job_id);
         sqlite3_bind_int64(s, 2, now + wait_s * 1000);
-        sqlite3_bind_int(s, 3, exit_code);
-        bind_text(s, 4, error);
+        sqlite3_bind_int(s, 3, f->exit_code);
+        bind_text(s, 4, f->error);
         sqlite3_bind_int64(s, 5, now);
-        if (exec_q(s) != 0) {
-            r = -EIO;
-            goto out;
-        }
-        char *msg = xasprintf("job %" PRId64 " (%s): %s, retry %d of %d in %" PRId64 " s", job_id,
-                              js.name, strcmp(status, "failed") == 0 ? "failed" : "timed out", n,
+        if (exec_q(s) != 0)
+            return -EIO;
+        char *msg = xasprintf("job %" PRId64 " (%s): %s, retry %d of %d in %" PRId64 " s",
+                              f->job_id, js.name,
+                              strcmp(f->status, "failed") == 0 ? "failed" : "timed out", n,
                               js.max_retries, wait_s);
-        r = event_add(st, js.build_id, job_id, now, msg);
+        r = event_add(st, js.build_id, f->job_id, now, msg);
         free(msg);
-        if (r == 0)
-            r = tx_commit(st, NULL);
-        goto out;
+        return r;
     }
 
-    r = plan_apply(st, &js, plan_jobs, status, error, now, err);
+    r = plan_apply(st, &js, f->plan_jobs, f->status, f->error, now, err);
     if (r < 0)
-        goto out;
+        return r;
     s = q(st, Q_JOB_FINISH);
-    sqlite3_bind_int64(s, 1, job_id);
-    bind_text(s, 2, status);
-    sqlite3_bind_int(s, 3, exit_code);
-    bind_text(s, 4, error);
+    sqlite3_bind_int64(s, 1, f->job_id);
+    bind_text(s, 2, f->status);
+    sqlite3_bind_int(s, 3, f->exit_code);
+    bind_text(s, 4, f->error);
     sqlite3_bind_int64(s, 5, now);
-    if (exec_q(s) != 0) {
-        r = -EIO;
-        goto out;
-    }
+    if (exec_q(s) != 0)
+        return -EIO;
     r = needs_resolve(st, js.build_id, now, NULL);
     if (r == 0)
-        r = build_update(st, js.build_id, now, &done);
+        r = build_update(st, js.build_id, now, &f->build_done);
+    return r;
+}
+
+int store_finish(struct store *st, struct store_finish *f, struct buf *err)
+{
+    f->build_done = false;
+    f->job = f->next = NULL;
+    if (!finish_status_valid(f->status))
+        return -EINVAL;
+    if (f->plan_jobs) {
+        int r = jobs_check(f->plan_jobs, NULL, err);
+        if (r < 0)
+            return r;
+    }
+    lock(st);
+    int64_t now = time_now_ms();
+    int r = tx_begin(st, NULL);
     if (r == 0)
-        r = tx_commit(st, NULL);
-out:
-    tx_rollback(st); /* a no-op once committed */
-    if (r == 0 && build_done)
-        *build_done = done;
+        r = finish_in_tx(st, f, now, err);
+    if (r == 0 && f->claim_labels) {
+        int c = claim_in_tx(st, f->runner_id, f->claim_labels, f->lease_ms, now, &f->next);
+        if (c < 0)
+            r = c;
+    }
+    if (r == 0) {
+        sqlite3_stmt *s = q(st, Q_JOB_GET);
+        sqlite3_bind_int64(s, 1, f->job_id);
+        f->job = sqlite3_step(s) == SQLITE_ROW ? job_from_row(s) : NULL;
+        sqlite3_reset(s);
+        r = f->job ? tx_commit(st, NULL) : -EIO;
+    }
+    if (r < 0) {
+        tx_rollback(st);
+        json_decref(f->job);
+        json_decref(f->next);
+        f->job = f->next = NULL;
+        f->build_done = false;
+    }
     unlock(st);
     return r;
+}
+
+int store_plan_finish(struct store *st, int64_t job_id, int attempt, int64_t runner_id,
+                      const char *status, int exit_code, const char *error, json_t *plan_jobs,
+                      bool *build_done, struct buf *err)
+{
+    struct store_finish f = {.job_id = job_id, .attempt = attempt, .runner_id = runner_id,
+                             .status = status, .exit_code = exit_code, .error = error,
+                             .plan_jobs = plan_jobs};
+    int r = store_finish(st, &f, err);
+    json_decref(f.job);
+    if (r == 0 && build_done)
+        *build_done = f.build_done;
+    return r;
+}
+
+int store_job_finish(struct store *st, int64_t job_id, int attempt, int64_t runner_id,
+                     const char *status, int exit_code, const char *error, bool *build_done)
+{
+    return store_plan_finish(st, job_id, attempt, runner_id, status, exit_code, error, NULL,
+                             build_done, NULL);
 }
 
 /* ---- leases ------------------------------------------------------------------ */

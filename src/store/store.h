@@ -233,6 +233,33 @@ int store_plan_finish(struct store *st, int64_t job_id, int attempt, int64_t run
                       bool *build_done, struct buf *err);
 
 /*
+ * Finish an attempt as store_plan_finish() does and, when claim_labels is
+ * set, claim the runner's next job as store_job_claim() does, in the same
+ * transaction (a busy runner asks for its next job with its result: one
+ * transaction per job instead of two). The claim is made whenever the finish
+ * returns 0 (also when it changed nothing), and the two succeed or fail
+ * together. On success f->job is the job as store_job_get() shows it after
+ * the finish, f->next the claimed job or NULL, f->build_done as
+ * store_plan_finish() says; the caller owns both. On failure both are NULL.
+ */
+struct store_finish {
+    int64_t job_id;
+    int attempt;
+    int64_t runner_id;
+    const char *status;
+    int exit_code;
+    const char *error;
+    json_t *plan_jobs;
+    json_t *claim_labels; /* the runner's labels, or NULL: no claim */
+    int64_t lease_ms;
+    bool build_done; /* out */
+    json_t *job;     /* out */
+    json_t *next;    /* out */
+};
+
+int store_finish(struct store *st, struct store_finish *f, struct buf *err);
+
+/*
  * Leases. Put every running job whose lease expired back in the queue
  * (attempt stays; the next claim increments it; infra_retries + 1, runner
  * cleared), or, once infra_retries reaches max_retries, make it "error".

@@ -701,6 +701,66 @@ static char *run_build(struct store *st, int64_t runner, const char *const *stat
     return s;
 }
 
+/* store_finish: the finish, the next claim and the job read back, in one
+ * transaction; a claim only when the finish went through; labels matter. */
+static void test_finish_and_claim(void **state)
+{
+    struct fixture *f = *state;
+    int64_t build = build_new(f->st, 0, NULL, THREE_JOBS);
+    int64_t r1 = runner_new(f->st, "r1", "{}");
+    json_t *labels = js("{}");
+    json_t *a = claim(f->st, r1, "{}", LEASE);
+    assert_string_equal(sval(a, "name"), "a");
+
+    struct store_finish fin = {.job_id = ival(a, "id"), .attempt = (int)ival(a, "attempt"),
+                               .runner_id = r1, .status = "passed", .exit_code = 0,
+                               .claim_labels = labels, .lease_ms = LEASE};
+    assert_int_equal(store_finish(f->st, &fin, NULL), 0);
+    assert_non_null(fin.job);
+    assert_string_equal(sval(fin.job, "status"), "passed");
+    assert_int_equal(ival(fin.job, "id"), ival(a, "id"));
+    assert_false(fin.build_done);
+    assert_non_null(fin.next);
+    assert_string_equal(sval(fin.next, "name"), "b");
+    assert_int_equal(ival(fin.next, "attempt"), 1);
+    assert_true(is_null(fin.next, "repo"));
+    json_t *keep = NULL;
+    assert_string_equal(job_status(f->st, ival(fin.next, "id"), &keep), "running");
+    assert_string_equal(sval(keep, "runner"), "r1");
+    json_t *b = fin.next;
+    json_decref(fin.job);
+
+    /* A stale finish claims nothing: c stays queued. */
+    fin = (struct store_finish){.job_id = ival(b, "id"), .attempt = 7, .runner_id = r1,
+                                .status = "passed", .claim_labels = labels, .lease_ms = LEASE};
+    assert_int_equal(store_finish(f->st, &fin, NULL), -ESTALE);
+    assert_null(fin.job);
+    assert_null(fin.next);
+    json_t *c = claim(f->st, r1, "{}", LEASE);
+    assert_string_equal(sval(c, "name"), "c");
+
+    /* The last finish finds nothing to claim, and ends the build. */
+    fin = (struct store_finish){.job_id = ival(b, "id"), .attempt = 1, .runner_id = r1,
+                                .status = "passed", .claim_labels = labels, .lease_ms = LEASE};
+    assert_int_equal(store_finish(f->st, &fin, NULL), 0);
+    assert_null(fin.next);
+    json_decref(fin.job);
+    fin = (struct store_finish){.job_id = ival(c, "id"), .attempt = 1, .runner_id = r1,
+                                .status = "failed", .exit_code = 1, .claim_labels = labels,
+                                .lease_ms = LEASE};
+    assert_int_equal(store_finish(f->st, &fin, NULL), 0);
+    assert_true(fin.build_done);
+    assert_null(fin.next);
+    assert_string_equal(sval(fin.job, "status"), "failed");
+    json_decref(fin.job);
+    assert_string_equal(build_status(f->st, build, &keep), "failed");
+    json_decref(keep);
+    json_decref(a);
+    json_decref(b);
+    json_decref(c);
+    json_decref(labels);
+}
+
 static void test_build_state(void **state)
 {
     struct fixture *f = *state;
@@ -1809,6 +1869,7 @@ int main(int argc, char **argv)
         cmocka_unit_test_setup_teardown(test_claim_labels, setup, teardown),
         cmocka_unit_test_setup_teardown(test_claim_past_batch, setup, teardown),
         cmocka_unit_test_setup_teardown(test_check_finish, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_finish_and_claim, setup, teardown),
         cmocka_unit_test_setup_teardown(test_build_state, setup, teardown),
         cmocka_unit_test_setup_teardown(test_lease_expiry, setup, teardown),
         cmocka_unit_test_setup_teardown(test_lease_requeue_then_finish, setup, teardown),
