@@ -563,6 +563,37 @@ static int file_new(const char *dir, const char *name, const char *text)
     return ret;
 }
 
+/* What git init finds out about the file system of a new repository, and
+ * writes into its config when it is not the default. */
+struct fs_caps {
+    bool filemode;   /* the executable bit holds (not on vfat) */
+    bool symlinks;   /* symbolic links can be made */
+    bool ignorecase; /* names are found whatever their case */
+};
+
+/* Probe dir's file system as git init does (a file, its mode changed, the
+ * same name in other case, a symbolic link); when no file can be made there,
+ * the mode and the case are taken to be the defaults (true, false). */
+static void fs_probe(const char *dir, struct fs_caps *fs)
+{
+    *fs = (struct fs_caps){true, true, false};
+    char *probe = xasprintf("%s/yci-probe", dir), *upper = xasprintf("%s/YCI-PROBE", dir);
+    int fd = open(probe, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+    if (fd >= 0) {
+        struct stat st;
+        if (fchmod(fd, 0755) == 0 && fstat(fd, &st) == 0)
+            fs->filemode = (st.st_mode & 0100) != 0;
+        close(fd);
+        fs->ignorecase = access(upper, F_OK) == 0;
+        unlink(probe);
+    }
+    fs->symlinks = symlink("testing", probe) == 0;
+    if (fs->symlinks)
+        unlink(probe);
+    free(probe);
+    free(upper);
+}
+
 /*
  * Make the empty directory ws a repository that borrows the cache's objects,
  * as `git clone --shared --no-checkout <cache> <ws>` does (its origin is the
@@ -570,8 +601,8 @@ static int file_new(const char *dir, const char *name, const char *text)
  * .git with HEAD, config, refs/ and objects/info/alternates. git clone cost
  * a process start and the copy of git's templates (a score of sample hooks)
  * per job: the checkout row went from 26 to 63 jobs/s (docs/architecture.md,
- * "The runner"). core.filemode is written as clone would find it on a Unix
- * file system. 1: the
+ * "The runner"). The file system is probed as git init does (fs_probe()).
+ * 1: the
  * cache's path cannot be written plainly into these files (a newline, a
  * quote or a backslash in it); let git clone do it.
  */
@@ -590,15 +621,20 @@ static int ws_init(const char *ws, const char *cache)
             return r;
     }
     char *git_dir = xasprintf("%s/.git", ws);
+    struct fs_caps fs;
+    fs_probe(git_dir, &fs);
     char *config = xasprintf("[core]\n"
                              "\trepositoryformatversion = 0\n"
-                             "\tfilemode = true\n"
+                             "\tfilemode = %s\n"
                              "\tbare = false\n"
                              "\tlogallrefupdates = true\n"
+                             "%s%s"
                              "[remote \"origin\"]\n"
                              "\turl = \"%s\"\n"
                              "\tfetch = +refs/heads/*:refs/remotes/origin/*\n",
-                             cache);
+                             fs.filemode ? "true" : "false",
+                             fs.symlinks ? "" : "\tsymlinks = false\n",
+                             fs.ignorecase ? "\tignorecase = true\n" : "", cache);
     char *alternates = xasprintf("%s/objects\n", cache);
     int ret = file_new(git_dir, "HEAD", "ref: refs/heads/master\n");
     if (ret == 0)

@@ -266,6 +266,7 @@ def test_the_workspace_is_a_git_repository_at_the_commit(ctx, server, runner, gi
            "      - echo count=$(git rev-list --count HEAD)\n"
            "      - echo parent=$(git rev-parse HEAD~1)\n"
            "      - echo branch=$(git symbolic-ref -q HEAD || echo detached)\n"
+           "      - echo filemode=$(git config core.filemode)\n"
            "      - git -c user.name=j -c user.email=j@example.com commit -q --allow-empty -m mine\n"
            "      - git fsck --no-progress\n")
     sha, b = first_build(server, repo, {".yci.yml": yml})
@@ -276,6 +277,7 @@ def test_the_workspace_is_a_git_repository_at_the_commit(ctx, server, runner, gi
     assert "status=[]" in text, text
     assert "count=2" in text and "parent=%s" % first in text, text
     assert "branch=detached" in text, text
+    assert "filemode=true" in text, text  # as git finds it on the tests' file system
     # The next build's job starts from a fresh workspace at its own commit.
     sha2 = repo.commit({"b.txt": "two\n"})
     b2 = server.wait_commit_build("ws", sha2, timeout=60)
