@@ -244,6 +244,22 @@ def test_log_cap_keeps_head_and_tail(ctx):
     assert r.returncode == 2 and "--max-log-size" in r.stderr, r
 
 
+def test_short_jobs_logs_of_every_size_are_whole(ctx, server, runner):
+    """A job that ends quickly is sent by its slot's own thread when it ended:
+    its output whole with the result when it fits (64 KiB), in chunks first
+    when it does not, and through the uploader thread once it passed 512 KiB
+    (docs/architecture.md, "The runner"). Every size arrives byte for byte."""
+    sizes = (0, 1, 65535, 65536 + 17, 300000, 2000000)
+    cmds = ["head -c %d /dev/zero | tr '\\0' x" % n for n in sizes]
+    build, jobs = server.submit_jobs([{"name": "size-%d" % n, "commands": [c]}
+                                      for n, c in zip(sizes, cmds)])
+    b = server.wait_build(build["id"], timeout=120)
+    assert b["status"] == "passed", b
+    for job, n, c in zip(jobs, sizes, cmds):
+        log = server.log(job["id"]).decode()
+        assert log == "$ %s\n" % c + "x" * n, (n, len(log), log[:80])
+
+
 def test_log_windows_by_offset_and_http_range(ctx, server, runner):
     from conftest import http_request
     bid = server.submit([{"name": "digits", "commands": ["printf 0123456789"]}])["id"]
