@@ -289,27 +289,16 @@ static char **job_env(const json_t *job, const char *dir, size_t *n)
  * Sets *exit_code; returns 0, 1 when the command could not start (printed)
  * or -ETIMEDOUT when the job timed out (its processes are then gone). A
  * command of plain words starts without a shell, as on a runner
- * (spawn_plain_words()). */
+ * (spawn_command()). */
 static int run_command(const char *cmd, const char *dir, char **env, int64_t deadline,
                        int *exit_code)
 {
-    const char *const sh[] = {"/bin/sh", "-c", cmd, NULL};
-    char **words = spawn_plain_words(cmd, (const char *const *)env);
-    struct spawn_opts o = {.argv = words ? (const char *const *)words : sh,
-                           .envp = (const char *const *)env,
-                           .cwd = dir,
-                           .out_fd = STDOUT_FILENO};
+    struct spawn_opts o = {.envp = (const char *const *)env, .cwd = dir, .out_fd = STDOUT_FILENO};
     struct spawn *s = NULL;
     struct buf err = BUF_INIT;
+    bool direct = false;
     fflush(stdout);
-    int r = spawn_start(&o, &s, &err);
-    if (r < 0 && words) { /* the shell's message and exit code, then */
-        buf_release(&err);
-        free(words);
-        words = NULL;
-        o.argv = sh;
-        r = spawn_start(&o, &s, &err);
-    }
+    int r = spawn_command(cmd, &o, &s, &direct, &err);
     if (r < 0) {
         fprintf(stderr, "yci run: cannot run the command: %s\n", err.data ? err.data : "?");
         buf_release(&err);
@@ -323,17 +312,15 @@ static int run_command(const char *cmd, const char *dir, char **env, int64_t dea
     if (r == -ETIMEDOUT) {
         spawn_terminate(s, RUN_KILL_GRACE_MS, &status);
         *exit_code = spawn_exit_code(status);
-        free(words);
         spawn_free(s);
         return -ETIMEDOUT;
     }
     *exit_code = r < 0 ? -1 : spawn_exit_code(status);
     char note[96];
-    if (r >= 0 && words && spawn_death_note(status, note, sizeof note)) {
+    if (r >= 0 && direct && spawn_death_note(status, note, sizeof note)) {
         fputs(note, stdout);
         fflush(stdout);
     }
-    free(words);
     spawn_free(s);
     return r < 0 ? 1 : 0;
 }

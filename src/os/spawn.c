@@ -712,7 +712,9 @@ static bool plain_char(unsigned char c)
            (c && strchr("-_./,:+@%=", c));
 }
 
-char **spawn_plain_words(const char *cmd, const char *const *envp)
+/* The words of cmd when spawn_command() may start them without the shell
+ * (see spawn.h), else NULL. One allocation: free the array. */
+static char **plain_words(const char *cmd, const char *const *envp)
 {
     size_t n = strlen(cmd), nwords = 0;
     if (n == 0 || n > 4096)
@@ -734,16 +736,13 @@ char **spawn_plain_words(const char *cmd, const char *const *envp)
         !(alone && ((flen == 4 && memcmp(first, "true", 4) == 0) ||
                     (flen == 5 && memcmp(first, "false", 5) == 0))))
         return NULL;
-    for (const char *const *e = envp ? envp : (const char *const *)environ; *e; e++)
-        if (strncmp(*e, "PATH=", 5) == 0) {
-            for (const char *p = *e + 5;; p++) {
-                if (*p != '/')
-                    return NULL; /* empty or relative */
-                p = strchr(p, ':');
-                if (!p)
-                    break;
-            }
-        }
+    const char *p = env_get(envp ? envp : (const char *const *)environ, "PATH");
+    while (p) {
+        if (*p != '/')
+            return NULL; /* an empty or relative directory */
+        if ((p = strchr(p, ':')))
+            p++;
+    }
     char **argv = xmalloc((nwords + 1) * sizeof *argv + n + 1);
     char *text = (char *)(argv + nwords + 1);
     memcpy(text, cmd, n + 1);
@@ -756,6 +755,26 @@ char **spawn_plain_words(const char *cmd, const char *const *envp)
     }
     argv[k] = NULL;
     return argv;
+}
+
+int spawn_command(const char *cmd, const struct spawn_opts *opts, struct spawn **out,
+                  bool *direct, struct buf *err)
+{
+    struct spawn_opts o = *opts;
+    char **words = plain_words(cmd, opts->envp);
+    int ret = -ENOENT;
+    if (words) {
+        o.argv = (const char *const *)words;
+        ret = spawn_start(&o, out, err);
+        free(words);
+    }
+    *direct = ret == 0;
+    if (ret == 0)
+        return 0;
+    buf_reset(err);
+    const char *const sh[] = {"/bin/sh", "-c", cmd, NULL};
+    o.argv = sh;
+    return spawn_start(&o, out, err);
 }
 
 int spawn_death_note(int status, char *buf, size_t n)

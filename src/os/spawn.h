@@ -123,17 +123,19 @@ void spawn_free(struct spawn *s);
 /* A wait status as a shell would show it: the exit code, or 128 + signal. */
 int spawn_exit_code(int status);
 
-/* The words of the shell command cmd when it may be run without a shell
- * (as make does), with the same effect as `/bin/sh -c cmd` starting it:
- * plain words (letters, digits and -_./,:+@%=) separated by spaces, the
- * first neither a builtin nor a reserved word nor an assignment, and no
- * empty or relative directory in envp's PATH (NULL: ours), which the shell
- * would search from its own directory. `true` and `false` alone, which the
- * shell runs without a process, count as programs: the same exit, for less
- * than a shell's start. NULL: the shell's. One allocation: free the array.
- * A caller runs the words as argv (PATH searched) and hands cmd to the
- * shell after all when they cannot start, for its message and exit code. */
-char **spawn_plain_words(const char *cmd, const char *const *envp);
+/* Start the shell command cmd with what `/bin/sh -c cmd` would start, as
+ * make does: when it is plain words (letters, digits and -_./,:+@%=)
+ * separated by spaces, the first neither a builtin nor a reserved word nor
+ * an assignment, and opts' envp has no empty or relative directory in its
+ * PATH (which the shell would search from its own directory), the program
+ * itself; otherwise, or when that program cannot start (for the shell's
+ * message and exit code, or a script without #!), /bin/sh -c cmd. `true`
+ * and `false` alone, which the shell runs without a process, count as
+ * programs: the same exit, for less than a shell's start. opts->argv is
+ * ignored. *direct: started without the shell (a death by signal is then
+ * the caller's to print: spawn_death_note()). As spawn_start() otherwise. */
+int spawn_command(const char *cmd, const struct spawn_opts *opts, struct spawn **out,
+                  bool *direct, struct buf *err);
 
 /* What dash prints of a child that a signal killed ("Segmentation fault
  * (core dumped)\n"; nothing for SIGINT and SIGPIPE), for a caller that

@@ -767,25 +767,24 @@ static char **job_env(const struct yci_job *job, const char *ws, size_t *n)
     return env;
 }
 
-/* Run argv in ws with env to its end, its output to the spool; *code is its
- * exit code. -1 when it could not start (the result is then set). direct:
- * argv is a command's plain words, run without the shell that would have
- * run them; one that cannot start is neither logged nor a result (-2, for
- * the caller to hand to the shell), and a death by signal is logged as the
- * shell would have logged it. */
-static int run_one(struct exec *x, const char *const *argv, char **env, const char *ws,
-                   int64_t deadline, bool direct, int *code)
+/* Run the shell command cmd (spawn_command()), or argv when cmd is NULL, in
+ * ws with env to its end, its output to the spool; *code is its exit code.
+ * -1 when it could not start (the result is then set). A command started
+ * without the shell that a signal killed is logged as the shell would have
+ * logged it. */
+static int run_one(struct exec *x, const char *cmd, const char *const *argv, char **env,
+                   const char *ws, int64_t deadline, int *code)
 {
     struct spawn_opts o = {argv, (const char *const *)env, ws, SPAWN_PIPE};
     struct buf err = BUF_INIT;
     struct spawn *s;
-    if (spawn_start(&o, &s, &err) < 0) {
-        if (!direct) {
-            spoolf(x, "yci: %s\n", err.data);
-            set_result(x, YCI_ERROR, -1, "%s", err.data);
-        }
+    bool direct = false;
+    int r = cmd ? spawn_command(cmd, &o, &s, &direct, &err) : spawn_start(&o, &s, &err);
+    if (r < 0) {
+        spoolf(x, "yci: %s\n", err.data);
+        set_result(x, YCI_ERROR, -1, "%s", err.data);
         buf_release(&err);
-        return direct ? -2 : -1;
+        return -1;
     }
     buf_release(&err);
     int status = 0;
@@ -814,19 +813,7 @@ static void run_commands(struct exec *x, const char *ws)
     for (size_t i = 0; i < job->ncommands && !stopping(x); i++) {
         const char *cmd = job->commands[i];
         spoolf(x, "$ %s\n", cmd);
-        /* Plain words run as they are: the shell would only start them,
-         * one process start later. One that cannot start goes to the
-         * shell after all, for its message (not found, not executable)
-         * and exit code, or to run a script without #!. */
-        int code = 0, end = -2;
-        char **words = spawn_plain_words(cmd, (const char *const *)env);
-        if (words)
-            end = run_one(x, (const char *const *)words, env, ws, deadline, true, &code);
-        free(words);
-        if (end == -2) {
-            const char *argv[] = {"/bin/sh", "-c", cmd, NULL};
-            end = run_one(x, argv, env, ws, deadline, false, &code);
-        }
+        int code = 0, end = run_one(x, cmd, NULL, env, ws, deadline, &code);
         if (end < 0)
             break;
         if (end == PUMP_TIMED_OUT) {
@@ -893,7 +880,7 @@ static void run_plan(struct exec *x, const char *ws)
     char **env = job_env(job, ws, &nenv);
     env_set(&env, &nenv, "PYTHONDONTWRITEBYTECODE=1");
     int code = 0;
-    int end = run_one(x, (const char *const *)argv, env, ws, job_deadline(job), false, &code);
+    int end = run_one(x, NULL, (const char *const *)argv, env, ws, job_deadline(job), &code);
     plan_argv_free(argv);
     env_free(env, nenv);
     if (end < 0 || end == PUMP_STOPPED)

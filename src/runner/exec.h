@@ -13,7 +13,7 @@
  * exec_free().
  *
  * Processes: each command is `/bin/sh -c <command>` (or, when it is plain
- * words, the program itself: spawn_plain_words()) in its own process
+ * words, the program itself: spawn_command()) in its own process
  * group, under a supervisor that kills whatever it leaves behind
  * (os/spawn.h). On timeout or stop: SIGTERM to the group, SIGKILL to it and
  * every descendant EXEC_KILL_GRACE_MS later.
