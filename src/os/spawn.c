@@ -321,6 +321,7 @@ static int helper_fork(const struct child_args *a, bool take_lease, pid_t *sup, 
     *leased = got == 2;
     if (*leased) {
         lease = (struct lease){fds[1], fds[0], rep.pid, true};
+        pthread_once(&lease_once, lease_key_make);
         if (lease_key_made)
             pthread_setspecific(lease_key, &lease);
     }
@@ -493,7 +494,6 @@ static int spawn_try(const struct spawn_opts *opts, struct spawn **out, struct b
     pid_t sup = -1;
     int pidfd = -1;
     bool leased = false;
-    pthread_once(&lease_once, lease_key_make);
     if (lease_spawn(&a, &sup, &pidfd) == 0)
         leased = true;
     else /* -ESRCH: no helper (any more) */

@@ -318,8 +318,7 @@ static enum pump_end pump(struct exec *x, struct spawn *s, int64_t deadline_ms, 
         int64_t next = kill_at ? kill_at : (end == PUMP_EXITED ? deadline_ms : 0);
         if (napping && (!next || nap_until < next))
             next = nap_until;
-        bool kick_due = x->kick && !x->kicked && x->written > 0;
-        if (kick_due && (!next || x->kick_at < next))
+        if (x->kick && !x->kicked && x->written > 0 && (!next || x->kick_at < next))
             next = x->kick_at;
         int wait = -1;
         if (next)
@@ -331,8 +330,7 @@ static enum pump_end pump(struct exec *x, struct spawn *s, int64_t deadline_ms, 
             nap_until = 0;
             pfd[1].revents = POLLIN; /* read it now: a read that finds nothing is harmless */
         }
-        if (kick_due)
-            kick_maybe(x);
+        kick_maybe(x);
 
         /* Output first, so that nothing is lost when the child ends. */
         if (pfd[1].revents && !eof) {
@@ -602,9 +600,8 @@ static void fs_probe(const char *dir, struct fs_caps *fs)
  * a process start and the copy of git's templates (a score of sample hooks)
  * per job: the checkout row went from 26 to 63 jobs/s (docs/architecture.md,
  * "The runner"). The file system is probed as git init does (fs_probe()).
- * 1: the
- * cache's path cannot be written plainly into these files (a newline, a
- * quote or a backslash in it); let git clone do it.
+ * 1: the cache's path cannot be written plainly into these files (a
+ * newline, a quote or a backslash in it); let git clone do it.
  */
 static int ws_init(const char *ws, const char *cache)
 {

@@ -122,8 +122,9 @@ void sched_kick(struct sched *s);
  * wait_s seconds. Always answers the request (now or later). */
 void sched_claim(struct sched *s, struct http_request *req, const struct auth_runner *r,
                  int wait_s);
-/* A job was claimed for runner r (by a finish that asked for the next one,
- * store_finish): make job the claim response body, and log the claim. */
+/* A job was claimed for runner r (store_job_claim, or store_finish for a
+ * finish that asked for the next one): make job the claim response body,
+ * and log the claim. */
 void sched_claimed(struct server *srv, const struct auth_runner *r, json_t *job);
 /* Are claims served (false once the server is stopping)? */
 bool sched_open(struct sched *s);

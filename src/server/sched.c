@@ -84,8 +84,7 @@ static void list_append(struct sched *s, struct waiter *w)
     s->tail = w;
 }
 
-/* Turn a claimed job (from the store) into the claim response body. */
-static void sched_claim_json(struct server *srv, json_t *job)
+void sched_claimed(struct server *srv, const struct auth_runner *r, json_t *job)
 {
     const char *repo = json_string_value(json_object_get(job, "repo"));
     if (repo) {
@@ -99,11 +98,6 @@ static void sched_claim_json(struct server *srv, json_t *job)
     if (!json_is_integer(timeout) || json_integer_value(timeout) <= 0)
         json_object_set_new(job, "timeout", json_integer(srv->cfg.job_timeout));
     json_object_set_new(job, "max_log_bytes", json_integer(srv->cfg.max_log_bytes));
-}
-
-void sched_claimed(struct server *srv, const struct auth_runner *r, json_t *job)
-{
-    sched_claim_json(srv, job);
     log_info("job %" PRId64 " attempt %" PRId64 " (build %" PRId64 ", '%s') claimed by runner "
              "'%s' (%" PRId64 ")",
              (int64_t)json_integer_value(json_object_get(job, "id")),

@@ -2185,13 +2185,20 @@ out:
 
 /* ---- jobs ------------------------------------------------------------------- */
 
-json_t *store_job_get(struct store *st, int64_t id)
+/* The job as the API shows it, or NULL; the lock held. */
+static json_t *job_read(struct store *st, int64_t id)
 {
-    lock(st);
     sqlite3_stmt *s = q(st, Q_JOB_GET);
     sqlite3_bind_int64(s, 1, id);
     json_t *j = sqlite3_step(s) == SQLITE_ROW ? job_from_row(s) : NULL;
     sqlite3_reset(s);
+    return j;
+}
+
+json_t *store_job_get(struct store *st, int64_t id)
+{
+    lock(st);
+    json_t *j = job_read(st, id);
     unlock(st);
     return j;
 }
@@ -2526,10 +2533,7 @@ int store_finish(struct store *st, struct store_finish *f, struct buf *err)
             r = c;
     }
     if (r == 0) {
-        sqlite3_stmt *s = q(st, Q_JOB_GET);
-        sqlite3_bind_int64(s, 1, f->job_id);
-        f->job = sqlite3_step(s) == SQLITE_ROW ? job_from_row(s) : NULL;
-        sqlite3_reset(s);
+        f->job = job_read(st, f->job_id);
         r = f->job ? tx_commit(st, NULL) : -EIO;
     }
     if (r < 0) {

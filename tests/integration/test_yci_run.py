@@ -13,11 +13,18 @@ def run(ctx, repo, *args, timeout=60):
     return ctx.cli("run", repo.work, *args, timeout=timeout)
 
 
-def test_matrix_pipeline_passes(ctx):
+def tree(ctx, files):
+    """A work tree with one commit, and files written after it (yci run reads
+    the working tree: what is not committed counts)."""
     repo = GitRepo(ctx)
     repo.commit({"README": "x\n"}, push=False)
+    repo.write(files)
+    return repo
+
+
+def test_matrix_pipeline_passes(ctx):
     # Not committed: yci run reads the working tree.
-    repo.write({".yci.yml": (
+    repo = tree(ctx, {".yci.yml": (
         "jobs:\n"
         "  lint:\n"
         "    run: echo lint-ran CI=$CI YCI=$YCI\n"
@@ -125,11 +132,9 @@ def test_no_pipeline_exits_2(ctx):
 
 
 def test_yci_py_runs_the_generators_jobs(ctx):
-    repo = GitRepo(ctx)
-    repo.commit({"README": "x\n"}, push=False)
     # The seed's example with Bash(...) before the keywords, and the plain
     # dicts of the published .yci.py: the same jobs.
-    repo.write({".yci.py": (
+    repo = tree(ctx, {".yci.py": (
         "from yci.retry import IncrementalRetry\n"
         "from yci.run import Bash\n"
         "\n"
@@ -248,22 +253,20 @@ def test_plain_commands_run_without_a_shell(ctx):
     parent is yci's supervisor, PWD is the tree's), one that cannot start gets
     the shell's message and exit code, a death by signal is printed as dash
     prints it, and the rest still goes to the shell."""
-    repo = GitRepo(ctx)
-    repo.write({"parent.sh": '#!/bin/sh\necho "parent=$(cat /proc/$PPID/comm) pwd=$PWD"\n',
-                "segv.sh": "#!/bin/sh\nkill -SEGV $$\n"})
+    repo = tree(ctx, {
+        "parent.sh": '#!/bin/sh\necho "parent=$(cat /proc/$PPID/comm) pwd=$PWD"\n',
+        "segv.sh": "#!/bin/sh\nkill -SEGV $$\n",
+        ".yci.yml": ("jobs:\n"
+                     "  plain:\n"
+                     "    run:\n"
+                     "      - ./parent.sh\n"
+                     "      - ./parent.sh; true\n"
+                     "  missing:\n"
+                     "    run: no-such-program-yci\n"
+                     "  segv:\n"
+                     "    run: ./segv.sh\n")})
     os.chmod(os.path.join(repo.work, "parent.sh"), 0o755)
     os.chmod(os.path.join(repo.work, "segv.sh"), 0o755)
-    repo.commit({"README": "x\n"}, push=False)
-    repo.write({".yci.yml": (
-        "jobs:\n"
-        "  plain:\n"
-        "    run:\n"
-        "      - ./parent.sh\n"
-        "      - ./parent.sh; true\n"
-        "  missing:\n"
-        "    run: no-such-program-yci\n"
-        "  segv:\n"
-        "    run: ./segv.sh\n")})
     r = run(ctx, repo)
     out = r.stdout
     assert r.returncode == 1, r
