@@ -365,6 +365,12 @@ static void do_job(struct yci_client *c, struct yci_job *job, struct yci_result 
     plan_jobs_text = NULL;
     buf_release(&log_tail);
     struct runner *r = arg;
+    if (job->slot < 0 || job->slot >= r->slots) { /* not from the library's run loop */
+        log_error("job %" PRId64 ": no slot %d on this runner", job->id, job->slot);
+        res->status = YCI_ERROR;
+        res->error = "the runner cannot start the job";
+        return;
+    }
     struct buf err = BUF_INIT;
     struct exec *x = NULL;
     char *path = spool_path(r, job->slot);
@@ -397,52 +403,45 @@ static void do_job(struct yci_client *c, struct yci_job *job, struct yci_result 
     if (yci_job_cancelled(job))
         exec_stop(x, atomic_load(&r->stopping) ? EXEC_SHUTDOWN : EXEC_CANCELLED);
 
-    if (job->slot < 0 || job->slot >= r->slots) {
-        log_error("job %" PRId64 ": no slot %d on this runner", job->id, job->slot);
-        res->status = YCI_ERROR;
-        res->error = "the runner cannot start the job";
+    /* The job runs in this thread; its log goes up from the slot's
+     * uploader thread once it runs long or prints much, else from here
+     * when it ended: a short job wakes no other thread. */
+    struct upload_task t = {r, job, x, &log_tail, 0, false, false, false};
+    x->kick = upload_kick;
+    x->kick_arg = &t;
+    x->kick_at = time_mono_ms() + UPLOAD_INTERVAL_MS;
+    exec_run(x);
+    bool delivered;
+    if (t.started) {
+        upload_wait(&t);
+        delivered = t.ok;
     } else {
-        /* The job runs in this thread; its log goes up from the slot's
-         * uploader thread once it runs long or prints much, else from here
-         * when it ended: a short job wakes no other thread. */
-        struct upload_task t = {r, job, x, &log_tail, 0, false, false, false};
-        x->kick = upload_kick;
-        x->kick_arg = &t;
-        x->kick_at = time_mono_ms() + UPLOAD_INTERVAL_MS;
-        exec_run(x);
-        bool delivered;
-        if (t.started) {
-            upload_wait(&t);
-            delivered = t.ok;
-        } else {
-            delivered = upload(r, job, x, &log_tail, &t.tail_offset);
+        delivered = upload(r, job, x, &log_tail, &t.tail_offset);
+    }
+    if (!delivered || yci_job_cancelled(job)) {
+        res->status = YCI_ABANDONED;
+        log_info("job %" PRId64 ": dropped (%s)", job->id,
+                 atomic_load(&r->stopping) ? "the runner is stopping"
+                                           : "cancelled or taken away");
+    } else {
+        res->status = x->status;
+        res->exit_code = x->exit_code;
+        res->log = log_tail.data;
+        res->log_len = log_tail.len;
+        res->log_offset = t.tail_offset;
+        res->error = x->error.len ? x->error.data : NULL;
+        if (x->status == YCI_PASSED && x->plan_jobs) {
+            plan_jobs_text = x->plan_jobs;
+            x->plan_jobs = NULL;
+            res->plan_jobs = plan_jobs_text;
         }
-        uint64_t tail_offset = t.tail_offset;
-        if (!delivered || yci_job_cancelled(job)) {
-            res->status = YCI_ABANDONED;
-            log_info("job %" PRId64 ": dropped (%s)", job->id,
-                     atomic_load(&r->stopping) ? "the runner is stopping"
-                                               : "cancelled or taken away");
-        } else {
-            res->status = x->status;
-            res->exit_code = x->exit_code;
-            res->log = log_tail.data;
-            res->log_len = log_tail.len;
-            res->log_offset = tail_offset;
-            res->error = x->error.len ? x->error.data : NULL;
-            if (x->status == YCI_PASSED && x->plan_jobs) {
-                plan_jobs_text = x->plan_jobs;
-                x->plan_jobs = NULL;
-                res->plan_jobs = plan_jobs_text;
-            }
-            log_info("job %" PRId64 ": %s%s%s (exit %d) in %" PRId64 " ms", job->id,
-                     x->status == YCI_PASSED      ? "passed"
-                     : x->status == YCI_FAILED    ? "failed"
-                     : x->status == YCI_TIMED_OUT ? "timed out"
-                                                  : "error",
-                     x->error.len ? ": " : "", x->error.len ? x->error.data : "", x->exit_code,
-                     time_mono_ms() - t0);
-        }
+        log_info("job %" PRId64 ": %s%s%s (exit %d) in %" PRId64 " ms", job->id,
+                 x->status == YCI_PASSED      ? "passed"
+                 : x->status == YCI_FAILED    ? "failed"
+                 : x->status == YCI_TIMED_OUT ? "timed out"
+                                              : "error",
+                 x->error.len ? ": " : "", x->error.len ? x->error.data : "", x->exit_code,
+                 time_mono_ms() - t0);
     }
     pthread_mutex_lock(&r->mu);
     r->running[job->slot] = NULL;
