@@ -1194,18 +1194,43 @@ static void h_runner_claim(struct call *c)
 
 /* ---- git smart HTTP ----------------------------------------------------- */
 
-/* The mirror for /git/{name}, accepting "name.git" too; NULL after a 404. */
+/* The repository served at /git/{name} ("name.git" too) or, by its GitHub
+ * path, /git/{owner}/{name}.git: the repository owner.name or, as before
+ * there was that path, name. NULL when there is none. *name_out is the
+ * repository's name, or the first name tried when none (NULL if invalid). */
+static json_t *git_repo_param(struct call *c, char **name_out)
+{
+    const char *last = c->params[1] ? c->params[1] : c->params[0];
+    size_t n = strlen(last);
+    char *base = n > 4 && strcmp(last + n - 4, ".git") == 0 ? xstrndup(last, n - 4) : NULL;
+    char *cand[4] = {NULL};
+    int k = 0;
+    if (c->params[1]) {
+        cand[k++] = xasprintf("%s.%s", c->params[0], base ? base : last);
+        cand[k++] = xstrdup(base ? base : last);
+    } else {
+        cand[k++] = xstrdup(last);
+        if (base)
+            cand[k++] = xstrdup(base);
+    }
+    json_t *repo = NULL;
+    int found = 0;
+    for (int i = 0; i < k && !repo; i++)
+        if (name_valid(cand[i]) && (repo = store_repo_get(c->srv->store, cand[i])))
+            found = i;
+    *name_out = repo || name_valid(cand[0]) ? cand[found] : NULL;
+    for (int i = 0; i < k; i++)
+        if (cand[i] != *name_out)
+            free(cand[i]);
+    free(base);
+    return repo;
+}
+
+/* The mirror's path for a /git/ request; NULL after an error answered. */
 static char *git_mirror_param(struct call *c)
 {
-    const char *name = c->params[0];
-    char *alt = NULL;
-    json_t *repo = name_valid(name) ? store_repo_get(c->srv->store, name) : NULL;
-    size_t n = strlen(name);
-    if (!repo && n > 4 && strcmp(name + n - 4, ".git") == 0) {
-        alt = xstrndup(name, n - 4);
-        repo = name_valid(alt) ? store_repo_get(c->srv->store, alt) : NULL;
-        name = alt;
-    }
+    char *name = NULL;
+    json_t *repo = git_repo_param(c, &name);
     char *mirror = NULL;
     if (repo && json_is_true(json_object_get(repo, "private"))) {
         /* A private GitHub repository's mirror: runners and admins only. */
@@ -1214,7 +1239,7 @@ static char *git_mirror_param(struct call *c)
                             auth_runner_lookup(c->srv, token));
         if (!ok) {
             json_decref(repo);
-            free(alt);
+            free(name);
             http_add_header(c->req, "WWW-Authenticate", "Bearer realm=\"yci\"");
             http_respond_error(c->req, 401,
                                "a private repository: a runner token or the admin token is "
@@ -1233,9 +1258,9 @@ static char *git_mirror_param(struct call *c)
         free(head);
     }
     if (!mirror)
-        http_respond_error(c->req, 404, "no repository \"%s\"", name_valid(name) ? name : "?");
+        http_respond_error(c->req, 404, "no repository \"%s\"", name ? name : "?");
     json_decref(repo);
-    free(alt);
+    free(name);
     return mirror;
 }
 
@@ -1449,6 +1474,8 @@ static const struct route routes[] = {
     {"POST", "api/runners/claim", NEED_RUNNER, h_runner_claim},
     {"GET", "git/*/info/refs", NEED_NONE, h_git_info_refs},
     {"POST", "git/*/git-upload-pack", NEED_NONE, h_git_upload_pack},
+    {"GET", "git/*/*/info/refs", NEED_NONE, h_git_info_refs},
+    {"POST", "git/*/*/git-upload-pack", NEED_NONE, h_git_upload_pack},
     {"GET", "", NEED_NONE, h_web_index},
     {"GET", "builds/*", NEED_NONE, h_web_build},
     {"GET", "runners", NEED_NONE, h_web_runners},
@@ -1490,6 +1517,7 @@ static bool match(const char *pattern, char **segs, int nsegs, const char **para
 {
     int i = 0, np = 0;
     const char *p = pattern;
+    params[0] = params[1] = NULL;
     if (!*p)
         return nsegs == 0;
     while (*p) {

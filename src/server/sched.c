@@ -87,13 +87,18 @@ static void list_append(struct sched *s, struct waiter *w)
 void sched_claimed(struct server *srv, const struct auth_runner *r, json_t *job)
 {
     const char *repo = json_string_value(json_object_get(job, "repo"));
+    const char *github = json_string_value(json_object_get(job, "github"));
     if (repo) {
-        char *url = xasprintf("/git/%s", repo);
+        /* A GitHub repository's mirror by its GitHub path, so that a
+         * relative submodule URL resolves as on GitHub ("../lib.git" of
+         * owner/app is owner/lib: the repository owner.lib). */
+        char *url = github ? xasprintf("/git/%s.git", github) : xasprintf("/git/%s", repo);
         json_object_set_new(job, "fetch_url", json_string(url));
         free(url);
     } else {
         json_object_set_new(job, "fetch_url", json_null());
     }
+    json_object_del(job, "github");
     json_t *timeout = json_object_get(job, "timeout");
     if (!json_is_integer(timeout) || json_integer_value(timeout) <= 0)
         json_object_set_new(job, "timeout", json_integer(srv->cfg.job_timeout));

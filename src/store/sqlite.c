@@ -424,7 +424,7 @@ static const char *const sql[Q_COUNT] = {
                      "error = NULL WHERE id = ?1 AND status = 'queued' RETURNING build_id",
     /* The pull request goes to the plan job only: .yci.py gets it as pull. */
     [Q_CLAIM_GET] = "SELECT " JOB_COLS ", b.ref, b.commit_sha, p.name, "
-                    "CASE WHEN j.kind = 'plan' THEN b.pull END" JOB_FROM
+                    "CASE WHEN j.kind = 'plan' THEN b.pull END, p.github" JOB_FROM
                     " JOIN builds b ON b.id = j.build_id LEFT JOIN repos p ON p.id = b.repo_id "
                     "WHERE j.id = ?1",
     [Q_JOB_FINISH] = "UPDATE jobs SET status = ?2, exit_code = ?3, error = ?4, finished = ?5, "
@@ -2371,6 +2371,8 @@ static int claim_in_tx(struct store *st, int64_t runner_id, json_t *runner_label
             json_object_set_new(job, "pull", pull);
         else
             json_decref(pull);
+        if (sqlite3_column_type(s, JOB_NCOLS + 4) == SQLITE_TEXT)
+            json_object_set_new(job, "github", col_text(s, JOB_NCOLS + 4));
     }
     sqlite3_reset(s);
     if (!job)

@@ -192,7 +192,9 @@ int store_job_cancel(struct store *st, int64_t id);
  * (same key, same value). In one transaction: the job becomes running, its
  * attempt grows by one, runner_id is set, and its lease expires lease_ms from
  * now. Returns 1 and sets *job_out (the job JSON plus "repo" (name or null),
- * "commit", "ref", "build_id") when one was claimed, 0 when none matched.
+ * "commit", "ref", "build_id", "pull" for a plan job of a pull request, and
+ * "github", the repository's GitHub full name, when it is GitHub's) when one
+ * was claimed, 0 when none matched.
  * The cost must not grow with the number of finished jobs, and should not
  * grow with the number of queued jobs when they have no labels.
  */

@@ -423,3 +423,34 @@ def test_private_repository_mirror_is_for_runners_and_admins(ctx, gh, gitrepo):
     r = clone("-c", "http.extraHeader=Authorization: Bearer " + server.admin_token)
     assert r.returncode == 0, r.stderr
     assert server.get("/git/octo.proj/info/refs?service=git-upload-pack").status == 401
+    # Its GitHub path too.
+    assert server.get("/git/octo/proj.git/info/refs?service=git-upload-pack").status == 401
+
+
+def test_relative_submodule_urls_resolve_as_on_github(ctx, gh, gitrepo):
+    """A relative submodule URL in a GitHub repository means what it means on
+    GitHub: "../lib.git" in octo/proj is octo/lib, yci's repository octo.lib
+    (not a repository named lib), fetched through the server's mirror."""
+    lib = gitrepo("lib")
+    lib.commit({"hello.txt": "yci-octo-lib-content\n"})
+    gh.add_repo("octo", "lib", clone_url=lib.path)
+    repo = project(gitrepo, gh)
+    server = github_server(ctx, gh, repos="octo/proj octo/lib")
+    ctx.runner(server).start()
+    assert server.wait_commit_build("octo.proj", repo.head("main"), timeout=60)["status"] == "passed"
+    # octo.lib is mirrored, and served by its GitHub path as by its name.
+    refs = "/info/refs?service=git-upload-pack"
+    wait_until(lambda: server.get("/git/octo/lib.git" + refs).status == 200, 30,
+               what="octo/lib's mirror")
+    assert server.get("/git/octo.lib" + refs).body == server.get("/git/octo/lib.git" + refs).body
+    assert server.get("/git/octo/nothing.git" + refs).status == 404
+    assert server.get("/git/lib" + refs).status == 404  # there is no repository "lib"
+
+    repo.git("-c", "protocol.file.allow=always", "submodule", "add", "-q", "../lib.git", "lib")
+    sha = repo.commit({".yci.yml": "submodules: true\njobs:\n  show:\n    run: cat lib/hello.txt\n"})
+    assert server.post("/api/repos/octo.proj/poll").status in (200, 202)
+    b = server.wait_commit_build("octo.proj", sha, timeout=60)
+    (job,) = server.build(b["id"])["jobs"]
+    text = server.log(job["id"]).decode()
+    assert b["status"] == "passed", (b, text)
+    assert "yci-octo-lib-content" in text, text
