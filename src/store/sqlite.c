@@ -475,6 +475,7 @@ struct store {
     pthread_mutex_t lock;
     sqlite3_stmt *stmts[Q_COUNT];
     sqlite3_stmt *list[N_LIST];
+    sqlite3_stmt *unprepared; /* what prepared() gives when it cannot */
     /* Builds or jobs changed (set by the yci_changed() triggers, under the
      * lock); unlock() then counts a version and calls on_change. */
     bool changed;
@@ -520,6 +521,14 @@ static void sql_changed(sqlite3_context *ctx, int argc, sqlite3_value **argv)
     sqlite3_result_null(ctx);
 }
 
+/* SQL yci_unprepared(): the step of st->unprepared, which fails. */
+static void sql_unprepared(sqlite3_context *ctx, int argc, sqlite3_value **argv)
+{
+    (void)argc;
+    (void)argv;
+    sqlite3_result_error(ctx, "a statement could not be prepared (the log says why)", -1);
+}
+
 /* What the pages show: a build or a job appearing or changing state, a
  * build's commit details. A lease extension or a heartbeat is not a change.
  * TEMP triggers live in this connection only: nothing is written for them. */
@@ -555,8 +564,11 @@ static char *list_sql(int mask);
 
 /*
  * *slot, prepared from text on first use. store_open() compiled every
- * statement already, so a failure here is running out of memory (or the
- * database file gone bad under us): as fatal as xmalloc's.
+ * statement already, so this fails only when the database went bad under us
+ * (a disk error, a table dropped by hand) or memory ran out. The server must
+ * not die of it: the caller then gets st->unprepared, a statement whose step
+ * fails ("SELECT yci_unprepared()"), so that it answers its error as for any
+ * failed step; the next call tries to prepare again.
  */
 static sqlite3_stmt *prepared(struct store *st, sqlite3_stmt **slot, const char *text)
 {
@@ -564,7 +576,8 @@ static sqlite3_stmt *prepared(struct store *st, sqlite3_stmt **slot, const char 
         sqlite3_prepare_v3(st->db, text, -1, SQLITE_PREPARE_PERSISTENT, slot, NULL) != SQLITE_OK) {
         fprintf(stderr, "yci: database: cannot prepare \"%.60s...\": %s\n", text,
                 sqlite3_errmsg(st->db));
-        abort();
+        *slot = NULL;
+        return st->unprepared;
     }
     return *slot;
 }
@@ -1486,8 +1499,14 @@ int store_open(const char *path, struct store **out, struct buf *err)
                                     NULL, NULL);
     if (rc == SQLITE_OK)
         rc = sqlite3_exec(st->db, change_triggers, NULL, NULL, &e);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_create_function_v2(st->db, "yci_unprepared", 0, SQLITE_UTF8, NULL,
+                                        sql_unprepared, NULL, NULL, NULL);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_prepare_v3(st->db, "SELECT yci_unprepared()", -1,
+                                SQLITE_PREPARE_PERSISTENT, &st->unprepared, NULL);
     if (rc != SQLITE_OK) {
-        buf_setf(err, "%s: change triggers: %s", path, e ? e : sqlite3_errmsg(st->db));
+        buf_setf(err, "%s: connection set-up: %s", path, e ? e : sqlite3_errmsg(st->db));
         sqlite3_free(e);
         goto out;
     }
@@ -1519,6 +1538,7 @@ void store_free(struct store *st)
         sqlite3_finalize(st->stmts[i]);
     for (int m = 0; m < N_LIST; m++)
         sqlite3_finalize(st->list[m]);
+    sqlite3_finalize(st->unprepared);
     sqlite3_close_v2(st->db);
     pthread_mutex_destroy(&st->lock);
     free(st);

@@ -1213,6 +1213,34 @@ static void test_event_add(void **state)
     assert_null(store_job_get(f->st, 999));
 }
 
+/* The database changed under the store (here a table dropped by hand): a
+ * statement that can no longer be prepared fails its call with an error, as
+ * a failed step does; the store does not abort and the rest works on. */
+static void test_database_changed_under_us(void **state)
+{
+    struct fixture *f = *state;
+    int64_t build = build_new(f->st, 0, NULL, ONE_JOB);
+    sqlite3 *db;
+    assert_int_equal(sqlite3_open_v2(f->db, &db, SQLITE_OPEN_READWRITE, NULL), SQLITE_OK);
+    assert_int_equal(sqlite3_exec(db, "DROP TABLE events", NULL, NULL, NULL), SQLITE_OK);
+    sqlite3_close(db);
+    assert_int_equal(store_event_add(f->st, build, 0, "a note"), -EIO);
+    assert_int_equal(store_event_add(f->st, build, 0, "again"), -EIO);
+    /* Its events cannot be read (that statement was never prepared): the
+     * build without them. */
+    json_t *b = store_build_get(f->st, build);
+    assert_non_null(b);
+    assert_int_equal(json_array_size(json_object_get(b, "jobs")), 1);
+    assert_int_equal(json_array_size(json_object_get(b, "events")), 0);
+    json_decref(b);
+    /* What does not need the table goes on. */
+    int64_t r1 = runner_new(f->st, "r1", "{}");
+    json_t *a = claim(f->st, r1, "{}", LEASE);
+    assert_non_null(a);
+    assert_int_equal(store_job_finish(f->st, ival(a, "id"), 1, r1, "passed", 0, NULL, NULL), 0);
+    json_decref(a);
+}
+
 static void test_reopen(void **state)
 {
     struct fixture *f = *state;
@@ -1881,6 +1909,7 @@ int main(int argc, char **argv)
         cmocka_unit_test_setup_teardown(test_runners, setup, teardown),
         cmocka_unit_test_setup_teardown(test_list_filters, setup, teardown),
         cmocka_unit_test_setup_teardown(test_event_add, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_database_changed_under_us, setup, teardown),
         cmocka_unit_test_setup_teardown(test_reopen, setup, teardown),
         cmocka_unit_test_setup_teardown(test_retry, setup, teardown),
         cmocka_unit_test_setup_teardown(test_needs, setup, teardown),
