@@ -164,7 +164,7 @@ void follow_changes(struct follow *f, struct http_request *req, uint64_t since, 
  * came, with the version now. */
 static void watchers_sweep(struct follow *f, bool expired)
 {
-    int64_t now = time_mono_ms();
+    int64_t now = expired ? time_mono_ms() : 0;
     pthread_mutex_lock(&f->lock);
     uint64_t v = f->watchers ? store_version(f->srv->store) : 0;
     struct waiter **p = &f->watchers;
@@ -183,13 +183,9 @@ static void watchers_sweep(struct follow *f, bool expired)
 
 void follow_changed(void *arg)
 {
-    struct follow *f = arg;
-    /* Cheap when nobody watches: the common case under load. */
-    pthread_mutex_lock(&f->lock);
-    bool any = f->watchers != NULL;
-    pthread_mutex_unlock(&f->lock);
-    if (any)
-        watchers_sweep(f, false);
+    /* One lock and no store call when nobody watches: the common case under
+     * load. */
+    watchers_sweep(arg, false);
 }
 
 void follow_wait(struct follow *f, struct http_request *req, int64_t job, int64_t attempt,
