@@ -1,26 +1,35 @@
 /*
  * git — see git.h.
  *
- * Every call but one goes through os/spawn.h's spawn_run(), which captures
+ * Every call but two goes through os/spawn.h's spawn_run(), which captures
  * stdout and stderr together: on success we parse what git printed, on
- * failure the same bytes are git's error message. The exception is
- * upload-pack for a POST, which must read the client's request on its stdin
- * and write a clean protocol stream on stdout while the HTTP server streams it
- * out; spawn.h gives every child /dev/null as stdin and merges stderr into
- * stdout, so that one child is started here with posix_spawn (stdin from the
- * caller's descriptor, stdout a pipe, stderr ours) and reaped by a small
- * detached thread.
+ * failure the same bytes are git's error message. The exceptions talk to git
+ * while it runs, which spawn.h (stdin /dev/null, stderr merged into stdout)
+ * does not offer, and are started here with posix_spawn:
+ *   - upload-pack for a POST reads the client's request on its stdin and
+ *     writes a clean protocol stream on stdout while the HTTP server streams
+ *     it out (stdin the caller's descriptor, stdout a pipe, stderr ours); a
+ *     small detached thread reaps it;
+ *   - the object reader (`cat-file --batch-command`) answers question after
+ *     question on one socket pair (stdin and stdout), its stderr kept in a
+ *     memfd for the message if it fails; git_reader_close() reaps it.
  */
 #include "git/git.h"
 
 #include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <iconv.h>
+#include <poll.h>
 #include <pthread.h>
+#include <signal.h>
 #include <spawn.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -213,11 +222,6 @@ int git_mirror_fetch(const char *mirror, const char *url, const char *const *ref
     }
     const char *args[32];
     size_t n = 0;
-    /* gc in the foreground: a detached gc would be killed with the fetch. */
-    args[n++] = "-c";
-    args[n++] = "gc.autoDetach=false";
-    args[n++] = "-c";
-    args[n++] = "maintenance.autoDetach=false";
     /* ssh must fail rather than ask (GIT_SSH_COMMAND, if set, still wins). */
     args[n++] = "-c";
     args[n++] = "core.sshCommand=ssh -o BatchMode=yes";
@@ -226,6 +230,7 @@ int git_mirror_fetch(const char *mirror, const char *url, const char *const *ref
     args[n++] = "--no-tags";
     args[n++] = "--quiet";
     args[n++] = "--no-write-fetch-head";
+    args[n++] = "--no-auto-maintenance"; /* git_mirror_maintain(), later */
     args[n++] = "--end-of-options";
     args[n++] = url;
     for (size_t i = 0; i < nrefspecs && n < sizeof(args) / sizeof(args[0]) - 1; i++)
@@ -239,6 +244,15 @@ int git_mirror_fetch(const char *mirror, const char *url, const char *const *ref
     int rc = run_git_env(mirror, args, env, GIT_FETCH_TIMEOUT, NULL, "git fetch", err);
     free(value);
     return rc;
+}
+
+int git_mirror_maintain(const char *mirror, struct buf *err)
+{
+    /* In the foreground: a detached gc would outlive its supervisor. */
+    const char *args[] = {"-c",          "gc.autoDetach=false", "-c",      "maintenance.autoDetach=false",
+                          "maintenance", "run",                 "--auto",  "--quiet",
+                          NULL};
+    return run_git(mirror, args, GIT_FETCH_TIMEOUT, NULL, "git maintenance", err);
 }
 
 int git_list_refs(const char *mirror, const char *prefix, json_t **out, struct buf *err)
@@ -305,71 +319,318 @@ int git_mirror_fix_head(const char *mirror, json_t *heads, struct buf *err)
     return run_git(mirror, args, GIT_LOCAL_TIMEOUT, NULL, "git symbolic-ref", err);
 }
 
-/* ls-tree -l: the entry at path, as type (GIT_PATH_*), object id and size. */
-static int lookup_path(const char *mirror, const char *commit, const char *path, char oid[41],
+/* ---- the object reader: one `git cat-file --batch-command` ------------- */
+
+struct git_reader {
+    char *mirror;
+    pid_t pid;   /* 0: not started yet */
+    int fd;      /* our end of the socket pair: questions out, answers in */
+    int err_fd;  /* a memfd holding git's stderr */
+    bool broken; /* git died or stalled: every call fails */
+    struct buf in;
+    size_t pos; /* in.data[pos..] is read and not yet used */
+    int64_t deadline;
+};
+
+int git_reader_open(const char *mirror, struct git_reader **out, struct buf *err)
+{
+    if (!mirror || !*mirror) {
+        buf_setf(err, "no repository");
+        return -EINVAL;
+    }
+    struct git_reader *r = xcalloc(1, sizeof *r);
+    r->mirror = xstrdup(mirror);
+    r->fd = r->err_fd = -1;
+    *out = r;
+    return 0;
+}
+
+static void reader_stop(struct git_reader *r, bool kill_it)
+{
+    if (r->fd >= 0)
+        close(r->fd); /* end of its input: cat-file exits */
+    r->fd = -1;
+    if (r->pid > 0) {
+        if (kill_it)
+            kill(r->pid, SIGKILL);
+        /* It exits at once on end of input; a git stuck in the kernel gets
+         * two seconds before it is killed. */
+        int64_t until = time_mono_ms() + 2000;
+        pid_t p;
+        while ((p = waitpid(r->pid, NULL, WNOHANG)) == 0 && time_mono_ms() < until)
+            usleep(1000);
+        if (p == 0) {
+            kill(r->pid, SIGKILL);
+            while (waitpid(r->pid, NULL, 0) < 0 && errno == EINTR)
+                ;
+        }
+    }
+    r->pid = 0;
+    if (r->err_fd >= 0)
+        close(r->err_fd);
+    r->err_fd = -1;
+}
+
+void git_reader_close(struct git_reader *r)
+{
+    if (!r)
+        return;
+    reader_stop(r, false);
+    buf_release(&r->in);
+    free(r->mirror);
+    free(r);
+}
+
+/* Mark r broken with a message: git's stderr when it said something. */
+static int reader_fail(struct git_reader *r, const char *why, struct buf *err)
+{
+    char msg[1001] = "";
+    ssize_t n = r->err_fd >= 0 ? pread(r->err_fd, msg, sizeof msg - 1, 0) : -1;
+    if (n > 0) {
+        msg[n] = '\0';
+        for (char *c = msg; *c; c++)
+            if (*c == '\n' || *c == '\r')
+                *c = ' ';
+    }
+    buf_setf(err, "git cat-file in %s: %s%s%s", r->mirror, why, n > 0 ? ": " : "",
+             n > 0 ? msg : "");
+    reader_stop(r, true);
+    r->broken = true;
+    return -EIO;
+}
+
+static int reader_start(struct git_reader *r, struct buf *err)
+{
+    int sv[2];
+    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0) {
+        buf_setf(err, "socketpair: %s", strerror(errno));
+        return -errno;
+    }
+    r->err_fd = memfd_create("yci-git-stderr", MFD_CLOEXEC);
+    if (r->err_fd < 0) {
+        int e = errno;
+        close(sv[0]);
+        close(sv[1]);
+        buf_setf(err, "memfd_create: %s", strerror(e));
+        return -e;
+    }
+    char *dir_arg = xasprintf("--git-dir=%s", r->mirror);
+    const char *argv[] = {"git", "-c", "protocol.ext.allow=never", "-c",
+                          "core.hooksPath=/dev/null", dir_arg, "cat-file", "--batch-command",
+                          NULL};
+    posix_spawn_file_actions_t fa;
+    posix_spawnattr_t attr;
+    posix_spawn_file_actions_init(&fa);
+    posix_spawnattr_init(&attr);
+    posix_spawn_file_actions_adddup2(&fa, sv[1], 0);
+    posix_spawn_file_actions_adddup2(&fa, sv[1], 1);
+    posix_spawn_file_actions_adddup2(&fa, r->err_fd, 2);
+    posix_spawn_file_actions_addclosefrom_np(&fa, 3);
+    posix_spawn_file_actions_addchdir_np(&fa, "/");
+    sigset_t none, all;
+    sigemptyset(&none);
+    sigfillset(&all);
+    posix_spawnattr_setsigmask(&attr, &none);
+    posix_spawnattr_setsigdefault(&attr, &all);
+    posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
+    pid_t pid;
+    int rc = posix_spawnp(&pid, "git", &fa, &attr, (char *const *)argv, (char *const *)env_get());
+    posix_spawn_file_actions_destroy(&fa);
+    posix_spawnattr_destroy(&attr);
+    free(dir_arg);
+    close(sv[1]);
+    if (rc != 0) {
+        close(sv[0]);
+        buf_setf(err, "cannot start git cat-file: %s", strerror(rc));
+        return -rc;
+    }
+    r->pid = pid;
+    r->fd = sv[0];
+    return 0;
+}
+
+/* Ask one question ("info X" or "contents X"), starting git if need be. */
+static int reader_ask(struct git_reader *r, const char *cmd, const char *object, struct buf *err)
+{
+    if (r->broken) {
+        buf_setf(err, "git cat-file in %s failed earlier", r->mirror);
+        return -EIO;
+    }
+    if (!r->pid) {
+        int rc = reader_start(r, err);
+        if (rc < 0) {
+            r->broken = true;
+            return rc;
+        }
+    }
+    r->deadline = time_mono_ms() + (int64_t)GIT_LOCAL_TIMEOUT * 1000;
+    char *line = xasprintf("%s %s\n", cmd, object);
+    size_t len = strlen(line), off = 0;
+    while (off < len) {
+        ssize_t n = send(r->fd, line + off, len - off, MSG_NOSIGNAL);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0) {
+            free(line);
+            return reader_fail(r, strerror(errno), err);
+        }
+        off += (size_t)n;
+    }
+    free(line);
+    return 0;
+}
+
+/* Have at least want unread bytes in r->in (or fail: git ended or stalled). */
+static int reader_fill(struct git_reader *r, size_t want, struct buf *err)
+{
+    if (r->pos > 0 && r->pos == r->in.len) {
+        buf_reset(&r->in);
+        r->pos = 0;
+    }
+    while (r->in.len - r->pos < want) {
+        int64_t left = r->deadline - time_mono_ms();
+        if (left <= 0)
+            return reader_fail(r, "no answer in time", err);
+        struct pollfd pfd = {.fd = r->fd, .events = POLLIN};
+        int pr = poll(&pfd, 1, left > INT32_MAX ? INT32_MAX : (int)left);
+        if (pr < 0 && errno == EINTR)
+            continue;
+        if (pr < 0)
+            return reader_fail(r, strerror(errno), err);
+        if (pr == 0)
+            continue;
+        char chunk[65536];
+        ssize_t n = read(r->fd, chunk, sizeof chunk);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            return reader_fail(r, n == 0 ? "it ended" : strerror(errno), err);
+        buf_add(&r->in, chunk, (size_t)n);
+    }
+    return 0;
+}
+
+/* The next answer line, without its '\n', NUL-terminated in r->in. */
+static int reader_line(struct git_reader *r, char **line, struct buf *err)
+{
+    for (;;) {
+        char *start = r->in.data ? r->in.data + r->pos : NULL;
+        char *nl = start ? memchr(start, '\n', r->in.len - r->pos) : NULL;
+        if (nl) {
+            *nl = '\0';
+            *line = start;
+            r->pos += (size_t)(nl - start) + 1;
+            return 0;
+        }
+        if (r->in.len - r->pos > 4096)
+            return reader_fail(r, "an answer line too long", err);
+        int rc = reader_fill(r, r->in.len - r->pos + 1, err);
+        if (rc < 0)
+            return rc;
+    }
+}
+
+/*
+ * "info object": 1 with its id, type and size; 0 when the repository has no
+ * such object (or the name is ambiguous); or -EIO.
+ */
+static int reader_info(struct git_reader *r, const char *object, char oid[41], char type[16],
+                       uint64_t *size, struct buf *err)
+{
+    int rc = reader_ask(r, "info", object, err);
+    char *line = NULL;
+    if (rc == 0)
+        rc = reader_line(r, &line, err);
+    if (rc < 0)
+        return rc;
+    size_t n = strlen(line);
+    if ((n > 8 && strcmp(line + n - 8, " missing") == 0) ||
+        (n > 10 && strcmp(line + n - 10, " ambiguous") == 0))
+        return 0;
+    char id[64], sz[32];
+    int64_t v = 0;
+    if (sscanf(line, "%63s %15s %31s", id, type, sz) != 3 || !sha_valid(id) ||
+        parse_int64(sz, 0, INT64_MAX, &v) < 0)
+        return reader_fail(r, "an answer it should not give", err);
+    memcpy(oid, id, 41);
+    *size = (uint64_t)v;
+    return 1;
+}
+
+/* "contents oid", which info said is a type of size bytes: appended to out. */
+static int reader_contents(struct git_reader *r, const char *oid, uint64_t size, struct buf *out,
+                           struct buf *err)
+{
+    int rc = reader_ask(r, "contents", oid, err);
+    char *line = NULL;
+    if (rc == 0)
+        rc = reader_line(r, &line, err);
+    if (rc < 0)
+        return rc;
+    char id[64], type[16], sz[32];
+    int64_t v = 0;
+    if (sscanf(line, "%63s %15s %31s", id, type, sz) != 3 || strcmp(id, oid) != 0 ||
+        parse_int64(sz, 0, INT64_MAX, &v) < 0 || (uint64_t)v != size)
+        return reader_fail(r, "an answer it should not give", err);
+    rc = reader_fill(r, size + 1, err); /* the object and its '\n' */
+    if (rc < 0)
+        return rc;
+    buf_add(out, r->in.data + r->pos, size);
+    r->pos += size + 1;
+    return 0;
+}
+
+/* commit:path, checked: what is there (GIT_PATH_*), with its id and size. */
+static int lookup_path(struct git_reader *r, const char *commit, const char *path, char oid[41],
                        uint64_t *size, struct buf *err)
 {
     if (!sha_valid(commit)) {
         buf_setf(err, "bad commit id \"%s\"", commit ? commit : "");
         return -EINVAL;
     }
-    if (!path || !*path || path[0] == '/') {
+    if (!path || !*path || path[0] == '/' || strpbrk(path, "\n\r")) {
         buf_setf(err, "bad path \"%s\"", path ? path : "");
         return -EINVAL;
     }
-    const char *args[] = {"ls-tree", "-l", "-z", "--end-of-options", commit, "--", path, NULL};
-    struct buf o = BUF_INIT;
-    int rc = run_git(mirror, args, GIT_LOCAL_TIMEOUT, &o, "git ls-tree", err);
+    char type[16];
+    char *spec = xasprintf("%s:%s", commit, path);
+    int rc = reader_info(r, spec, oid, type, size, err);
+    free(spec);
     if (rc < 0)
-        goto out;
-    rc = GIT_PATH_NONE;
-    /* "<mode> SP <type> SP <oid> SP+ <size> TAB <path> NUL", one entry per
-     * path; the entry whose path is exactly ours is the answer. */
-    for (size_t i = 0; i < o.len;) {
-        const char *ent = o.data + i;
-        size_t elen = strnlen(ent, o.len - i);
-        i += elen + 1;
-        const char *tab = memchr(ent, '\t', elen);
-        if (!tab || strcmp(tab + 1, path) != 0)
-            continue;
-        char mode[16], type[16], id[64], sz[32];
-        char line[160];
-        size_t hlen = (size_t)(tab - ent);
-        if (hlen >= sizeof(line))
-            continue;
-        memcpy(line, ent, hlen);
-        line[hlen] = '\0';
-        if (sscanf(line, "%15s %15s %63s %31s", mode, type, id, sz) != 4 || !sha_valid(id))
-            continue;
-        if (strcmp(type, "blob") == 0)
-            rc = GIT_PATH_BLOB;
-        else if (strcmp(type, "tree") == 0)
-            rc = GIT_PATH_TREE;
-        else
-            continue; /* a submodule (commit) */
-        memcpy(oid, id, 41);
-        int64_t v = 0;
-        *size = parse_int64(sz, 0, INT64_MAX, &v) == 0 ? (uint64_t)v : 0;
-        break;
+        return rc;
+    if (rc == 0) {
+        /* Nothing there; or no such commit at all, which is an error. */
+        char cid[41];
+        uint64_t csize;
+        rc = reader_info(r, commit, cid, type, &csize, err);
+        if (rc < 0)
+            return rc;
+        if (rc == 0 || strcmp(type, "commit") != 0) {
+            buf_setf(err, "no commit %s in %s", commit, r->mirror);
+            return -EIO;
+        }
+        return GIT_PATH_NONE;
     }
-out:
-    buf_release(&o);
-    return rc;
+    if (strcmp(type, "blob") == 0)
+        return GIT_PATH_BLOB;
+    if (strcmp(type, "tree") == 0)
+        return GIT_PATH_TREE;
+    return GIT_PATH_NONE;
 }
 
-int git_path_type(const char *mirror, const char *commit, const char *path, struct buf *err)
+int git_path_type(struct git_reader *r, const char *commit, const char *path, struct buf *err)
 {
     char oid[41];
     uint64_t size;
-    return lookup_path(mirror, commit, path, oid, &size, err);
+    return lookup_path(r, commit, path, oid, &size, err);
 }
 
-int git_read_blob(const char *mirror, const char *commit, const char *path, size_t max,
+int git_read_blob(struct git_reader *r, const char *commit, const char *path, size_t max,
                   struct buf *out, struct buf *err)
 {
     char oid[41];
     uint64_t size = 0;
-    int rc = lookup_path(mirror, commit, path, oid, &size, err);
+    int rc = lookup_path(r, commit, path, oid, &size, err);
     if (rc < 0)
         return rc;
     if (rc != GIT_PATH_BLOB) {
@@ -380,20 +641,99 @@ int git_read_blob(const char *mirror, const char *commit, const char *path, size
         buf_setf(err, "%s at %s is larger than %zu bytes", path, commit, max);
         return -EFBIG;
     }
-    const char *args[] = {"cat-file", "blob", oid, NULL};
-    struct buf o = BUF_INIT;
-    rc = run_git(mirror, args, GIT_LOCAL_TIMEOUT, &o, "git cat-file", err);
-    if (rc == 0 && o.len > max) {
-        buf_setf(err, "%s at %s is larger than %zu bytes", path, commit, max);
-        rc = -EFBIG;
-    }
-    if (rc == 0)
-        buf_add(out, o.data ? o.data : "", o.len);
-    buf_release(&o);
-    return rc;
+    return reader_contents(r, oid, size, out, err);
 }
 
-int git_commit_info(const char *mirror, const char *commit, char **author, char **subject,
+/* text (len bytes) from the commit's encoding to UTF-8, as git show does;
+ * NULL when it cannot be converted. */
+static char *to_utf8(const char *text, size_t len, const char *encoding)
+{
+    iconv_t cd = iconv_open("UTF-8", encoding);
+    if (cd == (iconv_t)-1)
+        return NULL;
+    size_t cap = len * 4 + 1, left = cap - 1;
+    char *outbuf = xmalloc(cap), *o = outbuf, *in = (char *)text;
+    size_t inleft = len;
+    size_t rc = iconv(cd, &in, &inleft, &o, &left);
+    iconv_close(cd);
+    if (rc == (size_t)-1) {
+        free(outbuf);
+        return NULL;
+    }
+    *o = '\0';
+    return outbuf;
+}
+
+/* s[0..len) cleaned for the pages: converted from encoding (may be NULL:
+ * UTF-8), bad bytes as '?', at most max bytes. */
+static char *clean_text(const char *s, size_t len, const char *encoding, size_t max)
+{
+    char *conv = encoding ? to_utf8(s, len, encoding) : NULL;
+    char *out = conv ? utf8_clean(conv, strlen(conv), max) : utf8_clean(s, len, max);
+    free(conv);
+    return out;
+}
+
+/*
+ * The author's name and the subject of a raw commit object, as git show's
+ * %an and %s give them: the name before the '<' of the author header; the
+ * message's first paragraph, its lines joined by spaces.
+ */
+static void parse_commit(const char *data, size_t len, char **author, char **subject)
+{
+    const char *p = data, *end = data + len;
+    const char *an = NULL, *an_end = NULL;
+    char encoding[64] = "";
+    while (p < end) { /* headers, up to the first empty line */
+        const char *nl = memchr(p, '\n', (size_t)(end - p));
+        const char *le = nl ? nl : end;
+        if (le == p) {
+            p = le + 1;
+            break;
+        }
+        if (le - p > 7 && memcmp(p, "author ", 7) == 0) {
+            an = p + 7;
+            const char *lt = memchr(an, '<', (size_t)(le - an));
+            an_end = lt ? lt : le;
+            while (an_end > an && an_end[-1] == ' ')
+                an_end--;
+        } else if (le - p > 9 && memcmp(p, "encoding ", 9) == 0 && le - p - 9 < 64) {
+            memcpy(encoding, p + 9, (size_t)(le - p - 9));
+            encoding[le - p - 9] = '\0';
+        }
+        p = nl ? nl + 1 : end;
+    }
+    const char *enc = *encoding && strcasecmp(encoding, "UTF-8") != 0 &&
+                              strcasecmp(encoding, "UTF8") != 0
+                          ? encoding
+                          : NULL;
+    struct buf subj = BUF_INIT;
+    bool started = false;
+    while (p < end && subj.len < 4096) {
+        const char *nl = memchr(p, '\n', (size_t)(end - p));
+        const char *le = nl ? nl : end;
+        const char *e = le;
+        while (e > p && isspace((unsigned char)e[-1]))
+            e--;
+        bool blank = true;
+        for (const char *c = p; c < e && blank; c++)
+            blank = isspace((unsigned char)*c);
+        if (blank && started)
+            break;
+        if (!blank) {
+            if (started)
+                buf_addch(&subj, ' ');
+            buf_add(&subj, p, (size_t)(e - p));
+            started = true;
+        }
+        p = nl ? nl + 1 : end;
+    }
+    *author = clean_text(an ? an : "", an ? (size_t)(an_end - an) : 0, enc, 200);
+    *subject = clean_text(subj.data ? subj.data : "", subj.len, enc, 500);
+    buf_release(&subj);
+}
+
+int git_commit_info(struct git_reader *r, const char *commit, char **author, char **subject,
                     struct buf *err)
 {
     *author = *subject = NULL;
@@ -401,23 +741,24 @@ int git_commit_info(const char *mirror, const char *commit, char **author, char 
         buf_setf(err, "not a commit id: %.50s", commit);
         return -EINVAL;
     }
-    const char *args[] = {"show", "-s", "--no-show-signature", "--format=%an%x00%s", commit, "--",
-                          NULL};
-    struct buf o = BUF_INIT;
-    int rc = run_git(mirror, args, GIT_LOCAL_TIMEOUT, &o, "git show", err);
-    if (rc == 0) {
-        const char *text = o.data;
-        size_t n = text ? strlen(text) : 0;
-        if (!text || n == o.len) { /* no NUL: not what was asked for */
-            buf_setf(err, "git show: unexpected output for %s", commit);
-            rc = -EIO;
-        } else {
-            const char *subj = text + n + 1;
-            *author = utf8_clean(text, n, 200);
-            *subject = utf8_clean(subj, strcspn(subj, "\n"), 500);
-        }
+    char oid[41], type[16];
+    uint64_t size = 0;
+    int rc = reader_info(r, commit, oid, type, &size, err);
+    if (rc < 0)
+        return rc;
+    if (rc == 0 || strcmp(type, "commit") != 0) {
+        buf_setf(err, "no commit %s in %s", commit, r->mirror);
+        return -ENOENT;
     }
-    buf_release(&o);
+    if (size > GIT_MAX_OUTPUT) {
+        buf_setf(err, "commit %s is larger than %d bytes", commit, GIT_MAX_OUTPUT);
+        return -EFBIG;
+    }
+    struct buf raw = BUF_INIT;
+    rc = reader_contents(r, oid, size, &raw, err);
+    if (rc == 0)
+        parse_commit(raw.data ? raw.data : "", raw.len, author, subject);
+    buf_release(&raw);
     return rc;
 }
 

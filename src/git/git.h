@@ -53,6 +53,12 @@ int git_mirror_init(const char *mirror, struct buf *err);
 int git_mirror_fetch(const char *mirror, const char *url, const char *const *refspecs,
                      size_t nrefspecs, const char *http_header, struct buf *err);
 
+/* What git's fetch would do after fetching (`git maintenance run --auto`:
+ * pack loose objects, gc when due), which git_mirror_fetch() leaves to the
+ * caller so that it can first act on what was fetched. Cheap when nothing
+ * is due. */
+int git_mirror_maintain(const char *mirror, struct buf *err);
+
 /* The refs under prefix (e.g. "refs/heads/") as a new JSON object
  * {"refs/heads/main": "<sha>", ...}. */
 int git_list_refs(const char *mirror, const char *prefix, json_t **out, struct buf *err);
@@ -65,19 +71,36 @@ int git_list_refs(const char *mirror, const char *prefix, json_t **out, struct b
  */
 int git_mirror_fix_head(const char *mirror, json_t *heads, struct buf *err);
 
+/*
+ * A reader of one repository's objects: one `git cat-file --batch-command`
+ * that answers every question asked through it (what is at a path, a blob,
+ * a commit's author), where each used to start a git process of its own.
+ * git starts at the first question, so opening a reader costs nothing.
+ * Owned by one thread. When git fails or gives no answer for
+ * GIT_LOCAL_TIMEOUT seconds, the call fails with -EIO (err has git's own
+ * message when it printed one) and so does every later call on the reader.
+ * Objects fetched into the repository after git started are found too.
+ */
+struct git_reader;
+int git_reader_open(const char *mirror, struct git_reader **out, struct buf *err);
+/* Ends git (the end of its input) and frees r; NULL is fine. */
+void git_reader_close(struct git_reader *r);
+
 /* What path is at commit. */
 enum git_path_type { GIT_PATH_NONE = 0, GIT_PATH_BLOB = 1, GIT_PATH_TREE = 2 };
 /* Returns a git_path_type (>= 0) or a negative errno (e.g. the commit is missing). */
-int git_path_type(const char *mirror, const char *commit, const char *path, struct buf *err);
+int git_path_type(struct git_reader *r, const char *commit, const char *path, struct buf *err);
 
-/* The commit's author name and subject line: newly allocated, valid UTF-8
- * (bad bytes become '?'), cut at 200 and 500 bytes. */
-int git_commit_info(const char *mirror, const char *commit, char **author, char **subject,
+/* The commit's author name and subject line, as `git show` prints %an and %s
+ * (converted to UTF-8 from the commit's encoding): newly allocated, valid
+ * UTF-8 (bad bytes become '?'), cut at 200 and 500 bytes. -ENOENT when there
+ * is no such commit. */
+int git_commit_info(struct git_reader *r, const char *commit, char **author, char **subject,
                     struct buf *err);
 
 /* Append the blob at commit:path to out. -ENOENT when there is no such blob,
  * -EFBIG when it is larger than max bytes (out is then unchanged). */
-int git_read_blob(const char *mirror, const char *commit, const char *path, size_t max,
+int git_read_blob(struct git_reader *r, const char *commit, const char *path, size_t max,
                   struct buf *out, struct buf *err);
 
 /*

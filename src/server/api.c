@@ -470,6 +470,7 @@ static void build_from_branch(struct call *c, json_t *body)
     char *ref = xasprintf("refs/heads/%s", branch);
     char *head = xasprintf("%s/HEAD", mirror);
     json_t *refs = NULL, *jobs = NULL;
+    struct git_reader *git = NULL;
     struct buf err = BUF_INIT, perr = BUF_INIT;
     struct stat st;
     if (stat(head, &st) < 0) {
@@ -489,7 +490,8 @@ static void build_from_branch(struct call *c, json_t *body)
         http_respond_error(c->req, 404, "no branch \"%s\" in repository \"%s\"", branch, repo_name);
         goto out;
     }
-    rc = pipeline_for_commit(mirror, sha, ref, c->srv->cfg.max_jobs_per_build,
+    if ((rc = git_reader_open(mirror, &git, &perr)) == 0)
+        rc = pipeline_for_commit(git, sha, ref, c->srv->cfg.max_jobs_per_build,
                              c->srv->cfg.plan_timeout, &jobs, NULL, NULL, &perr);
     if (rc < 0 && rc != -EINVAL) {
         log_error("repo '%s': reading the pipeline at %s: %s", repo_name, sha, perr.data);
@@ -509,13 +511,14 @@ static void build_from_branch(struct call *c, json_t *body)
              why ? ": " : "", why ? why : "");
     if (no_jobs && store_event_add(c->srv->store, id, 0, PIPELINE_NO_JOBS) < 0)
         log_warn("build %" PRId64 ": recording its event failed, ignoring", id);
-    observer_commit_info(c->srv, mirror, id, sha);
+    observer_commit_info(c->srv, git, id, sha);
     if (jobs && !no_jobs)
         sched_kick(c->srv->sched);
     else
         results_build_done(c->srv->results, id);
     respond_build(c, 201, id);
 out:
+    git_reader_close(git);
     json_decref(repo);
     json_decref(refs);
     json_decref(jobs);

@@ -14,6 +14,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "git/git.h"
 #include "http/server.h"
 #include "lib/buf.h"
 #include "server/server.h"
@@ -136,9 +137,10 @@ int observer_new(struct server *srv, struct observer **out, struct buf *err);
 void observer_free(struct observer *o);
 /* Ask for a poll of one repository (repo id) now; requests coalesce. */
 void observer_request(struct observer *o, int64_t repo_id);
-/* Record the author and subject of the build's commit (read from mirror);
- * a failure is logged, the build goes on without them. */
-void observer_commit_info(struct server *srv, const char *mirror, int64_t build_id,
+/* Record the author and subject of the build's commit (read through git, a
+ * reader of the mirror); a failure is logged, the build goes on without
+ * them. */
+void observer_commit_info(struct server *srv, struct git_reader *git, int64_t build_id,
                           const char *sha);
 /* One pass over GITHUB_REPOSITORIES, in this thread: register them, poll
  * each once. Returns how many failed (each logged). */

@@ -72,6 +72,7 @@ struct poll {
     int64_t repo_id;
     const char *name;
     const char *mirror;
+    struct git_reader *git; /* the mirror's objects */
     json_t *pipelines; /* commit → jobs (array) or error (string), for this poll */
     bool created;
 };
@@ -101,7 +102,7 @@ static int advance_ref(struct poll *p, const char *ref, const char *sha, const c
         rc = -EINVAL;
     } else {
         bool per_ref = true;
-        rc = pipeline_for_commit(p->mirror, sha, ref, srv->cfg.max_jobs_per_build,
+        rc = pipeline_for_commit(p->git, sha, ref, srv->cfg.max_jobs_per_build,
                                  srv->cfg.plan_timeout, &jobs, &per_ref, &cancel_superseded,
                                  &perr);
         if (rc < 0 && rc != -EINVAL) {
@@ -146,19 +147,19 @@ static int advance_ref(struct poll *p, const char *ref, const char *sha, const c
             p->created = true;
         }
         /* After the build's own event: what shows it finished shows it whole. */
-        observer_commit_info(srv, p->mirror, build_id, sha);
+        observer_commit_info(srv, p->git, build_id, sha);
     }
     buf_release(&perr);
     buf_release(&serr);
     return 0;
 }
 
-void observer_commit_info(struct server *srv, const char *mirror, int64_t build_id,
+void observer_commit_info(struct server *srv, struct git_reader *git, int64_t build_id,
                           const char *sha)
 {
     char *author = NULL, *subject = NULL;
     struct buf err = BUF_INIT;
-    if (git_commit_info(mirror, sha, &author, &subject, &err) < 0)
+    if (git_commit_info(git, sha, &author, &subject, &err) < 0)
         log_warn("build %" PRId64 ": the author of %s is unknown: %s", build_id, sha, err.data);
     else if (store_build_set_commit(srv->store, build_id, author, subject) < 0)
         log_warn("build %" PRId64 ": recording the author of %s failed", build_id, sha);
@@ -180,24 +181,19 @@ static bool pull_from_fork(json_t *pull)
 
 /*
  * The open pull requests of a GitHub repository, as heads: each open PR N
- * whose refs/pull/N/head the mirror has becomes heads[ref] = its commit and
- * pulls[ref] = the PR. 0; 1 when GitHub's list was partial; or -errno with err
- * (GitHub could not be asked).
+ * whose refs/pull/N/head the mirror has (among refs) becomes heads[ref] = its
+ * commit and pulls[ref] = the PR. 0; 1 when GitHub's list was partial; or
+ * -errno with err (GitHub could not be asked).
  */
-static int github_heads(struct observer *o, const char *full_name, const char *mirror,
-                        json_t *heads, json_t *pulls, struct buf *err)
+static int github_heads(struct observer *o, const char *full_name, json_t *refs, json_t *heads,
+                        json_t *pulls, struct buf *err)
 {
-    json_t *open = NULL, *refs = NULL;
+    json_t *open = NULL;
     int64_t retry_at = 0;
     int rc = github_open_pulls(o->gh, full_name, &open, &retry_at, err);
     if (rc < 0)
         return rc;
     bool partial = rc == 1;
-    rc = git_list_refs(mirror, "refs/pull/", &refs, err);
-    if (rc < 0) {
-        json_decref(open);
-        return rc;
-    }
     size_t i;
     json_t *pull;
     json_array_foreach(open, i, pull) {
@@ -212,7 +208,6 @@ static int github_heads(struct observer *o, const char *full_name, const char *m
         json_object_set(heads, ref, sha);
         json_object_set(pulls, ref, pull);
     }
-    json_decref(refs);
     json_decref(open);
     return partial ? 1 : 0; /* 1: build these, close nothing */
 }
@@ -230,8 +225,9 @@ static int poll_repo(struct observer *o, json_t *repo, struct buf *err)
         return -EINVAL;
     }
     char *mirror = server_mirror_path(srv, name);
-    json_t *heads = NULL, *seen = NULL, *pulls = json_object();
-    struct poll p = {srv, repo_id, name, mirror, json_object(), false};
+    json_t *refs = NULL, *heads = json_object(), *seen = NULL, *pulls = json_object();
+    struct poll p = {srv, repo_id, name, mirror, NULL, json_object(), false};
+    bool fetched = false; /* a ref moved: the fetch brought objects */
     struct buf gerr = BUF_INIT;
     bool pulls_known = false;
     int rc = git_mirror_init(mirror, err);
@@ -248,15 +244,24 @@ static int poll_repo(struct observer *o, json_t *repo, struct buf *err)
     free(auth);
     if (rc < 0)
         goto out;
-    rc = git_list_refs(mirror, "refs/heads/", &heads, err);
+    /* One listing for the branches and GitHub's pull request heads. */
+    bool gh = github && o->gh;
+    rc = git_list_refs(mirror, gh ? "refs/" : "refs/heads/", &refs, err);
     if (rc < 0)
         goto out;
+    const char *ref;
+    json_t *v;
+    json_object_foreach(refs, ref, v)
+    {
+        if (strncmp(ref, "refs/heads/", 11) == 0)
+            json_object_set(heads, ref, v);
+    }
     struct buf herr = BUF_INIT;
     if (git_mirror_fix_head(mirror, heads, &herr) < 0)
         log_warn("repo '%s': %s, ignoring", name, herr.data);
     buf_release(&herr);
-    if (github && o->gh) {
-        int g = github_heads(o, github, mirror, heads, pulls, &gerr);
+    if (gh) {
+        int g = github_heads(o, github, refs, heads, pulls, &gerr);
         pulls_known = g == 0;
         if (g == 1)
             log_warn("repo '%s': %s", name, gerr.data);
@@ -264,15 +269,18 @@ static int poll_repo(struct observer *o, json_t *repo, struct buf *err)
     seen = store_heads_get(srv->store, repo_id);
     if (!seen)
         seen = json_object();
+    /* One git process reads every new commit's pipeline and author. */
+    rc = git_reader_open(mirror, &p.git, err);
+    if (rc < 0)
+        goto out;
 
-    const char *ref;
-    json_t *v;
     json_object_foreach(heads, ref, v)
     {
         const char *sha = json_string_value(v);
         const char *old = json_string_value(json_object_get(seen, ref));
         if (!sha || (old && strcmp(old, sha) == 0))
             continue;
+        fetched = true;
         json_t *pull = json_object_get(pulls, ref);
         rc = advance_ref(&p, ref, sha, old, pull, pull && pull_from_fork(pull), err);
         if (rc < 0)
@@ -304,6 +312,12 @@ static int poll_repo(struct observer *o, json_t *repo, struct buf *err)
     }
     if (p.created)
         sched_kick(srv->sched);
+    /* Housekeeping after the builds are queued, not before: the fetch
+     * leaves it out (git_mirror_fetch()). */
+    struct buf merr = BUF_INIT;
+    if (fetched && git_mirror_maintain(mirror, &merr) < 0)
+        log_warn("repo '%s': %s, ignoring", name, merr.data);
+    buf_release(&merr);
     rc = 0;
     if (github && o->gh && !pulls_known) {
         /* The branches were built; the pull requests wait for GitHub. */
@@ -311,9 +325,11 @@ static int poll_repo(struct observer *o, json_t *repo, struct buf *err)
         rc = -EAGAIN;
     }
 out:
+    git_reader_close(p.git);
     buf_release(&gerr);
     json_decref(p.pipelines);
     json_decref(pulls);
+    json_decref(refs);
     json_decref(heads);
     json_decref(seen);
     free(mirror);

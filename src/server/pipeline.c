@@ -49,9 +49,9 @@ const char *pipeline_make_target(const char *text, size_t len)
     return NULL;
 }
 
-static int rule_tests_dir(const char *mirror, const char *commit, json_t **jobs, struct buf *err)
+static int rule_tests_dir(struct git_reader *git, const char *commit, json_t **jobs, struct buf *err)
 {
-    int r = git_path_type(mirror, commit, "tests", err);
+    int r = git_path_type(git, commit, "tests", err);
     if (r < 0)
         return r;
     if (r != GIT_PATH_TREE)
@@ -60,17 +60,17 @@ static int rule_tests_dir(const char *mirror, const char *commit, json_t **jobs,
     return 1;
 }
 
-static int rule_makefile(const char *mirror, const char *commit, json_t **jobs, struct buf *err)
+static int rule_makefile(struct git_reader *git, const char *commit, json_t **jobs, struct buf *err)
 {
     static const char *const names[] = {"GNUmakefile", "makefile", "Makefile"};
     for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
-        int r = git_path_type(mirror, commit, names[i], err);
+        int r = git_path_type(git, commit, names[i], err);
         if (r < 0)
             return r;
         if (r != GIT_PATH_BLOB)
             continue;
         struct buf text = BUF_INIT;
-        r = git_read_blob(mirror, commit, names[i], PIPELINE_MAX_FILE, &text, err);
+        r = git_read_blob(git, commit, names[i], PIPELINE_MAX_FILE, &text, err);
         if (r == -EFBIG) {
             buf_setf(err, "%s at %s is larger than %d bytes", names[i], commit, PIPELINE_MAX_FILE);
             return -EINVAL;
@@ -99,10 +99,10 @@ static const char *filter_name(const char *ref)
 
 /* The .yci.yml rule: 0 when the commit has none, 1 with its jobs, or a
  * negative errno (-EINVAL: a problem in the file, err is the build's error). */
-static int rule_yml(const char *mirror, const char *commit, const char *ref, int max_jobs,
+static int rule_yml(struct git_reader *git, const char *commit, const char *ref, int max_jobs,
                     json_t **jobs, bool *cancel_superseded, struct buf *err)
 {
-    int r = git_path_type(mirror, commit, PIPELINE_YML, err);
+    int r = git_path_type(git, commit, PIPELINE_YML, err);
     if (r < 0)
         return r;
     if (r == GIT_PATH_NONE)
@@ -112,7 +112,7 @@ static int rule_yml(const char *mirror, const char *commit, const char *ref, int
         return -EINVAL;
     }
     struct buf text = BUF_INIT;
-    r = git_read_blob(mirror, commit, PIPELINE_YML, PIPELINE_MAX_YML, &text, err);
+    r = git_read_blob(git, commit, PIPELINE_YML, PIPELINE_MAX_YML, &text, err);
     if (r == -EFBIG) {
         buf_setf(err, "%s: the file is larger than %d bytes", PIPELINE_YML, PIPELINE_MAX_YML);
         return -EINVAL;
@@ -141,10 +141,10 @@ static int rule_yml(const char *mirror, const char *commit, const char *ref, int
 
 /* The .yci.py rule: 0 when the commit has none, 1 with its plan job. The
  * server never runs the file: a runner does, as the build's first job. */
-static int rule_py(const char *mirror, const char *commit, int timeout, json_t **jobs,
+static int rule_py(struct git_reader *git, const char *commit, int timeout, json_t **jobs,
                    struct buf *err)
 {
-    int r = git_path_type(mirror, commit, PIPELINE_PY, err);
+    int r = git_path_type(git, commit, PIPELINE_PY, err);
     if (r < 0)
         return r;
     if (r == GIT_PATH_NONE)
@@ -159,26 +159,26 @@ static int rule_py(const char *mirror, const char *commit, int timeout, json_t *
     return 1;
 }
 
-int pipeline_for_commit(const char *mirror, const char *commit, const char *ref, int max_jobs,
+int pipeline_for_commit(struct git_reader *git, const char *commit, const char *ref, int max_jobs,
                         int plan_timeout, json_t **jobs, bool *per_ref, bool *cancel_superseded, struct buf *err)
 {
     if (per_ref)
         *per_ref = true;
     if (cancel_superseded)
         *cancel_superseded = true;
-    int r = rule_yml(mirror, commit, ref, max_jobs, jobs, cancel_superseded, err);
+    int r = rule_yml(git, commit, ref, max_jobs, jobs, cancel_superseded, err);
     if (r != 0)
         return r < 0 ? r : 0;
-    r = rule_py(mirror, commit, plan_timeout, jobs, err);
+    r = rule_py(git, commit, plan_timeout, jobs, err);
     if (r != 0)
         return r < 0 ? r : 0;
     if (per_ref)
         *per_ref = false;
-    typedef int (*rule_fn)(const char *, const char *, json_t **, struct buf *);
+    typedef int (*rule_fn)(struct git_reader *, const char *, json_t **, struct buf *);
     static const rule_fn rules[] = {rule_tests_dir, rule_makefile};
     for (size_t i = 0; i < sizeof(rules) / sizeof(rules[0]); i++) {
         json_t *out = NULL;
-        r = rules[i](mirror, commit, &out, err);
+        r = rules[i](git, commit, &out, err);
         if (r < 0)
             return r;
         if (r > 0) {

@@ -1,9 +1,10 @@
 /*
  * pipeline — what a commit runs.
  *
- * Given a repository's bare mirror and a commit, pipeline_for_commit() returns
- * the job descriptions of the build (the shape store.h documents). The server
- * only reads files from the mirror; nothing from the repository is executed.
+ * Given a reader of a repository's bare mirror (git_reader_open()) and a
+ * commit, pipeline_for_commit() returns the job descriptions of the build
+ * (the shape store.h documents). The server only reads files from the
+ * mirror; nothing from the repository is executed.
  *
  * The rules, tried in order:
  *   1. a .yci.yml file → its jobs, parsed and expanded by src/pipeline
@@ -26,6 +27,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 
+#include "git/git.h"
 #include "lib/buf.h"
 
 /* Largest build file (e.g. a Makefile) the pipeline rules read. */
@@ -67,7 +69,7 @@ const char *pipeline_make_target(const char *text, size_t len);
  * cancel_superseded, true when there is none (or it could not be read): the
  * new build of a branch cancels the unfinished jobs of its older builds.
  */
-int pipeline_for_commit(const char *mirror, const char *commit, const char *ref, int max_jobs,
+int pipeline_for_commit(struct git_reader *git, const char *commit, const char *ref, int max_jobs,
                         int plan_timeout, json_t **jobs, bool *per_ref, bool *cancel_superseded, struct buf *err);
 
 #endif

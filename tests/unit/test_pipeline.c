@@ -115,6 +115,19 @@ static int teardown(void **state)
     return 0;
 }
 
+/* pipeline_for_commit() through a reader of the work tree's repository. */
+static int pipeline_at(struct repo *r, const char *commit, const char *ref, int max_jobs,
+                       int plan_timeout, json_t **jobs, bool *per_ref, bool *cancel_superseded,
+                       struct buf *err)
+{
+    struct git_reader *g = NULL;
+    assert_int_equal(git_reader_open(r->git_dir, &g, err), 0);
+    int rc = pipeline_for_commit(g, commit, ref, max_jobs, plan_timeout, jobs, per_ref,
+                                 cancel_superseded, err);
+    git_reader_close(g);
+    return rc;
+}
+
 /* The one job of jobs: its name and its single command. */
 static void assert_one_job(json_t *jobs, const char *name, const char *command)
 {
@@ -136,7 +149,7 @@ static void test_tests_folder(void **state)
     commit(r, sha);
     json_t *jobs = NULL;
     struct buf err = BUF_INIT;
-    assert_int_equal(pipeline_for_commit(r->git_dir, sha, NULL, 0, 0, &jobs, NULL, NULL, &err), 0);
+    assert_int_equal(pipeline_at(r, sha, NULL, 0, 0, &jobs, NULL, NULL, &err), 0);
     assert_one_job(jobs, "tests", "python3 -m unittest discover -s tests -v");
     json_decref(jobs);
     buf_release(&err);
@@ -153,14 +166,14 @@ static void test_makefile(void **state)
     write_file(r, "tests", "not a folder\n");
     write_file(r, "Makefile", "all:\n\ttrue\ncheck := nothing\n\ntest :\n\ttrue\n");
     commit(r, sha);
-    assert_int_equal(pipeline_for_commit(r->git_dir, sha, NULL, 0, 0, &jobs, NULL, NULL, &err), 0);
+    assert_int_equal(pipeline_at(r, sha, NULL, 0, 0, &jobs, NULL, NULL, &err), 0);
     assert_one_job(jobs, "test", "make test");
     json_decref(jobs);
 
     /* check: and test: → make check */
     write_file(r, "Makefile", "test:\n\ttrue\ncheck: all\n\ttrue\n");
     commit(r, sha);
-    assert_int_equal(pipeline_for_commit(r->git_dir, sha, NULL, 0, 0, &jobs, NULL, NULL, &err), 0);
+    assert_int_equal(pipeline_at(r, sha, NULL, 0, 0, &jobs, NULL, NULL, &err), 0);
     assert_one_job(jobs, "check", "make check");
     json_decref(jobs);
     buf_release(&err);
@@ -177,7 +190,7 @@ static void test_yci_py(void **state)
     write_file(r, ".yci.py", "raise SystemExit('the server must not run this')\n");
     write_file(r, "tests/test_a.py", "import unittest\n");
     commit(r, sha);
-    assert_int_equal(pipeline_for_commit(r->git_dir, sha, NULL, 0, 7, &jobs, NULL, NULL, &err), 0);
+    assert_int_equal(pipeline_at(r, sha, NULL, 0, 7, &jobs, NULL, NULL, &err), 0);
     assert_int_equal(json_array_size(jobs), 1);
     json_t *plan = json_array_get(jobs, 0);
     assert_string_equal(json_string_value(json_object_get(plan, "name")), ".yci.py");
@@ -186,14 +199,14 @@ static void test_yci_py(void **state)
     json_decref(jobs);
 
     /* No time limit given: the default one. */
-    assert_int_equal(pipeline_for_commit(r->git_dir, sha, NULL, 0, 0, &jobs, NULL, NULL, &err), 0);
+    assert_int_equal(pipeline_at(r, sha, NULL, 0, 0, &jobs, NULL, NULL, &err), 0);
     assert_int_equal(json_integer_value(json_object_get(json_array_get(jobs, 0), "timeout")),
                      YCI_PLAN_TIMEOUT);
     json_decref(jobs);
 
     write_file(r, ".yci.yml", "jobs:\n  a:\n    run: true\n");
     commit(r, sha);
-    assert_int_equal(pipeline_for_commit(r->git_dir, sha, NULL, 0, 0, &jobs, NULL, NULL, &err), 0);
+    assert_int_equal(pipeline_at(r, sha, NULL, 0, 0, &jobs, NULL, NULL, &err), 0);
     assert_one_job(jobs, "a", "true");
     json_decref(jobs);
     buf_release(&err);
@@ -208,7 +221,7 @@ static void test_nothing(void **state)
     write_file(r, "README", "hello\n");
     write_file(r, "Makefile", "all:\n\ttrue\n# check: in a comment\n");
     commit(r, sha);
-    assert_int_equal(pipeline_for_commit(r->git_dir, sha, NULL, 0, 0, &jobs, NULL, NULL, &err), -EINVAL);
+    assert_int_equal(pipeline_at(r, sha, NULL, 0, 0, &jobs, NULL, NULL, &err), -EINVAL);
     assert_null(jobs);
     char *want = xasprintf("no pipeline found at %s: yci looked for a .yci.yml file, a .yci.py "
                            "file, a tests/ folder (run with python3 -m unittest discover) and a "
@@ -220,7 +233,7 @@ static void test_nothing(void **state)
 
     /* A commit the repository does not have is a git error, not a config error. */
     buf_reset(&err);
-    int rc = pipeline_for_commit(r->git_dir, "0123456789012345678901234567890123456789", NULL, 0, 0,
+    int rc = pipeline_at(r, "0123456789012345678901234567890123456789", NULL, 0, 0,
                                  &jobs, NULL, NULL, &err);
     assert_true(rc < 0 && rc != -EINVAL);
     assert_true(err.len > 0);
@@ -249,7 +262,7 @@ static void test_yml(void **state)
                "    branches: {only: main}\n");
     commit(r, sha);
     assert_int_equal(
-        pipeline_for_commit(r->git_dir, sha, "refs/heads/main", 0, 0, &jobs, &per_ref, NULL, &err), 0);
+        pipeline_at(r, sha, "refs/heads/main", 0, 0, &jobs, &per_ref, NULL, &err), 0);
     assert_true(per_ref);
     assert_int_equal(json_array_size(jobs), 3);
     json_t *j = json_array_get(jobs, 1);
@@ -265,12 +278,12 @@ static void test_yml(void **state)
     /* Another branch: deploy is dropped; the job limit is passed on. */
     jobs = NULL;
     assert_int_equal(
-        pipeline_for_commit(r->git_dir, sha, "refs/heads/dev", 0, 0, &jobs, &per_ref, NULL, &err), 0);
+        pipeline_at(r, sha, "refs/heads/dev", 0, 0, &jobs, &per_ref, NULL, &err), 0);
     assert_int_equal(json_array_size(jobs), 2);
     json_decref(jobs);
     jobs = NULL;
     assert_int_equal(
-        pipeline_for_commit(r->git_dir, sha, "refs/heads/dev", 1, 0, &jobs, &per_ref, NULL, &err), -EINVAL);
+        pipeline_at(r, sha, "refs/heads/dev", 1, 0, &jobs, &per_ref, NULL, &err), -EINVAL);
     assert_null(jobs);
     assert_non_null(strstr(err.data, "limit of 1 job"));
 
@@ -278,7 +291,7 @@ static void test_yml(void **state)
     write_file(r, ".yci.yml", "jobs:\n  d:\n    run: x\n    branches: {only: main}\n");
     commit(r, sha);
     assert_int_equal(
-        pipeline_for_commit(r->git_dir, sha, "refs/heads/dev", 0, 0, &jobs, &per_ref, NULL, &err), 0);
+        pipeline_at(r, sha, "refs/heads/dev", 0, 0, &jobs, &per_ref, NULL, &err), 0);
     assert_int_equal(json_array_size(jobs), 0);
     json_decref(jobs);
     jobs = NULL;
@@ -288,7 +301,7 @@ static void test_yml(void **state)
     write_file(r, ".yci.yml", "jobs:\n  t:\n    run: x\n    tiemout: 5\n");
     commit(r, sha);
     assert_int_equal(
-        pipeline_for_commit(r->git_dir, sha, "refs/heads/main", 0, 0, &jobs, &per_ref, NULL, &err), -EINVAL);
+        pipeline_at(r, sha, "refs/heads/main", 0, 0, &jobs, &per_ref, NULL, &err), -EINVAL);
     assert_null(jobs);
     assert_true(per_ref);
     assert_string_equal(err.data,
@@ -300,14 +313,14 @@ static void test_yml(void **state)
     write_file(r, ".yci.yml/x", "x\n");
     commit(r, sha);
     assert_int_equal(
-        pipeline_for_commit(r->git_dir, sha, "refs/heads/main", 0, 0, &jobs, &per_ref, NULL, &err), -EINVAL);
+        pipeline_at(r, sha, "refs/heads/main", 0, 0, &jobs, &per_ref, NULL, &err), -EINVAL);
     assert_string_equal(err.data, ".yci.yml is a directory, not a file");
 
     /* No .yci.yml: the default rule, the same for every ref. */
     git(r, NULL, "rm", "-q", "-r", ".yci.yml", NULL);
     commit(r, sha);
     assert_int_equal(
-        pipeline_for_commit(r->git_dir, sha, "refs/heads/main", 0, 0, &jobs, &per_ref, NULL, &err), 0);
+        pipeline_at(r, sha, "refs/heads/main", 0, 0, &jobs, &per_ref, NULL, &err), 0);
     assert_false(per_ref);
     assert_one_job(jobs, "tests", "python3 -m unittest discover -s tests -v");
     json_decref(jobs);
@@ -336,13 +349,27 @@ static void test_git_mirror(void **state)
     assert_int_equal(git_mirror_fix_head(mirror, heads, &err), 0);
     json_decref(heads);
 
-    assert_int_equal(git_path_type(mirror, sha, "tests", &err), GIT_PATH_TREE);
-    assert_int_equal(git_path_type(mirror, sha, "tests/x.py", &err), GIT_PATH_BLOB);
-    assert_int_equal(git_path_type(mirror, sha, "nope", &err), GIT_PATH_NONE);
-    assert_int_equal(git_read_blob(mirror, sha, "tests/x.py", 100, &blob, &err), 0);
+    struct git_reader *g = NULL;
+    assert_int_equal(git_reader_open(mirror, &g, &err), 0);
+    assert_int_equal(git_path_type(g, sha, "tests", &err), GIT_PATH_TREE);
+    assert_int_equal(git_path_type(g, sha, "tests/x.py", &err), GIT_PATH_BLOB);
+    assert_int_equal(git_path_type(g, sha, "nope", &err), GIT_PATH_NONE);
+    assert_int_equal(git_read_blob(g, sha, "tests/x.py", 100, &blob, &err), 0);
     assert_string_equal(blob.data, "print(1)\n");
-    assert_int_equal(git_read_blob(mirror, sha, "tests/x.py", 3, &blob, &err), -EFBIG);
-    assert_int_equal(git_read_blob(mirror, sha, "nope", 100, &blob, &err), -ENOENT);
+    assert_int_equal(git_read_blob(g, sha, "tests/x.py", 3, &blob, &err), -EFBIG);
+    assert_int_equal(git_read_blob(g, sha, "nope", 100, &blob, &err), -ENOENT);
+    assert_int_equal(git_path_type(g, sha, "a\nb", &err), -EINVAL);
+    assert_int_equal(git_path_type(g, sha, "/etc", &err), -EINVAL);
+    /* The same reader sees what a later fetch brings. */
+    char sha2[41];
+    write_file(r, "tests/y.py", "print(2)\n");
+    commit(r, sha2);
+    assert_int_equal(git_mirror_fetch(mirror, r->work, refspecs, 1, NULL, &err), 0);
+    assert_int_equal(git_mirror_maintain(mirror, &err), 0);
+    buf_reset(&blob);
+    assert_int_equal(git_read_blob(g, sha2, "tests/y.py", 100, &blob, &err), 0);
+    assert_string_equal(blob.data, "print(2)\n");
+    git_reader_close(g);
 
     /* A deleted branch is pruned; a vanished origin is a clear error. */
     git(r, NULL, "branch", "-D", "feature", NULL);
@@ -368,6 +395,78 @@ static void test_git_mirror(void **state)
     buf_release(&err);
 }
 
+/* A commit's author and subject as git show's %an and %s give them; a
+ * missing commit and a broken repository are errors, not a crash. */
+static void test_reader(void **state)
+{
+    struct repo *r = *state;
+    char sha[41];
+    struct buf err = BUF_INIT, out = BUF_INIT;
+    write_file(r, "f", "1\n");
+    git(r, NULL, "add", "-A", NULL);
+    git(r, NULL, "-c", "user.name=Ann  Author ", "commit", "-q", "-m",
+        "  \nFirst line\nsecond line   \n\nThe body.\n", NULL);
+    git(r, &out, "rev-parse", "HEAD", NULL);
+    memcpy(sha, out.data, 41);
+    struct git_reader *g = NULL;
+    assert_int_equal(git_reader_open(r->git_dir, &g, &err), 0);
+    char *author = NULL, *subject = NULL;
+    for (int i = 0; i < 50; i++) { /* one git answers them all */
+        assert_int_equal(git_commit_info(g, sha, &author, &subject, &err), 0);
+        if (i < 49) {
+            free(author);
+            free(subject);
+        }
+    }
+    /* What git itself prints, byte for byte. */
+    buf_reset(&out);
+    git(r, &out, "show", "-s", "--format=%an|%s", sha, NULL);
+    char *want = xasprintf("%s|%s", author, subject);
+    assert_string_equal(want, out.data);
+    assert_string_equal(subject, "First line second line");
+    free(want);
+    free(author);
+    free(subject);
+
+    /* A Latin-1 commit (an "encoding" header) comes out as UTF-8. */
+    write_file(r, "f", "2\n");
+    git(r, NULL, "add", "-A", NULL);
+    git(r, NULL, "-c", "i18n.commitEncoding=ISO-8859-1", "-c", "user.name=Ren\xe9", "commit", "-q",
+        "-m", "caf\xe9", NULL);
+    buf_reset(&out);
+    git(r, &out, "rev-parse", "HEAD", NULL);
+    assert_int_equal(git_commit_info(g, out.data, &author, &subject, &err), 0);
+    assert_string_equal(author, "Ren\xc3\xa9");
+    assert_string_equal(subject, "caf\xc3\xa9");
+    free(author);
+    free(subject);
+
+    /* No such commit: an error, and the reader goes on. */
+    const char *none = "0123456789012345678901234567890123456789";
+    buf_reset(&err);
+    assert_int_equal(git_commit_info(g, none, &author, &subject, &err), -ENOENT);
+    assert_null(author);
+    assert_true(err.len > 0);
+    assert_true(git_path_type(g, none, "f", &err) < 0);
+    assert_int_equal(git_path_type(g, sha, "f", &err), GIT_PATH_BLOB);
+    git_reader_close(g);
+
+    /* Not a repository: git's own message; every later call fails too. */
+    char *bogus = xasprintf("%s/not-a-repository", r->dir);
+    assert_int_equal(git_reader_open(bogus, &g, &err), 0);
+    buf_reset(&err);
+    assert_int_equal(git_path_type(g, sha, "f", &err), -EIO);
+    assert_non_null(strstr(err.data, "not a git repository"));
+    buf_reset(&err);
+    assert_int_equal(git_path_type(g, sha, "f", &err), -EIO);
+    assert_true(err.len > 0);
+    git_reader_close(g);
+    git_reader_close(NULL);
+    free(bogus);
+    buf_release(&out);
+    buf_release(&err);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -377,6 +476,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_nothing, setup, teardown),
         cmocka_unit_test_setup_teardown(test_yml, setup, teardown),
         cmocka_unit_test_setup_teardown(test_git_mirror, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_reader, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
