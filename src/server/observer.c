@@ -82,8 +82,18 @@ struct poll {
  * pipeline and advance the head, creating the build once. pull: the pull
  * request of a refs/pull/N/head ref (NULL otherwise). 0, or -errno with err.
  */
+/* Whether a pipeline is a .yci.py plan, whose jobs depend on the pull
+ * request it is given. */
+static bool is_plan(json_t *jobs)
+{
+    return json_array_size(jobs) == 1 &&
+           json_is_string(json_object_get(json_array_get(jobs, 0), "kind")) &&
+           strcmp(json_string_value(json_object_get(json_array_get(jobs, 0), "kind")), "plan") ==
+               0;
+}
+
 static int advance_ref(struct poll *p, const char *ref, const char *sha, const char *old,
-                       json_t *pull, bool untrusted, struct buf *err)
+                       json_t *pull, bool untrusted, const char *twin, struct buf *err)
 {
     struct server *srv = p->srv;
     json_t *jobs = NULL;
@@ -116,12 +126,26 @@ static int advance_ref(struct poll *p, const char *ref, const char *sha, const c
             json_object_set(p->pipelines, sha, jobs);
         else
             json_object_set_new(p->pipelines, sha, json_string(perr.data));
+        if (twin && per_ref) {
+            /* A twin stands for this ref only if it builds the same. */
+            json_t *tjobs = NULL;
+            struct buf terr = BUF_INIT;
+            int trc = pipeline_for_commit(p->git, sha, twin, srv->cfg.max_jobs_per_build,
+                                          srv->cfg.plan_timeout, &tjobs, NULL, NULL, &terr);
+            if (trc != rc || (rc == 0 && !json_equal(jobs, tjobs)) ||
+                (rc < 0 && strcmp(terr.data ? terr.data : "", perr.data ? perr.data : "")))
+                twin = NULL;
+            json_decref(tjobs);
+            buf_release(&terr);
+        }
     }
+    if (is_plan(jobs))
+        twin = NULL; /* .yci.py is told which pull request it builds */
     int64_t build_id = 0;
     struct buf serr = BUF_INIT;
     int adv = store_head_advance(srv->store, p->repo_id, ref, old, sha, jobs,
                                  rc == -EINVAL ? perr.data : NULL, cancel_superseded, pull,
-                                 untrusted, &build_id, &serr);
+                                 untrusted, twin, &build_id, &serr);
     bool no_jobs = rc == 0 && json_array_size(jobs) == 0;
     json_decref(jobs);
     if (adv < 0) {
@@ -130,6 +154,9 @@ static int advance_ref(struct poll *p, const char *ref, const char *sha, const c
         buf_release(&serr);
         return adv;
     }
+    if (adv == 0 && build_id)
+        log_info("'%s' %s at %s: build %" PRId64 " of %s stands for it", p->name, ref, sha,
+                 build_id, twin);
     if (adv > 0) {
         if (rc == -EINVAL) {
             log_warn("build %" PRId64 " created for '%s' %s at %s: %s", build_id, p->name, ref,
@@ -212,6 +239,38 @@ static int github_heads(struct observer *o, const char *full_name, json_t *refs,
     return partial ? 1 : 0; /* 1: build these, close nothing */
 }
 
+/* The branch of a same-repository pull request. */
+static const char *pull_branch(json_t *pull)
+{
+    return pull && !pull_from_fork(pull)
+               ? json_string_value(json_object_get(json_object_get(pull, "head"), "ref"))
+               : NULL;
+}
+
+/*
+ * The twin of ref (store_head_advance()), newly allocated, or NULL: for the
+ * head of a pull request from the repository itself, its branch; for a
+ * branch, the first such pull request whose branch it is (pulls: ref → the
+ * open pull requests).
+ */
+static char *twin_of(const char *ref, json_t *pulls)
+{
+    const char *branch = pull_branch(json_object_get(pulls, ref));
+    if (branch)
+        return xasprintf("refs/heads/%s", branch);
+    if (strncmp(ref, "refs/heads/", 11) != 0)
+        return NULL;
+    const char *pref;
+    json_t *pull;
+    json_object_foreach(pulls, pref, pull)
+    {
+        branch = pull_branch(pull);
+        if (branch && strcmp(branch, ref + 11) == 0)
+            return xstrdup(pref);
+    }
+    return NULL;
+}
+
 /* Poll one repository; returns 0, or a negative errno with err set. */
 static int poll_repo(struct observer *o, json_t *repo, struct buf *err)
 {
@@ -274,17 +333,24 @@ static int poll_repo(struct observer *o, json_t *repo, struct buf *err)
     if (rc < 0)
         goto out;
 
-    json_object_foreach(heads, ref, v)
-    {
-        const char *sha = json_string_value(v);
-        const char *old = json_string_value(json_object_get(seen, ref));
-        if (!sha || (old && strcmp(old, sha) == 0))
-            continue;
-        fetched = true;
-        json_t *pull = json_object_get(pulls, ref);
-        rc = advance_ref(&p, ref, sha, old, pull, pull && pull_from_fork(pull), err);
-        if (rc < 0)
-            goto out;
+    /* Pull requests first: when one and its branch are new at the same
+     * commit, the pull request's build (which .yci.py is told about) is
+     * the one that stands for both. */
+    for (int pass = 0; pass < 2; pass++) {
+        json_object_foreach(heads, ref, v)
+        {
+            const char *sha = json_string_value(v);
+            const char *old = json_string_value(json_object_get(seen, ref));
+            json_t *pull = json_object_get(pulls, ref);
+            if (!sha || (old && strcmp(old, sha) == 0) || (pass == 0) != (pull != NULL))
+                continue;
+            fetched = true;
+            char *twin = twin_of(ref, pulls);
+            rc = advance_ref(&p, ref, sha, old, pull, pull && pull_from_fork(pull), twin, err);
+            free(twin);
+            if (rc < 0)
+                goto out;
+        }
     }
     json_object_foreach(seen, ref, v)
     {

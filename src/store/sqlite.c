@@ -231,6 +231,17 @@ static const char *const migrations[] = {
     /* 6: the claim seeks by label set (its cost independent of the queue) */
     "DROP INDEX jobs_queued;"
     "CREATE INDEX jobs_queued ON jobs(labels, id) WHERE status = 'queued' AND waiting = 0;",
+    /* 7: a build with no jobs (every job filtered out for its ref) reports
+     * no commit status: nothing was tested, and a "success" would cover
+     * the result of another build of the same commit (its branch's) */
+    "DROP TRIGGER statuses_build_insert;"
+    "CREATE TRIGGER statuses_build_insert AFTER INSERT ON builds "
+    "WHEN NEW.commit_sha IS NOT NULL AND NEW.status <> 'passed' AND "
+    "(SELECT github FROM repos WHERE id = NEW.repo_id) IS NOT NULL BEGIN "
+    "  INSERT INTO statuses(build_id, job_id, github, sha, context, state) "
+    "  SELECT NEW.id, 0, github, NEW.commit_sha, 'yci', NEW.status FROM repos "
+    "  WHERE id = NEW.repo_id; "
+    "END;",
 };
 #define N_MIGRATIONS ((int)(sizeof(migrations) / sizeof(migrations[0])))
 
@@ -279,6 +290,7 @@ enum q {
     Q_BUILD_START,
     Q_BUILD_SET_ERROR,
     Q_BUILD_SET_PULL,
+    Q_ADOPTED,
     Q_BUILD_COPY_PULL,
     Q_REPO_SET_GITHUB,
     Q_STATUSES_DUE,
@@ -338,8 +350,9 @@ static const char *const sql[Q_COUNT] = {
     [Q_HEAD_DELETE] = "DELETE FROM heads WHERE repo_id = ?1 AND ref = ?2",
     /* A cancelled build does not count: a ref that comes back to a commit
      * whose build was cancelled (a reopened pull request) builds again. */
-    [Q_BUILD_EXISTS] = "SELECT 1 FROM builds WHERE repo_id = ?1 AND ref = ?2 AND commit_sha = ?3 "
-                       "AND status <> 'cancelled' LIMIT 1",
+    [Q_BUILD_EXISTS] = "SELECT id, ref = ?2 FROM builds WHERE repo_id = ?1 AND commit_sha = ?3 "
+                       "AND (ref = ?2 OR ref = ?4) AND status <> 'cancelled' "
+                       "ORDER BY ref = ?2 DESC LIMIT 1",
     [Q_BUILD_INSERT] =
         "INSERT INTO builds(repo_id, ref, branch, commit_sha, status, error, created, "
         "finished, rebuild_of, origin) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, "
@@ -363,7 +376,9 @@ static const char *const sql[Q_COUNT] = {
     [Q_BUILD_START] = "UPDATE builds SET status = 'running', started = coalesce(started, ?2) "
                       "WHERE id = ?1 AND (status <> 'running' OR started IS NULL)",
     [Q_BUILD_SET_ERROR] = "UPDATE builds SET error = ?2 WHERE id = ?1",
-    [Q_BUILD_SET_PULL] = "UPDATE builds SET pull = ?2, untrusted = ?3 WHERE id = ?1",
+    /* A build's pull request: set when it is made, or when a pull request
+     * finds its branch's build at its commit (the first one wins). */
+    [Q_BUILD_SET_PULL] = "UPDATE builds SET pull = ?2, untrusted = ?3 WHERE id = ?1 AND pull IS NULL",
     [Q_BUILD_COPY_PULL] = "UPDATE builds SET (pull, untrusted, author, subject) = (SELECT pull, "
                           "untrusted, author, subject FROM builds WHERE id = ?2) WHERE id = ?1",
     [Q_BUILD_SET_COMMIT] = "UPDATE builds SET author = ?2, subject = ?3 WHERE id = ?1",
@@ -443,6 +458,11 @@ static const char *const sql[Q_COUNT] = {
                           "error = ?3 WHERE id = ?1 AND status = 'queued'",
     [Q_SUPERSEDED] = "SELECT id FROM builds INDEXED BY builds_by_commit WHERE repo_id = ?1 AND "
                      "ref = ?2 AND id < ?3 AND status IN ('queued', 'running') ORDER BY id",
+    /* The unfinished builds of other refs that stand for pull request ?2
+     * (store_head_advance()'s twin). */
+    [Q_ADOPTED] = "SELECT id FROM builds WHERE repo_id = ?1 AND pull IS NOT NULL AND ref <> ?3 "
+                  "AND status IN ('queued', 'running') AND json_extract(pull, '$.number') = ?2 "
+                  "ORDER BY id",
     [Q_LEASES_EXPIRED] = "SELECT j.id, j.build_id, j.name, j.attempt, j.infra_retries, r.name "
                          "FROM jobs j INDEXED BY jobs_running "
                          "LEFT JOIN runners r ON r.id = j.runner_id "
@@ -1268,17 +1288,12 @@ static int needs_resolve(struct store *st, int64_t build_id, int64_t now, int *r
  * build_id ("cancel_superseded"); inside a transaction. Each such build gets
  * the event "superseded by build N".
  */
-/* Cancel the unfinished jobs of the builds of (repo, ref) older than
- * build_id, each build getting the event "WHY: N jobs cancelled". */
-static int cancel_ref_builds(struct store *st, int64_t repo_id, const char *ref, int64_t build_id,
-                             int64_t now, const char *why)
+/* Cancel the unfinished jobs of the builds s (bound) selects, each build
+ * getting the event "WHY: N jobs cancelled". */
+static int cancel_builds(struct store *st, sqlite3_stmt *s, int64_t now, const char *why)
 {
     int64_t *ids = NULL;
     size_t n = 0, cap = 0;
-    sqlite3_stmt *s = q(st, Q_SUPERSEDED);
-    sqlite3_bind_int64(s, 1, repo_id);
-    bind_text(s, 2, ref);
-    sqlite3_bind_int64(s, 3, build_id);
     int rc;
     while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
         if (n == cap) {
@@ -1306,6 +1321,17 @@ static int cancel_ref_builds(struct store *st, int64_t repo_id, const char *ref,
     }
     free(ids);
     return r;
+}
+
+/* Cancel the builds of (repo, ref) older than build_id (cancel_builds()). */
+static int cancel_ref_builds(struct store *st, int64_t repo_id, const char *ref, int64_t build_id,
+                             int64_t now, const char *why)
+{
+    sqlite3_stmt *s = q(st, Q_SUPERSEDED);
+    sqlite3_bind_int64(s, 1, repo_id);
+    bind_text(s, 2, ref);
+    sqlite3_bind_int64(s, 3, build_id);
+    return cancel_builds(st, s, now, why);
 }
 
 /* ref → branch: refs/heads/X → X; other refs stay whole. */
@@ -1683,7 +1709,20 @@ static int head_forget(struct store *st, int64_t repo_id, const char *ref, const
         goto out;
     if (why && (r = cancel_ref_builds(st, repo_id, ref, INT64_MAX, time_now_ms(), why)) < 0)
         goto out;
-    sqlite3_stmt *s = q(st, Q_HEAD_DELETE);
+    /* A pull request's head: also the builds of its branch standing for it. */
+    int64_t number = 0;
+    char tail[8] = "";
+    sqlite3_stmt *s;
+    if (why && sscanf(ref, "refs/pull/%" SCNd64 "/%7s", &number, tail) == 2 &&
+        strcmp(tail, "head") == 0) {
+        s = q(st, Q_ADOPTED);
+        sqlite3_bind_int64(s, 1, repo_id);
+        sqlite3_bind_int64(s, 2, number);
+        bind_text(s, 3, ref);
+        if ((r = cancel_builds(st, s, time_now_ms(), why)) < 0)
+            goto out;
+    }
+    s = q(st, Q_HEAD_DELETE);
     sqlite3_bind_int64(s, 1, repo_id);
     bind_text(s, 2, ref);
     r = exec_q(s) == 0 ? tx_commit(st, NULL) : -EIO;
@@ -1848,9 +1887,10 @@ int store_head_delete(struct store *st, int64_t repo_id, const char *ref)
 
 int store_head_advance(struct store *st, int64_t repo_id, const char *ref, const char *old_sha,
                        const char *new_sha, json_t *jobs, const char *error,
-                       bool cancel_superseded, json_t *pull, bool untrusted, int64_t *build_id,
-                       struct buf *err)
+                       bool cancel_superseded, json_t *pull, bool untrusted, const char *twin_ref,
+                       int64_t *build_id, struct buf *err)
 {
+    *build_id = 0;
     if (!ref || !*ref || !new_sha || !*new_sha) {
         buf_setf(err, "a head needs a ref and a commit");
         return -EINVAL;
@@ -1905,9 +1945,36 @@ int store_head_advance(struct store *st, int64_t repo_id, const char *ref, const
     sqlite3_bind_int64(s, 1, repo_id);
     bind_text(s, 2, ref);
     bind_text(s, 3, new_sha);
+    bind_text(s, 4, twin_ref);
     rc = sqlite3_step(s);
+    int64_t twin = rc == SQLITE_ROW && !sqlite3_column_int(s, 1) ? sqlite3_column_int64(s, 0) : 0;
     sqlite3_reset(s);
-    if (rc == SQLITE_DONE) {
+    if (twin) {
+        /* The twin's build stands for this ref too: the older builds of
+         * this ref are superseded by it, and a pull request's branch build
+         * becomes the pull request's build. */
+        char *why = xasprintf("superseded by build %" PRId64, twin);
+        r = cancel_superseded ? cancel_ref_builds(st, repo_id, ref, twin, now, why) : 0;
+        free(why);
+        if (r == 0 && pull) {
+            char *text = dump(pull);
+            s = q(st, Q_BUILD_SET_PULL);
+            sqlite3_bind_int64(s, 1, twin);
+            bind_text(s, 2, text);
+            sqlite3_bind_int(s, 3, untrusted);
+            r = exec_q(s) == 0 ? 0 : -EIO;
+            free(text);
+        }
+        char *note = xasprintf("%s is at this commit too: this build stands for it", ref);
+        if (r == 0)
+            r = event_add(st, twin, 0, now, note);
+        free(note);
+        if (r < 0) {
+            r = db_error(st, err, "record the twin ref");
+            goto out;
+        }
+        *build_id = twin;
+    } else if (rc == SQLITE_DONE) {
         r = build_insert(st, repo_id, ref, new_sha, jobs, error, 0, "observer", now, &id, err);
         if (r < 0)
             goto out;

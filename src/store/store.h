@@ -128,13 +128,20 @@ int store_repo_set_github(struct store *st, int64_t repo_id, const char *full_na
  * at their next heartbeat, as for store_build_cancel). pull (may be NULL)
  * is the pull request the build is for (GitHub's JSON, kept with the build,
  * sent to its .yci.py plan job and copied by rebuilds); untrusted marks a
- * build of code from outside the repository (a fork's pull request). Returns
- * 1 and sets *build_id when a build was created.
+ * build of code from outside the repository (a fork's pull request).
+ * twin_ref (may be NULL) is a ref that would build the same jobs at this
+ * commit (a same-repository pull request's branch, or the pull request of a
+ * branch): when it has a build of new_sha that was not cancelled, no build
+ * is created; that build stands for ref too (an event on it says so; it
+ * supersedes the older builds of ref as a new build would; it gets pull
+ * when it has no pull request yet). Returns 1 and
+ * sets *build_id when a build was created; 0 otherwise, *build_id then the
+ * twin's build when that is why, else 0.
  */
 int store_head_advance(struct store *st, int64_t repo_id, const char *ref, const char *old_sha,
                        const char *new_sha, json_t *jobs, const char *error,
-                       bool cancel_superseded, json_t *pull, bool untrusted, int64_t *build_id,
-                       struct buf *err);
+                       bool cancel_superseded, json_t *pull, bool untrusted, const char *twin_ref,
+                       int64_t *build_id, struct buf *err);
 
 /*
  * A build not tied to the observer: repo_id 0 means no repository (jobs run

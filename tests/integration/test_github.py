@@ -454,3 +454,86 @@ def test_relative_submodule_urls_resolve_as_on_github(ctx, gh, gitrepo):
     text = server.log(job["id"]).decode()
     assert b["status"] == "passed", (b, text)
     assert "yci-octo-lib-content" in text, text
+
+
+def commit_builds(server, sha):
+    return [b for b in server.builds(repo="octo.proj") if b["commit"] == sha]
+
+
+def stands_for(server, build_id, ref):
+    """Whether the build's events say it stands for ref too."""
+    return any(e["message"].startswith(ref + " is at this commit too")
+               for e in server.build(build_id)["events"])
+
+
+def test_a_pull_request_and_its_branch_are_built_once(ctx, gh, gitrepo):
+    """A pull request from the repository itself and its branch at one commit
+    are one build, whichever of the two was seen first: the branch's build
+    becomes the pull request's, or the pull request's stands for the branch.
+    Closing the pull request cancels it."""
+    repo = project(gitrepo, gh, {".yci.yml": SLOW_YML})
+    server = github_server(ctx, gh)
+    ctx.runner(server, slots=2).start()
+    # The branch first, built as any branch, then the pull request.
+    repo.checkout("feature", new=True)
+    sha = repo.commit({"feature.txt": "x\n"})
+    repo.checkout("main")
+    b = server.wait_commit_build("octo.proj", sha, timeout=60, finished=False)
+    assert b["ref"] == "refs/heads/feature" and b.get("pull_number") is None, b
+    gh.open_pull("octo", "proj", head_ref="feature", head_sha=sha)
+    wait_until(lambda: server.build(b["id"]).get("pull_number") == 1, 30,
+               what="the branch's build to become the pull request's")
+    assert stands_for(server, b["id"], "refs/pull/1/head")
+    assert [x["id"] for x in commit_builds(server, sha)] == [b["id"]]
+
+    # A push to the pull request: one build again, the older one superseded.
+    repo.checkout("feature")
+    sha2 = repo.commit({"more.txt": "y\n"})
+    repo.checkout("main")
+    gh.push_pull("octo", "proj", 1, sha2)
+    b2 = wait_pr_build(server, 1, sha2, finished=False)
+    twin = "refs/pull/1/head" if b2["ref"] == "refs/heads/feature" else "refs/heads/feature"
+    wait_until(lambda: stands_for(server, b2["id"], twin), 30, what="both refs at %s" % sha2[:7])
+    assert [x["id"] for x in commit_builds(server, sha2)] == [b2["id"]]
+    assert server.wait_build(b["id"], 30)["status"] == "cancelled"
+
+    # Closing the pull request cancels the build standing for it.
+    gh.close_pull("octo", "proj", 1)
+    b2 = server.wait_build(b2["id"], 30)
+    assert b2["status"] == "cancelled", b2
+    events = [e["message"] for e in server.build(b2["id"])["events"]]
+    assert any(m.startswith("pull request #1 was closed") for m in events), events
+
+
+def test_a_build_with_no_jobs_reports_no_status(ctx, gh, gitrepo):
+    """When branch filters leave the pull request's build without jobs, the
+    two are not one build; the build without jobs tested nothing and reports
+    nothing, so the branch build's failure stays the commit's status."""
+    yml = ("jobs:\n"
+           "  unit:\n"
+           "    run: 'false'\n"
+           "    branches:\n"
+           "      only: feature\n")
+    repo = project(gitrepo, gh)
+    server = github_server(ctx, gh)
+    ctx.runner(server, slots=2).start()
+    repo.checkout("feature", new=True)
+    sha = repo.commit({".yci.yml": yml})
+    repo.checkout("main")
+    b = server.wait_commit_build("octo.proj", sha, timeout=60)
+    assert b["status"] == "failed", b
+    wait_until(lambda: gh.latest_states("octo", "proj", sha).get("yci") == "failure", 30,
+               what="the branch build's failure on GitHub")
+    gh.open_pull("octo", "proj", head_ref="feature", head_sha=sha)
+    pb = wait_pr_build(server, 1, sha)
+    assert pb["id"] != b["id"] and pb["status"] == "passed", pb
+    assert server.build(pb["id"])["jobs"] == []
+    # The main branch's build (after the pull request's) reports: the
+    # outbox has sent everything before it.
+    repo.commit({"later.txt": "z\n"})
+    m = server.wait_commit_build("octo.proj", repo.head("main"), timeout=60)
+    wait_until(lambda: gh.latest_states("octo", "proj", m["commit"]).get("yci") == "success", 30,
+               what="a later build's status")
+    assert gh.latest_states("octo", "proj", sha) == {"yci": "failure", "yci/unit": "failure"}
+    assert not [s for s in gh.statuses("octo", "proj", sha)
+                if s["target_url"].endswith("/builds/%d" % pb["id"])]

@@ -261,18 +261,18 @@ static void test_head_advance(void **state)
 
     /* New branch: no stored head. */
     assert_int_equal(
-        store_head_advance(f->st, repo, "refs/heads/main", NULL, SHA_A, jobs, NULL, true, NULL, false, &b1, &err), 1);
+        store_head_advance(f->st, repo, "refs/heads/main", NULL, SHA_A, jobs, NULL, true, NULL, false, NULL, &b1, &err), 1);
     assert_true(b1 > 0);
     /* The same observation twice (a second poll racing): nothing. */
     assert_int_equal(
-        store_head_advance(f->st, repo, "refs/heads/main", NULL, SHA_A, jobs, NULL, true, NULL, false, &bx, &err), 0);
+        store_head_advance(f->st, repo, "refs/heads/main", NULL, SHA_A, jobs, NULL, true, NULL, false, NULL, &bx, &err), 0);
     assert_int_equal(bx, 0);
     /* Head is A already, and a build of A exists: nothing. */
     assert_int_equal(
-        store_head_advance(f->st, repo, "refs/heads/main", SHA_A, SHA_A, jobs, NULL, true, NULL, false, &bx, &err), 0);
+        store_head_advance(f->st, repo, "refs/heads/main", SHA_A, SHA_A, jobs, NULL, true, NULL, false, NULL, &bx, &err), 0);
     /* Stale old_sha: no build, head unchanged. */
     assert_int_equal(
-        store_head_advance(f->st, repo, "refs/heads/main", SHA_C, SHA_B, jobs, NULL, true, NULL, false, &bx, &err), 0);
+        store_head_advance(f->st, repo, "refs/heads/main", SHA_C, SHA_B, jobs, NULL, true, NULL, false, NULL, &bx, &err), 0);
     assert_int_equal(bx, 0);
     json_t *heads = store_heads_get(f->st, repo);
     assert_string_equal(sval(heads, "refs/heads/main"), SHA_A);
@@ -281,13 +281,13 @@ static void test_head_advance(void **state)
 
     /* A real advance (without cancel_superseded: see test_superseded). */
     assert_int_equal(
-        store_head_advance(f->st, repo, "refs/heads/main", SHA_A, SHA_B, jobs, NULL, false, NULL, false, &b2,
+        store_head_advance(f->st, repo, "refs/heads/main", SHA_A, SHA_B, jobs, NULL, false, NULL, false, NULL, &b2,
                            &err),
         1);
     assert_true(b2 > b1);
     /* Force-push back to A: the head moves, but A was built already. */
     assert_int_equal(
-        store_head_advance(f->st, repo, "refs/heads/main", SHA_B, SHA_A, jobs, NULL, true, NULL, false, &bx, &err), 0);
+        store_head_advance(f->st, repo, "refs/heads/main", SHA_B, SHA_A, jobs, NULL, true, NULL, false, NULL, &bx, &err), 0);
     assert_int_equal(bx, 0);
     heads = store_heads_get(f->st, repo);
     assert_string_equal(sval(heads, "refs/heads/main"), SHA_A);
@@ -296,7 +296,7 @@ static void test_head_advance(void **state)
 
     /* Same commit on another ref: another build. A pull ref keeps its name. */
     assert_int_equal(
-        store_head_advance(f->st, repo, "refs/pull/1/head", NULL, SHA_A, jobs, NULL, true, NULL, false, &bx, &err), 1);
+        store_head_advance(f->st, repo, "refs/pull/1/head", NULL, SHA_A, jobs, NULL, true, NULL, false, NULL, &bx, &err), 1);
     json_t *b = store_build_get(f->st, bx);
     assert_string_equal(sval(b, "branch"), "refs/pull/1/head");
     assert_string_equal(sval(b, "ref"), "refs/pull/1/head");
@@ -328,7 +328,7 @@ static void test_head_advance(void **state)
 
     /* Unknown repository. */
     assert_int_equal(
-        store_head_advance(f->st, 999, "refs/heads/main", NULL, SHA_A, jobs, NULL, true, NULL, false, &bx, &err),
+        store_head_advance(f->st, 999, "refs/heads/main", NULL, SHA_A, jobs, NULL, true, NULL, false, NULL, &bx, &err),
         -ENOENT);
     json_decref(jobs);
     buf_release(&err);
@@ -353,7 +353,7 @@ static void *poll_burst(void *arg)
         snprintf(old, sizeof(old), "%040d", i);
         int64_t id;
         int r = store_head_advance(p->st, p->repo, "refs/heads/main", i ? old : NULL, new, jobs,
-                                   NULL, true, NULL, false, &id, &err);
+                                   NULL, true, NULL, false, NULL, &id, &err);
         if (r == 1)
             p->created++;
         else if (r < 0)
@@ -386,7 +386,7 @@ static void test_error_build(void **state)
     int64_t id = 0;
     const char *msg = "no tests/ folder and no Makefile with a check or test target";
     assert_int_equal(
-        store_head_advance(f->st, repo, "refs/heads/main", NULL, SHA_A, NULL, msg, true, NULL, false, &id, &err), 1);
+        store_head_advance(f->st, repo, "refs/heads/main", NULL, SHA_A, NULL, msg, true, NULL, false, NULL, &id, &err), 1);
     json_t *b = store_build_get(f->st, id);
     assert_string_equal(sval(b, "status"), "error");
     assert_string_equal(sval(b, "error"), msg);
@@ -513,7 +513,7 @@ static void test_bad_jobs(void **state)
     int64_t repo = repo_add(f->st, "proj");
     json_t *bad = js("[{\"name\": \"t\", \"commands\": []}]");
     assert_int_equal(
-        store_head_advance(f->st, repo, "refs/heads/main", NULL, SHA_A, bad, NULL, true, NULL, false, &id, &err),
+        store_head_advance(f->st, repo, "refs/heads/main", NULL, SHA_A, bad, NULL, true, NULL, false, NULL, &id, &err),
         -EINVAL);
     json_t *heads = store_heads_get(f->st, repo);
     assert_int_equal(json_object_size(heads), 0);
@@ -1249,7 +1249,7 @@ static void test_reopen(void **state)
     struct buf err = BUF_INIT;
     int64_t build = 0;
     assert_int_equal(
-        store_head_advance(f->st, repo, "refs/heads/main", NULL, SHA_A, jobs, NULL, true, NULL, false, &build, &err),
+        store_head_advance(f->st, repo, "refs/heads/main", NULL, SHA_A, jobs, NULL, true, NULL, false, NULL, &build, &err),
         1);
     int64_t r1 = runner_new(f->st, "r1", "{}");
     json_t *a = claim(f->st, r1, "{}", LEASE);
@@ -1269,7 +1269,7 @@ static void test_reopen(void **state)
     /* Still exactly one build of (main, A). */
     int64_t x = 0;
     assert_int_equal(
-        store_head_advance(f->st, repo, "refs/heads/main", SHA_A, SHA_A, jobs, NULL, true, NULL, false, &x, &err), 0);
+        store_head_advance(f->st, repo, "refs/heads/main", SHA_A, SHA_A, jobs, NULL, true, NULL, false, NULL, &x, &err), 0);
     json_t *r = store_runner_by_token(f->st, "hash-of-r1");
     assert_int_equal(ival(r, "id"), r1);
     assert_int_equal(json_array_size(json_object_get(r, "jobs")), 1);
@@ -1643,16 +1643,16 @@ static void test_superseded(void **state)
     struct buf err = BUF_INIT;
     int64_t b1 = 0, b2 = 0, b3 = 0, other = 0;
     assert_int_equal(store_head_advance(f->st, repo, "refs/heads/main", NULL, SHA_A, jobs, NULL,
-                                        true, NULL, false, &b1, &err),
+                                        true, NULL, false, NULL, &b1, &err),
                      1);
     assert_int_equal(store_head_advance(f->st, repo, "refs/heads/dev", NULL, SHA_A, jobs, NULL,
-                                        true, NULL, false, &other, &err),
+                                        true, NULL, false, NULL, &other, &err),
                      1);
     json_t *a = claim(f->st, r, "{}", LEASE), *b = claim(f->st, r, "{}", LEASE);
     finish(f->st, a, r, "passed");
     /* b is running, c queued: both are cancelled by the next commit. */
     assert_int_equal(store_head_advance(f->st, repo, "refs/heads/main", SHA_A, SHA_B, jobs, NULL,
-                                        true, NULL, false, &b2, &err),
+                                        true, NULL, false, NULL, &b2, &err),
                      1);
     assert_string_equal(build_status(f->st, b1, &keep), "cancelled");
     json_t *j1 = json_object_get(keep, "jobs");
@@ -1667,13 +1667,85 @@ static void test_superseded(void **state)
     /* Other branches are untouched; so are older builds with false. */
     assert_string_equal(build_status(f->st, other, &keep), "queued");
     assert_int_equal(store_head_advance(f->st, repo, "refs/heads/main", SHA_B, SHA_C, jobs, NULL,
-                                        false, NULL, false, &b3, &err),
+                                        false, NULL, false, NULL, &b3, &err),
                      1);
     assert_string_equal(build_status(f->st, b2, &keep), "queued");
     json_decref(a);
     json_decref(b);
     json_decref(jobs);
     json_decref(keep);
+    buf_release(&err);
+}
+
+/* A twin ref's build of the same commit stands for a ref: no second build;
+ * a pull request adopts its branch's build; the ref's older builds are
+ * superseded by it; a cancelled twin build does not count. */
+static void test_twin(void **state)
+{
+    struct fixture *f = *state;
+    int64_t repo = repo_add(f->st, "proj");
+    json_t *jobs = js(ONE_JOB), *pull = js("{\"number\": 1}"), *keep = NULL;
+    struct buf err = BUF_INIT;
+    int64_t br = 0, id = 0, pr = 0;
+    const char *B = "refs/heads/feature", *P = "refs/pull/1/head";
+    assert_int_equal(store_head_advance(f->st, repo, B, NULL, SHA_A, jobs, NULL, true, NULL, false,
+                                        P, &br, &err),
+                     1);
+    /* The pull request at the same commit: the branch's build is its build. */
+    assert_int_equal(store_head_advance(f->st, repo, P, NULL, SHA_A, jobs, NULL, true, pull, false,
+                                        B, &id, &err),
+                     0);
+    assert_int_equal(id, br);
+    json_t *b = store_build_get(f->st, br);
+    assert_int_equal(ival(b, "pull_number"), 1);
+    json_decref(b);
+    assert_true(has_event(f->st, br, "refs/pull/1/head is at this commit too: this build stands for it"));
+    json_t *heads = store_heads_get(f->st, repo);
+    assert_string_equal(sval(heads, P), SHA_A);
+    json_decref(heads);
+
+    /* The pull request moves first: its own build; then its branch follows. */
+    assert_int_equal(store_head_advance(f->st, repo, P, SHA_A, SHA_B, jobs, NULL, true, pull,
+                                        false, B, &pr, &err),
+                     1);
+    assert_int_equal(store_head_advance(f->st, repo, B, SHA_A, SHA_B, jobs, NULL, true, NULL,
+                                        false, P, &id, &err),
+                     0);
+    assert_int_equal(id, pr);
+    /* The branch's older build was superseded by the pull request's. */
+    assert_string_equal(build_status(f->st, br, &keep), "cancelled");
+    char want[64];
+    snprintf(want, sizeof(want), "superseded by build %lld: 1 job cancelled", (long long)pr);
+    assert_true(has_event(f->st, br, want));
+
+    /* Without a twin, or with a twin whose build was cancelled: a build. */
+    assert_int_equal(store_build_cancel(f->st, pr), 1);
+    assert_int_equal(store_head_advance(f->st, repo, B, SHA_B, SHA_C, jobs, NULL, true, NULL,
+                                        false, NULL, &id, &err),
+                     1);
+    assert_int_equal(store_head_advance(f->st, repo, "refs/heads/x", NULL, SHA_B, jobs, NULL, true,
+                                        NULL, false, P, &id, &err),
+                     1);
+
+    /* Closing the pull request cancels the build standing for it; not the
+     * builds of its branch that do not. */
+    int64_t repo2 = repo_add(f->st, "proj2"), other = 0;
+    assert_int_equal(store_head_advance(f->st, repo2, B, NULL, SHA_A, jobs, NULL, true, NULL,
+                                        false, P, &br, &err),
+                     1);
+    assert_int_equal(store_head_advance(f->st, repo2, P, NULL, SHA_A, jobs, NULL, true, pull,
+                                        false, B, &id, &err),
+                     0);
+    assert_int_equal(store_head_advance(f->st, repo2, "refs/heads/y", NULL, SHA_B, jobs, NULL,
+                                        true, NULL, false, NULL, &other, &err),
+                     1);
+    assert_int_equal(store_ref_close(f->st, repo2, P, "pull request #1 was closed"), 0);
+    assert_string_equal(build_status(f->st, br, &keep), "cancelled");
+    assert_true(has_event(f->st, br, "pull request #1 was closed: 1 job cancelled"));
+    assert_string_equal(build_status(f->st, other, &keep), "queued");
+    json_decref(keep);
+    json_decref(jobs);
+    json_decref(pull);
     buf_release(&err);
 }
 
@@ -1914,6 +1986,7 @@ int main(int argc, char **argv)
         cmocka_unit_test_setup_teardown(test_retry, setup, teardown),
         cmocka_unit_test_setup_teardown(test_needs, setup, teardown),
         cmocka_unit_test_setup_teardown(test_superseded, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_twin, setup, teardown),
         cmocka_unit_test_setup_teardown(test_claim_cost, setup, teardown),
         cmocka_unit_test_setup_teardown(test_threads, setup, teardown),
     };
