@@ -33,11 +33,19 @@
 #include "store/store.h"
 #include "lib/banned.h"
 
+/* How long after a fetch its housekeeping waits (`git maintenance run
+ * --auto`): its git processes would otherwise take the CPU from the claims
+ * and job starts that the fetch's new builds bring at once. */
+#define MAINTAIN_DELAY_MS 2000
+
 struct observer {
     struct server *srv;
     struct github *gh; /* the observer thread's GitHub client; NULL without GitHub */
     json_t *registered; /* GITHUB_REPOSITORIES names known to be in the store */
     json_t *reg_errors; /* name → the last error registering it (logged once) */
+    /* mirror path → when its housekeeping is due (time_mono_ms()); only the
+     * thread that polls touches it */
+    json_t *maintain;
     pthread_mutex_t lock;
     pthread_cond_t cond; /* CLOCK_MONOTONIC */
     int64_t *wanted;     /* repository ids asked for, without duplicates */
@@ -378,12 +386,10 @@ static int poll_repo(struct observer *o, json_t *repo, struct buf *err)
     }
     if (p.created)
         sched_kick(srv->sched);
-    /* Housekeeping after the builds are queued, not before: the fetch
-     * leaves it out (git_mirror_fetch()). */
-    struct buf merr = BUF_INIT;
-    if (fetched && git_mirror_maintain(mirror, &merr) < 0)
-        log_warn("repo '%s': %s, ignoring", name, merr.data);
-    buf_release(&merr);
+    /* The fetch left its housekeeping out (git_mirror_fetch()): it runs a
+     * little later, once the new builds have started. */
+    if (fetched && !json_object_get(o->maintain, mirror))
+        json_object_set_new(o->maintain, mirror, json_integer(time_mono_ms() + MAINTAIN_DELAY_MS));
     rc = 0;
     if (github && o->gh && !pulls_known) {
         /* The branches were built; the pull requests wait for GitHub. */
@@ -486,6 +492,32 @@ static int poll_and_record(struct observer *o, json_t *repo)
     return rc;
 }
 
+/* Run the housekeeping of one mirror whose time has come (of every one with
+ * all) and return -1; or return when the next is due, 0 when none waits. */
+static int64_t maintain_due(struct observer *o, bool all)
+{
+    int64_t now = time_mono_ms(), next = 0;
+    const char *mirror;
+    json_t *v;
+    void *tmp;
+    json_object_foreach_safe(o->maintain, tmp, mirror, v)
+    {
+        int64_t due = json_integer_value(v);
+        if (!all && due > now) {
+            next = next && next < due ? next : due;
+            continue;
+        }
+        struct buf err = BUF_INIT;
+        if (git_mirror_maintain(mirror, &err) < 0)
+            log_warn("%s: %s, ignoring", mirror, err.data);
+        buf_release(&err);
+        json_object_del(o->maintain, mirror);
+        if (!all)
+            return -1; /* one at a time: a poll asked for may be waiting */
+    }
+    return next;
+}
+
 static void *observer_thread(void *arg)
 {
     struct observer *o = arg;
@@ -497,7 +529,13 @@ static void *observer_thread(void *arg)
     while (!o->stopping) {
         int64_t now = time_mono_ms();
         if (o->nwanted == 0 && now < next_all) {
-            struct timespec ts = {next_all / 1000, (next_all % 1000) * 1000000};
+            pthread_mutex_unlock(&o->lock);
+            int64_t due = maintain_due(o, false);
+            pthread_mutex_lock(&o->lock);
+            if (due < 0 || o->nwanted > 0 || o->stopping)
+                continue;
+            int64_t until = due && due < next_all ? due : next_all;
+            struct timespec ts = {until / 1000, (until % 1000) * 1000000};
             pthread_cond_timedwait(&o->cond, &o->lock, &ts);
             continue;
         }
@@ -552,7 +590,8 @@ static bool configured(const char *list, const char *full)
 
 int observer_once(struct server *srv)
 {
-    struct observer o = {.srv = srv, .registered = json_object(), .reg_errors = json_object()};
+    struct observer o = {.srv = srv, .registered = json_object(), .reg_errors = json_object(),
+                         .maintain = json_object()};
     o.gh = github_new(&srv->cfg.github);
     int failed = github_register(&o);
     json_t *repos = store_repo_list(srv->store);
@@ -564,9 +603,11 @@ int observer_once(struct server *srv)
             failed++;
     }
     json_decref(repos);
+    maintain_due(&o, true); /* the pass ends here: now, not later */
     github_free(o.gh);
     json_decref(o.registered);
     json_decref(o.reg_errors);
+    json_decref(o.maintain);
     return failed;
 }
 
@@ -576,6 +617,7 @@ int observer_new(struct server *srv, struct observer **out, struct buf *err)
     o->srv = srv;
     o->registered = json_object();
     o->reg_errors = json_object();
+    o->maintain = json_object();
     if (srv->cfg.github_repos)
         o->gh = github_new(&srv->cfg.github);
     pthread_mutex_init(&o->lock, NULL);
@@ -602,5 +644,6 @@ void observer_free(struct observer *o)
     github_free(o->gh);
     json_decref(o->registered);
     json_decref(o->reg_errors);
+    json_decref(o->maintain);
     free(o);
 }

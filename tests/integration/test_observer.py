@@ -133,6 +133,36 @@ def test_poll_endpoint_and_cli_make_a_build_appear_now(ctx, gitrepo):
     assert r.status == 404 and "error" in r.json(), r
 
 
+def test_a_mirror_is_kept_tidy_after_the_builds(ctx, gitrepo):
+    """git's housekeeping of a mirror (`git maintenance run --auto`) is left
+    out of the fetch and runs a little after the poll that fetched, so that
+    it does not delay the builds the fetch brings; but it runs."""
+    import subprocess
+    server = ctx.server(poll_interval=60).start()
+    repo = gitrepo("tidy")
+    c0 = repo.commit(PASSING_TESTS)
+    server.add_repo(repo.path)
+    server.wait_commit_build("tidy", c0, timeout=20, finished=False)
+    mirror = os.path.join(server.data, "mirrors", "tidy.git")
+    # A task that is due as soon as one commit is new: the commit-graph.
+    for k, v in (("maintenance.commit-graph.enabled", "true"),
+                 ("maintenance.commit-graph.auto", "1")):
+        subprocess.run(["git", "--git-dir", mirror, "config", k, v], check=True)
+    chain = os.path.join(mirror, "objects", "info", "commit-graphs", "commit-graph-chain")
+    time.sleep(3)  # what the first poll left due has run by now
+    if os.path.exists(chain):
+        os.unlink(chain)
+    c1 = repo.commit({"x.txt": "x\n"})
+    assert server.post("/api/repos/tidy/poll", token=None).status == 202
+    server.wait_commit_build("tidy", c1, timeout=15, finished=False)
+    wait_until(lambda: os.path.exists(chain), 20, what="the mirror's housekeeping")
+    # Nothing fetched, nothing to do: a poll with no new commit runs none.
+    os.unlink(chain)
+    assert server.post("/api/repos/tidy/poll", token=None).status == 202
+    time.sleep(3)
+    assert not os.path.exists(chain)
+
+
 def test_post_receive_hook_triggers_a_build(ctx, gitrepo):
     """The hook the README documents: curl the poll endpoint."""
     server = ctx.server(poll_interval=60).start()
