@@ -319,6 +319,37 @@ int git_mirror_fix_head(const char *mirror, json_t *heads, struct buf *err)
     return run_git(mirror, args, GIT_LOCAL_TIMEOUT, NULL, "git symbolic-ref", err);
 }
 
+/*
+ * posix_spawnp git with argv (its whole command line): stdin from in_fd,
+ * stdout to out_fd, stderr to err_fd (-1: ours), no other descriptor, every
+ * signal default and unblocked, cwd "/" (the paths given git are absolute).
+ * 0 and *pid, or a positive errno.
+ */
+static int spawn_git_io(const char *const *argv, int in_fd, int out_fd, int err_fd, pid_t *pid)
+{
+    posix_spawn_file_actions_t fa;
+    posix_spawnattr_t attr;
+    posix_spawn_file_actions_init(&fa);
+    posix_spawnattr_init(&attr);
+    /* dup2 clears close-on-exec on the copies; everything else is closed. */
+    posix_spawn_file_actions_adddup2(&fa, in_fd, 0);
+    posix_spawn_file_actions_adddup2(&fa, out_fd, 1);
+    if (err_fd >= 0)
+        posix_spawn_file_actions_adddup2(&fa, err_fd, 2);
+    posix_spawn_file_actions_addclosefrom_np(&fa, 3);
+    posix_spawn_file_actions_addchdir_np(&fa, "/");
+    sigset_t none, all;
+    sigemptyset(&none);
+    sigfillset(&all);
+    posix_spawnattr_setsigmask(&attr, &none);
+    posix_spawnattr_setsigdefault(&attr, &all);
+    posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
+    int rc = posix_spawnp(pid, "git", &fa, &attr, (char *const *)argv, (char *const *)env_get());
+    posix_spawn_file_actions_destroy(&fa);
+    posix_spawnattr_destroy(&attr);
+    return rc;
+}
+
 /* ---- the object reader: one `git cat-file --batch-command` ------------- */
 
 struct git_reader {
@@ -418,25 +449,8 @@ static int reader_start(struct git_reader *r, struct buf *err)
     const char *argv[] = {"git", "-c", "protocol.ext.allow=never", "-c",
                           "core.hooksPath=/dev/null", dir_arg, "cat-file", "--batch-command",
                           NULL};
-    posix_spawn_file_actions_t fa;
-    posix_spawnattr_t attr;
-    posix_spawn_file_actions_init(&fa);
-    posix_spawnattr_init(&attr);
-    posix_spawn_file_actions_adddup2(&fa, sv[1], 0);
-    posix_spawn_file_actions_adddup2(&fa, sv[1], 1);
-    posix_spawn_file_actions_adddup2(&fa, r->err_fd, 2);
-    posix_spawn_file_actions_addclosefrom_np(&fa, 3);
-    posix_spawn_file_actions_addchdir_np(&fa, "/");
-    sigset_t none, all;
-    sigemptyset(&none);
-    sigfillset(&all);
-    posix_spawnattr_setsigmask(&attr, &none);
-    posix_spawnattr_setsigdefault(&attr, &all);
-    posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
     pid_t pid;
-    int rc = posix_spawnp(&pid, "git", &fa, &attr, (char *const *)argv, (char *const *)env_get());
-    posix_spawn_file_actions_destroy(&fa);
-    posix_spawnattr_destroy(&attr);
+    int rc = spawn_git_io(argv, sv[1], sv[1], r->err_fd, &pid);
     free(dir_arg);
     close(sv[1]);
     if (rc != 0) {
@@ -531,13 +545,14 @@ static int reader_line(struct git_reader *r, char **line, struct buf *err)
 }
 
 /*
- * "info object": 1 with its id, type and size; 0 when the repository has no
- * such object (or the name is ambiguous); or -EIO.
+ * Ask "cmd object" and read the answer's first line: "<oid> <type> <size>".
+ * 1 with those; 0 when the repository has no such object (or the name is
+ * ambiguous); or -EIO.
  */
-static int reader_info(struct git_reader *r, const char *object, char oid[41], char type[16],
-                       uint64_t *size, struct buf *err)
+static int reader_answer(struct git_reader *r, const char *cmd, const char *object, char oid[41],
+                         char type[16], uint64_t *size, struct buf *err)
 {
-    int rc = reader_ask(r, "info", object, err);
+    int rc = reader_ask(r, cmd, object, err);
     char *line = NULL;
     if (rc == 0)
         rc = reader_line(r, &line, err);
@@ -557,24 +572,28 @@ static int reader_info(struct git_reader *r, const char *object, char oid[41], c
     return 1;
 }
 
+static int reader_info(struct git_reader *r, const char *object, char oid[41], char type[16],
+                       uint64_t *size, struct buf *err)
+{
+    return reader_answer(r, "info", object, oid, type, size, err);
+}
+
 /* "contents oid", which info said is a type of size bytes: appended to out. */
 static int reader_contents(struct git_reader *r, const char *oid, uint64_t size, struct buf *out,
                            struct buf *err)
 {
-    int rc = reader_ask(r, "contents", oid, err);
-    char *line = NULL;
-    if (rc == 0)
-        rc = reader_line(r, &line, err);
+    char id[41], type[16];
+    uint64_t got = 0;
+    int rc = reader_answer(r, "contents", oid, id, type, &got, err);
     if (rc < 0)
         return rc;
-    char id[64], type[16], sz[32];
-    int64_t v = 0;
-    if (sscanf(line, "%63s %15s %31s", id, type, sz) != 3 || strcmp(id, oid) != 0 ||
-        parse_int64(sz, 0, INT64_MAX, &v) < 0 || (uint64_t)v != size)
+    if (rc == 0 || strcmp(id, oid) != 0 || got != size)
         return reader_fail(r, "an answer it should not give", err);
     rc = reader_fill(r, size + 1, err); /* the object and its '\n' */
     if (rc < 0)
         return rc;
+    if (r->in.data[r->pos + size] != '\n')
+        return reader_fail(r, "an answer it should not give", err);
     buf_add(out, r->in.data + r->pos, size);
     r->pos += size + 1;
     return 0;
@@ -811,25 +830,8 @@ int git_upload_pack_start(const char *mirror, int in_fd, int *out_fd, struct buf
         buf_setf(err, "pipe: %s", strerror(errno));
         return -errno;
     }
-    posix_spawn_file_actions_t fa;
-    posix_spawnattr_t attr;
-    posix_spawn_file_actions_init(&fa);
-    posix_spawnattr_init(&attr);
-    /* dup2 clears close-on-exec on the copies; everything else is closed. */
-    posix_spawn_file_actions_adddup2(&fa, in_fd, 0);
-    posix_spawn_file_actions_adddup2(&fa, pfd[1], 1);
-    posix_spawn_file_actions_addclosefrom_np(&fa, 3);
-    sigset_t none, all;
-    sigemptyset(&none);
-    sigfillset(&all);
-    posix_spawnattr_setsigmask(&attr, &none);
-    posix_spawnattr_setsigdefault(&attr, &all);
-    posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
-
     pid_t pid;
-    int rc = posix_spawnp(&pid, "git", &fa, &attr, (char *const *)argv, (char *const *)env_get());
-    posix_spawn_file_actions_destroy(&fa);
-    posix_spawnattr_destroy(&attr);
+    int rc = spawn_git_io(argv, in_fd, pfd[1], -1, &pid);
     close(pfd[1]);
     if (rc != 0) {
         close(pfd[0]);

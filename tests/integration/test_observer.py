@@ -22,6 +22,18 @@ def assert_no_duplicates(builds):
     assert not dup, "(branch, commit) built more than once: %r" % dup
 
 
+def polled(ctx, gitrepo, name):
+    """A server polling every minute (so that only what a test asks for
+    polls), and a repository added to it, its first commit built."""
+    server = ctx.server(poll_interval=60).start()
+    repo = gitrepo(name)
+    c0 = repo.commit(PASSING_TESTS)
+    server.add_repo(repo.path)
+    # The first poll comes with the add, not after the interval.
+    server.wait_commit_build(name, c0, timeout=20, finished=False)
+    return server, repo
+
+
 def test_new_commit_and_new_branch_are_built(ctx, server, runner, gitrepo):
     repo = gitrepo("obs")
     c1 = repo.commit(PASSING_TESTS)
@@ -110,12 +122,7 @@ def test_20_branches_in_one_push_make_20_builds(ctx, server, gitrepo):
 
 
 def test_poll_endpoint_and_cli_make_a_build_appear_now(ctx, gitrepo):
-    server = ctx.server(poll_interval=60).start()
-    repo = gitrepo("hinted")
-    c0 = repo.commit(PASSING_TESTS)
-    server.add_repo(repo.path)
-    # The first poll comes with the add, not after the interval.
-    server.wait_commit_build("hinted", c0, timeout=20, finished=False)
+    server, repo = polled(ctx, gitrepo, "hinted")
 
     c1 = repo.commit()
     t0 = time.monotonic()
@@ -138,11 +145,7 @@ def test_a_mirror_is_kept_tidy_after_the_builds(ctx, gitrepo):
     out of the fetch and runs a little after the poll that fetched, so that
     it does not delay the builds the fetch brings; but it runs."""
     import subprocess
-    server = ctx.server(poll_interval=60).start()
-    repo = gitrepo("tidy")
-    c0 = repo.commit(PASSING_TESTS)
-    server.add_repo(repo.path)
-    server.wait_commit_build("tidy", c0, timeout=20, finished=False)
+    server, repo = polled(ctx, gitrepo, "tidy")
     mirror = os.path.join(server.data, "mirrors", "tidy.git")
     # A task that is due as soon as one commit is new: the commit-graph.
     for k, v in (("maintenance.commit-graph.enabled", "true"),
@@ -165,11 +168,7 @@ def test_a_mirror_is_kept_tidy_after_the_builds(ctx, gitrepo):
 
 def test_post_receive_hook_triggers_a_build(ctx, gitrepo):
     """The hook the README documents: curl the poll endpoint."""
-    server = ctx.server(poll_interval=60).start()
-    repo = gitrepo("hooked")
-    c0 = repo.commit(PASSING_TESTS)
-    server.add_repo(repo.path)
-    server.wait_commit_build("hooked", c0, timeout=20, finished=False)
+    server, repo = polled(ctx, gitrepo, "hooked")
 
     hook = os.path.join(repo.path, "hooks", "post-receive")
     with open(hook, "w") as f:

@@ -1680,21 +1680,27 @@ static void test_superseded(void **state)
 /* A twin ref's build of the same commit stands for a ref: no second build;
  * a pull request adopts its branch's build; the ref's older builds are
  * superseded by it; a cancelled twin build does not count. */
+/* store_head_advance() as the observer calls it for a GitHub repository. */
+static int adv(struct store *st, int64_t repo, const char *ref, const char *old, const char *sha,
+               json_t *jobs, json_t *pull, const char *twin, int64_t *id)
+{
+    struct buf err = BUF_INIT;
+    int r = store_head_advance(st, repo, ref, old, sha, jobs, NULL, true, pull, false, twin, id,
+                               &err);
+    buf_release(&err);
+    return r;
+}
+
 static void test_twin(void **state)
 {
     struct fixture *f = *state;
     int64_t repo = repo_add(f->st, "proj");
     json_t *jobs = js(ONE_JOB), *pull = js("{\"number\": 1}"), *keep = NULL;
-    struct buf err = BUF_INIT;
     int64_t br = 0, id = 0, pr = 0;
     const char *B = "refs/heads/feature", *P = "refs/pull/1/head";
-    assert_int_equal(store_head_advance(f->st, repo, B, NULL, SHA_A, jobs, NULL, true, NULL, false,
-                                        P, &br, &err),
-                     1);
+    assert_int_equal(adv(f->st, repo, B, NULL, SHA_A, jobs, NULL, P, &br), 1);
     /* The pull request at the same commit: the branch's build is its build. */
-    assert_int_equal(store_head_advance(f->st, repo, P, NULL, SHA_A, jobs, NULL, true, pull, false,
-                                        B, &id, &err),
-                     0);
+    assert_int_equal(adv(f->st, repo, P, NULL, SHA_A, jobs, pull, B, &id), 0);
     assert_int_equal(id, br);
     json_t *b = store_build_get(f->st, br);
     assert_int_equal(ival(b, "pull_number"), 1);
@@ -1705,12 +1711,8 @@ static void test_twin(void **state)
     json_decref(heads);
 
     /* The pull request moves first: its own build; then its branch follows. */
-    assert_int_equal(store_head_advance(f->st, repo, P, SHA_A, SHA_B, jobs, NULL, true, pull,
-                                        false, B, &pr, &err),
-                     1);
-    assert_int_equal(store_head_advance(f->st, repo, B, SHA_A, SHA_B, jobs, NULL, true, NULL,
-                                        false, P, &id, &err),
-                     0);
+    assert_int_equal(adv(f->st, repo, P, SHA_A, SHA_B, jobs, pull, B, &pr), 1);
+    assert_int_equal(adv(f->st, repo, B, SHA_A, SHA_B, jobs, NULL, P, &id), 0);
     assert_int_equal(id, pr);
     /* The branch's older build was superseded by the pull request's. */
     assert_string_equal(build_status(f->st, br, &keep), "cancelled");
@@ -1720,25 +1722,15 @@ static void test_twin(void **state)
 
     /* Without a twin, or with a twin whose build was cancelled: a build. */
     assert_int_equal(store_build_cancel(f->st, pr), 1);
-    assert_int_equal(store_head_advance(f->st, repo, B, SHA_B, SHA_C, jobs, NULL, true, NULL,
-                                        false, NULL, &id, &err),
-                     1);
-    assert_int_equal(store_head_advance(f->st, repo, "refs/heads/x", NULL, SHA_B, jobs, NULL, true,
-                                        NULL, false, P, &id, &err),
-                     1);
+    assert_int_equal(adv(f->st, repo, B, SHA_B, SHA_C, jobs, NULL, NULL, &id), 1);
+    assert_int_equal(adv(f->st, repo, "refs/heads/x", NULL, SHA_B, jobs, NULL, P, &id), 1);
 
     /* Closing the pull request cancels the build standing for it; not the
      * builds of its branch that do not. */
     int64_t repo2 = repo_add(f->st, "proj2"), other = 0;
-    assert_int_equal(store_head_advance(f->st, repo2, B, NULL, SHA_A, jobs, NULL, true, NULL,
-                                        false, P, &br, &err),
-                     1);
-    assert_int_equal(store_head_advance(f->st, repo2, P, NULL, SHA_A, jobs, NULL, true, pull,
-                                        false, B, &id, &err),
-                     0);
-    assert_int_equal(store_head_advance(f->st, repo2, "refs/heads/y", NULL, SHA_B, jobs, NULL,
-                                        true, NULL, false, NULL, &other, &err),
-                     1);
+    assert_int_equal(adv(f->st, repo2, B, NULL, SHA_A, jobs, NULL, P, &br), 1);
+    assert_int_equal(adv(f->st, repo2, P, NULL, SHA_A, jobs, pull, B, &id), 0);
+    assert_int_equal(adv(f->st, repo2, "refs/heads/y", NULL, SHA_B, jobs, NULL, NULL, &other), 1);
     assert_int_equal(store_ref_close(f->st, repo2, P, "pull request #1 was closed"), 0);
     assert_string_equal(build_status(f->st, br, &keep), "cancelled");
     assert_true(has_event(f->st, br, "pull request #1 was closed: 1 job cancelled"));
@@ -1746,7 +1738,6 @@ static void test_twin(void **state)
     json_decref(keep);
     json_decref(jobs);
     json_decref(pull);
-    buf_release(&err);
 }
 
 /* The plan of a claim statement reads jobs_queued, sorts nothing; the
