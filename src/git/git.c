@@ -44,6 +44,9 @@ extern char **environ;
 
 /* Bytes of git output kept for a command whose output we parse. */
 #define GIT_MAX_OUTPUT (64 * 1024 * 1024)
+/* Bytes of a commit object read for its author and subject: a message of
+ * megabytes (a repository may hold anything) is not read whole. */
+#define GIT_MAX_COMMIT (1024 * 1024)
 /* Seconds for the small local commands (ls-tree, cat-file, for-each-ref). */
 #define GIT_LOCAL_TIMEOUT 120
 
@@ -416,7 +419,11 @@ void git_reader_close(struct git_reader *r)
 static int reader_fail(struct git_reader *r, const char *why, struct buf *err)
 {
     char msg[1001] = "";
-    ssize_t n = r->err_fd >= 0 ? pread(r->err_fd, msg, sizeof msg - 1, 0) : -1;
+    struct stat st;
+    off_t from = r->err_fd >= 0 && fstat(r->err_fd, &st) == 0 && st.st_size > 1000
+                     ? st.st_size - 1000
+                     : 0; /* its last words */
+    ssize_t n = r->err_fd >= 0 ? pread(r->err_fd, msg, sizeof msg - 1, from) : -1;
     if (n > 0) {
         msg[n] = '\0';
         for (char *c = msg; *c; c++)
@@ -742,12 +749,14 @@ static void parse_commit(const char *data, size_t len, char **author, char **sub
         if (!blank) {
             if (started)
                 buf_addch(&subj, ' ');
-            buf_add(&subj, p, (size_t)(e - p));
+            size_t n = (size_t)(e - p);
+            buf_add(&subj, p, n < 4096 ? n : 4096); /* more is cut anyway */
             started = true;
         }
         p = nl ? nl + 1 : end;
     }
-    *author = clean_text(an ? an : "", an ? (size_t)(an_end - an) : 0, enc, 200);
+    size_t alen = an ? (size_t)(an_end - an) : 0;
+    *author = clean_text(an ? an : "", alen < 1024 ? alen : 1024, enc, 200);
     *subject = clean_text(subj.data ? subj.data : "", subj.len, enc, 500);
     buf_release(&subj);
 }
@@ -769,8 +778,8 @@ int git_commit_info(struct git_reader *r, const char *commit, char **author, cha
         buf_setf(err, "no commit %s in %s", commit, r->mirror);
         return -ENOENT;
     }
-    if (size > GIT_MAX_OUTPUT) {
-        buf_setf(err, "commit %s is larger than %d bytes", commit, GIT_MAX_OUTPUT);
+    if (size > GIT_MAX_COMMIT) {
+        buf_setf(err, "commit %s is larger than %d bytes", commit, GIT_MAX_COMMIT);
         return -EFBIG;
     }
     struct buf raw = BUF_INIT;

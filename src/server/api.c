@@ -490,8 +490,11 @@ static void build_from_branch(struct call *c, json_t *body)
         http_respond_error(c->req, 404, "no branch \"%s\" in repository \"%s\"", branch, repo_name);
         goto out;
     }
-    if ((rc = git_reader_open(mirror, &git, &perr)) == 0)
-        rc = pipeline_for_commit(git, sha, ref, c->srv->cfg.max_jobs_per_build,
+    if ((rc = git_reader_open(mirror, &git, &err)) < 0) {
+        http_respond_error(c->req, 500, "%s", err.data);
+        goto out;
+    }
+    rc = pipeline_for_commit(git, sha, ref, c->srv->cfg.max_jobs_per_build,
                              c->srv->cfg.plan_timeout, &jobs, NULL, NULL, &perr);
     if (rc < 0 && rc != -EINVAL) {
         log_error("repo '%s': reading the pipeline at %s: %s", repo_name, sha, perr.data);

@@ -37,6 +37,9 @@
  * --auto`): its git processes would otherwise take the CPU from the claims
  * and job starts that the fetch's new builds bring at once. */
 #define MAINTAIN_DELAY_MS 2000
+/* ... and how late it may be before it runs even while polls keep the
+ * observer busy. */
+#define MAINTAIN_LATE_MS 60000
 
 struct observer {
     struct server *srv;
@@ -258,25 +261,31 @@ static const char *pull_branch(json_t *pull)
 /*
  * The twin of ref (store_head_advance()), newly allocated, or NULL: for the
  * head of a pull request from the repository itself, its branch; for a
- * branch, the first such pull request whose branch it is (pulls: ref → the
- * open pull requests).
+ * branch, such a pull request whose branch it is, the one at the same
+ * commit if several (pulls: ref → the open pull requests; heads: ref → its
+ * commit).
  */
-static char *twin_of(const char *ref, json_t *pulls)
+static char *twin_of(const char *ref, json_t *pulls, json_t *heads)
 {
     const char *branch = pull_branch(json_object_get(pulls, ref));
     if (branch)
         return xasprintf("refs/heads/%s", branch);
     if (strncmp(ref, "refs/heads/", 11) != 0)
         return NULL;
-    const char *pref;
+    const char *pref, *first = NULL;
     json_t *pull;
     json_object_foreach(pulls, pref, pull)
     {
         branch = pull_branch(pull);
-        if (branch && strcmp(branch, ref + 11) == 0)
+        if (!branch || strcmp(branch, ref + 11) != 0)
+            continue;
+        /* Of several, the one at the branch's commit. */
+        if (json_equal(json_object_get(heads, pref), json_object_get(heads, ref)))
             return xstrdup(pref);
+        if (!first)
+            first = pref;
     }
-    return NULL;
+    return first ? xstrdup(first) : NULL;
 }
 
 /* Poll one repository; returns 0, or a negative errno with err set. */
@@ -353,7 +362,7 @@ static int poll_repo(struct observer *o, json_t *repo, struct buf *err)
             if (!sha || (old && strcmp(old, sha) == 0) || (pass == 0) != (pull != NULL))
                 continue;
             fetched = true;
-            char *twin = twin_of(ref, pulls);
+            char *twin = twin_of(ref, pulls, heads);
             rc = advance_ref(&p, ref, sha, old, pull, pull && pull_from_fork(pull), twin, err);
             free(twin);
             if (rc < 0)
@@ -492,11 +501,12 @@ static int poll_and_record(struct observer *o, json_t *repo)
     return rc;
 }
 
-/* Run the housekeeping of one mirror whose time has come (of every one with
- * all) and return -1; or return when the next is due, 0 when none waits. */
-static int64_t maintain_due(struct observer *o, bool all)
+/* Run the housekeeping of one mirror whose time has come late ms ago (of
+ * every one with all) and return -1; or return when the next is due, 0 when
+ * none waits. */
+static int64_t maintain_due(struct observer *o, bool all, int64_t late)
 {
-    int64_t now = time_mono_ms(), next = 0;
+    int64_t now = time_mono_ms() - late, next = 0;
     const char *mirror;
     json_t *v;
     void *tmp;
@@ -530,7 +540,7 @@ static void *observer_thread(void *arg)
         int64_t now = time_mono_ms();
         if (o->nwanted == 0 && now < next_all) {
             pthread_mutex_unlock(&o->lock);
-            int64_t due = maintain_due(o, false);
+            int64_t due = maintain_due(o, false, 0);
             pthread_mutex_lock(&o->lock);
             if (due < 0 || o->nwanted > 0 || o->stopping)
                 continue;
@@ -550,6 +560,10 @@ static void *observer_thread(void *arg)
             json_array_foreach(repos, i, repo)
             {
                 poll_and_record(o, repo);
+                /* Polls that never leave the observer idle (more
+                 * repositories than the interval has time for) must not
+                 * starve the housekeeping for ever. */
+                maintain_due(o, false, MAINTAIN_LATE_MS);
                 pthread_mutex_lock(&o->lock);
                 bool stop = o->stopping;
                 pthread_mutex_unlock(&o->lock);
@@ -603,7 +617,7 @@ int observer_once(struct server *srv)
             failed++;
     }
     json_decref(repos);
-    maintain_due(&o, true); /* the pass ends here: now, not later */
+    maintain_due(&o, true, 0); /* the pass ends here: now, not later */
     github_free(o.gh);
     json_decref(o.registered);
     json_decref(o.reg_errors);

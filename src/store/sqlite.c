@@ -290,7 +290,7 @@ enum q {
     Q_BUILD_START,
     Q_BUILD_SET_ERROR,
     Q_BUILD_SET_PULL,
-    Q_ADOPTED,
+    Q_CLOSED,
     Q_BUILD_COPY_PULL,
     Q_REPO_SET_GITHUB,
     Q_STATUSES_DUE,
@@ -458,11 +458,15 @@ static const char *const sql[Q_COUNT] = {
                           "error = ?3 WHERE id = ?1 AND status = 'queued'",
     [Q_SUPERSEDED] = "SELECT id FROM builds INDEXED BY builds_by_commit WHERE repo_id = ?1 AND "
                      "ref = ?2 AND id < ?3 AND status IN ('queued', 'running') ORDER BY id",
-    /* The unfinished builds of other refs that stand for pull request ?2
-     * (store_head_advance()'s twin). */
-    [Q_ADOPTED] = "SELECT id FROM builds WHERE repo_id = ?1 AND pull IS NOT NULL AND ref <> ?3 "
-                  "AND status IN ('queued', 'running') AND json_extract(pull, '$.number') = ?2 "
-                  "ORDER BY id",
+    /* The unfinished builds of a closed pull request's ref ?2, but those
+     * its branch stands for (store_head_advance()'s twin): the branch of
+     * the repository is still at their commit. */
+    [Q_CLOSED] = "SELECT b.id FROM builds b INDEXED BY builds_by_commit WHERE b.repo_id = ?1 "
+                 "AND b.ref = ?2 AND b.status IN ('queued', 'running') AND NOT EXISTS ("
+                 "SELECT 1 FROM heads h WHERE h.repo_id = ?1 AND h.sha = b.commit_sha AND "
+                 "h.ref = 'refs/heads/' || json_extract(b.pull, '$.head.ref') AND "
+                 "json_extract(b.pull, '$.head.repo.full_name') = "
+                 "json_extract(b.pull, '$.base.repo.full_name')) ORDER BY b.id",
     [Q_LEASES_EXPIRED] = "SELECT j.id, j.build_id, j.name, j.attempt, j.infra_retries, r.name "
                          "FROM jobs j INDEXED BY jobs_running "
                          "LEFT JOIN runners r ON r.id = j.runner_id "
@@ -1707,18 +1711,11 @@ static int head_forget(struct store *st, int64_t repo_id, const char *ref, const
     int r = tx_begin(st, NULL);
     if (r < 0)
         goto out;
-    if (why && (r = cancel_ref_builds(st, repo_id, ref, INT64_MAX, time_now_ms(), why)) < 0)
-        goto out;
-    /* A pull request's head: also the builds of its branch standing for it. */
-    int64_t number = 0;
-    char tail[8] = "";
     sqlite3_stmt *s;
-    if (why && sscanf(ref, "refs/pull/%" SCNd64 "/%7s", &number, tail) == 2 &&
-        strcmp(tail, "head") == 0) {
-        s = q(st, Q_ADOPTED);
+    if (why) {
+        s = q(st, Q_CLOSED);
         sqlite3_bind_int64(s, 1, repo_id);
-        sqlite3_bind_int64(s, 2, number);
-        bind_text(s, 3, ref);
+        bind_text(s, 2, ref);
         if ((r = cancel_builds(st, s, time_now_ms(), why)) < 0)
             goto out;
     }

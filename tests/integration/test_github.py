@@ -149,14 +149,20 @@ def test_fork_is_untrusted_and_pull_reaches_yci_py(ctx, gh, gitrepo):
 
 
 def test_new_push_supersedes_and_close_cancels(ctx, gh, gitrepo):
+    """A pull request's own builds (here a fork's: a same-repository pull
+    request shares its branch's build, test_a_pull_request_and_its_branch_are_
+    built_once) are superseded by a push and cancelled by closing it."""
     repo = project(gitrepo, gh, {".yci.yml": SLOW_YML})
+    fork = gitrepo("fork")
+    fork.git("fetch", "-q", repo.path, "main")
+    fork.git("reset", "-q", "--hard", "FETCH_HEAD")
+    sha1 = fork.commit({"feature.txt": "x\n"})
     server = github_server(ctx, gh)
     ctx.runner(server).start()
-    sha1, _ = open_pr(repo, gh)
+    gh.open_pull("octo", "proj", head_ref="main", head_sha=sha1,
+                 head_repo=("mallory", "proj", fork.path))
     wait_pr_build(server, 1, sha1, finished=False)
-    repo.checkout("feature")
-    sha2 = repo.commit({"more.txt": "y\n"})
-    repo.checkout("main")
+    sha2 = fork.commit({"more.txt": "y\n"})
     gh.push_pull("octo", "proj", 1, sha2)
     b1 = wait_pr_build(server, 1, sha1)
     assert b1["status"] == "cancelled", b1
@@ -456,6 +462,16 @@ def test_relative_submodule_urls_resolve_as_on_github(ctx, gh, gitrepo):
     assert "yci-octo-lib-content" in text, text
 
 
+def polled_since(server, repo):
+    """Wait until a poll of repo has started after this call: two polls end
+    (the first may have started before)."""
+    def last():
+        return server.get_json("/api/repos/" + repo)["last_poll"]
+    seen = [last()]
+    wait_until(lambda: seen.append(last()) or len(set(seen)) >= 3, 30,
+               what="two polls of %s" % repo)
+
+
 def commit_builds(server, sha):
     return [b for b in server.builds(repo="octo.proj") if b["commit"] == sha]
 
@@ -497,12 +513,13 @@ def test_a_pull_request_and_its_branch_are_built_once(ctx, gh, gitrepo):
     assert [x["id"] for x in commit_builds(server, sha2)] == [b2["id"]]
     assert server.wait_build(b["id"], 30)["status"] == "cancelled"
 
-    # Closing the pull request cancels the build standing for it.
+    # Closing the pull request leaves the build to its branch, which is
+    # still at that commit and needs it.
     gh.close_pull("octo", "proj", 1)
-    b2 = server.wait_build(b2["id"], 30)
-    assert b2["status"] == "cancelled", b2
-    events = [e["message"] for e in server.build(b2["id"])["events"]]
-    assert any(m.startswith("pull request #1 was closed") for m in events), events
+    polled_since(server, "octo.proj")
+    b2 = server.build(b2["id"])
+    assert b2["status"] in ("queued", "running"), b2
+    assert not any(e["message"].startswith("pull request #1 was closed") for e in b2["events"])
 
 
 def test_a_build_with_no_jobs_reports_no_status(ctx, gh, gitrepo):

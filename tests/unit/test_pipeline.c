@@ -441,6 +441,19 @@ static void test_reader(void **state)
     free(author);
     free(subject);
 
+    /* A long subject is cut (and a commit over GIT_MAX_COMMIT not read). */
+    char *huge = xmalloc(100001);
+    memset(huge, 'x', 100000);
+    huge[100000] = '\0';
+    git(r, NULL, "commit", "-q", "--allow-empty", "-m", huge, NULL);
+    free(huge);
+    buf_reset(&out);
+    git(r, &out, "rev-parse", "HEAD", NULL);
+    assert_int_equal(git_commit_info(g, out.data, &author, &subject, &err), 0);
+    assert_int_equal(strlen(subject), 500);
+    free(author);
+    free(subject);
+
     /* No such commit: an error, and the reader goes on. */
     const char *none = "0123456789012345678901234567890123456789";
     buf_reset(&err);

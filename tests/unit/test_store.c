@@ -1725,16 +1725,30 @@ static void test_twin(void **state)
     assert_int_equal(adv(f->st, repo, B, SHA_B, SHA_C, jobs, NULL, NULL, &id), 1);
     assert_int_equal(adv(f->st, repo, "refs/heads/x", NULL, SHA_B, jobs, NULL, P, &id), 1);
 
-    /* Closing the pull request cancels the build standing for it; not the
-     * builds of its branch that do not. */
-    int64_t repo2 = repo_add(f->st, "proj2"), other = 0;
-    assert_int_equal(adv(f->st, repo2, B, NULL, SHA_A, jobs, NULL, P, &br), 1);
-    assert_int_equal(adv(f->st, repo2, P, NULL, SHA_A, jobs, pull, B, &id), 0);
-    assert_int_equal(adv(f->st, repo2, "refs/heads/y", NULL, SHA_B, jobs, NULL, NULL, &other), 1);
+    /* Closing a pull request cancels its builds, but not one its branch
+     * (still at that commit) stands for, nor its branch's it adopted. */
+    json_t *same = js("{\"number\": 2, \"head\": {\"ref\": \"topic\", \"repo\": "
+                      "{\"full_name\": \"o/p\"}}, \"base\": {\"repo\": {\"full_name\": "
+                      "\"o/p\"}}}");
+    const char *T = "refs/heads/topic", *P2 = "refs/pull/2/head";
+    int64_t repo2 = repo_add(f->st, "proj2"), old = 0;
+    assert_int_equal(adv(f->st, repo2, P2, NULL, SHA_A, jobs, same, T, &old), 1);
+    assert_int_equal(adv(f->st, repo2, P2, SHA_A, SHA_B, jobs, same, T, &pr), 1);
+    assert_int_equal(adv(f->st, repo2, T, NULL, SHA_B, jobs, NULL, P2, &id), 0);
+    assert_int_equal(id, pr);
+    assert_int_equal(adv(f->st, repo2, B, NULL, SHA_C, jobs, NULL, P, &br), 1);
+    assert_int_equal(adv(f->st, repo2, P, NULL, SHA_C, jobs, pull, B, &id), 0);
+    assert_int_equal(store_build_cancel(f->st, old), 0); /* superseded already */
+    assert_int_equal(store_ref_close(f->st, repo2, P2, "pull request #2 was closed"), 0);
     assert_int_equal(store_ref_close(f->st, repo2, P, "pull request #1 was closed"), 0);
-    assert_string_equal(build_status(f->st, br, &keep), "cancelled");
-    assert_true(has_event(f->st, br, "pull request #1 was closed: 1 job cancelled"));
-    assert_string_equal(build_status(f->st, other, &keep), "queued");
+    assert_string_equal(build_status(f->st, pr, &keep), "queued");
+    assert_string_equal(build_status(f->st, br, &keep), "queued");
+    /* Its branch moved on: then the pull request's own build is cancelled. */
+    assert_int_equal(adv(f->st, repo2, P2, NULL, SHA_A, jobs, same, T, &pr), 1);
+    assert_int_equal(store_ref_close(f->st, repo2, P2, "pull request #2 was closed"), 0);
+    assert_string_equal(build_status(f->st, pr, &keep), "cancelled");
+    assert_true(has_event(f->st, pr, "pull request #2 was closed: 1 job cancelled"));
+    json_decref(same);
     json_decref(keep);
     json_decref(jobs);
     json_decref(pull);
