@@ -457,7 +457,8 @@ static const char *const sql[Q_COUNT] = {
     [Q_JOB_CANCEL_NEED] = "UPDATE jobs SET status = 'cancelled', waiting = 0, finished = ?2, "
                           "error = ?3 WHERE id = ?1 AND status = 'queued'",
     [Q_SUPERSEDED] = "SELECT id FROM builds INDEXED BY builds_by_commit WHERE repo_id = ?1 AND "
-                     "ref = ?2 AND id < ?3 AND status IN ('queued', 'running') ORDER BY id",
+                     "ref = ?2 AND commit_sha <> ?3 AND status IN ('queued', 'running') "
+                     "ORDER BY id",
     /* The unfinished builds of a closed pull request's ref ?2, but those
      * its branch stands for (store_head_advance()'s twin): the branch of
      * the repository is still at their commit. */
@@ -1327,15 +1328,20 @@ static int cancel_builds(struct store *st, sqlite3_stmt *s, int64_t now, const c
     return r;
 }
 
-/* Cancel the builds of (repo, ref) older than build_id (cancel_builds()). */
-static int cancel_ref_builds(struct store *st, int64_t repo_id, const char *ref, int64_t build_id,
-                             int64_t now, const char *why)
+/* ref is at sha now, and build_id the build that stands for it: cancel
+ * the builds of (repo, ref) at other commits (cancel_builds(): "superseded
+ * by build N"), however old the commit it went (back) to. */
+static int cancel_ref_builds(struct store *st, int64_t repo_id, const char *ref, const char *sha,
+                             int64_t build_id, int64_t now)
 {
     sqlite3_stmt *s = q(st, Q_SUPERSEDED);
     sqlite3_bind_int64(s, 1, repo_id);
     bind_text(s, 2, ref);
-    sqlite3_bind_int64(s, 3, build_id);
-    return cancel_builds(st, s, now, why);
+    bind_text(s, 3, sha);
+    char *why = xasprintf("superseded by build %" PRId64, build_id);
+    int r = cancel_builds(st, s, now, why);
+    free(why);
+    return r;
 }
 
 /* ref → branch: refs/heads/X → X; other refs stay whole. */
@@ -1944,16 +1950,16 @@ int store_head_advance(struct store *st, int64_t repo_id, const char *ref, const
     bind_text(s, 3, new_sha);
     bind_text(s, 4, twin_ref);
     rc = sqlite3_step(s);
-    int64_t twin = rc == SQLITE_ROW && !sqlite3_column_int(s, 1) ? sqlite3_column_int64(s, 0) : 0;
+    /* The build that stands for ref at new_sha: its own, its twin's, or
+     * the one made now. */
+    int64_t standing = rc == SQLITE_ROW ? sqlite3_column_int64(s, 0) : 0;
+    int64_t twin = rc == SQLITE_ROW && !sqlite3_column_int(s, 1) ? standing : 0;
     sqlite3_reset(s);
     if (twin) {
-        /* The twin's build stands for this ref too: the older builds of
-         * this ref are superseded by it, and a pull request's branch build
-         * becomes the pull request's build. */
-        char *why = xasprintf("superseded by build %" PRId64, twin);
-        r = cancel_superseded ? cancel_ref_builds(st, repo_id, ref, twin, now, why) : 0;
-        free(why);
-        if (r == 0 && pull) {
+        /* The twin's build stands for this ref too, and a pull request's
+         * branch build becomes the pull request's build. */
+        r = 0;
+        if (pull) {
             char *text = dump(pull);
             s = q(st, Q_BUILD_SET_PULL);
             sqlite3_bind_int64(s, 1, twin);
@@ -1988,15 +1994,13 @@ int store_head_advance(struct store *st, int64_t repo_id, const char *ref, const
                 goto out;
             }
         }
-        char *why = xasprintf("superseded by build %" PRId64, id);
-        r = cancel_superseded ? cancel_ref_builds(st, repo_id, ref, id, now, why) : 0;
-        free(why);
-        if (r < 0) {
-            r = db_error(st, err, "cancel superseded builds");
-            goto out;
-        }
+        standing = id;
     } else if (rc != SQLITE_ROW) {
         r = db_error(st, err, "find build");
+        goto out;
+    }
+    if (cancel_superseded && (r = cancel_ref_builds(st, repo_id, ref, new_sha, standing, now)) < 0) {
+        r = db_error(st, err, "cancel superseded builds");
         goto out;
     }
     r = tx_commit(st, err);

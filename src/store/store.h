@@ -124,11 +124,13 @@ int store_repo_set_github(struct store *st, int64_t repo_id, const char *full_na
  * created: with the jobs (an array of job descriptions) when error is NULL,
  * or with no jobs, state "error" and that error message otherwise. An empty
  * array of jobs without error (a .yci.yml with no job for the branch) makes a
- * build in state "passed", finished at once. When a build is created and
- * cancel_superseded is true, the queued and running jobs of the older builds
- * of (repo, ref) are cancelled in the same transaction, each such build
- * getting the event "superseded by build N: K jobs cancelled" (runners learn
- * at their next heartbeat, as for store_build_cancel). pull (may be NULL)
+ * build in state "passed", finished at once. When the head moves and
+ * cancel_superseded is true, the queued and running jobs of the builds of
+ * (repo, ref) at other commits are cancelled in the same transaction, each
+ * such build getting the event "superseded by build N: K jobs cancelled",
+ * N the build that now stands for ref (made now, the one it had of
+ * new_sha already, or its twin's); runners learn at their next heartbeat,
+ * as for store_build_cancel. pull (may be NULL)
  * is the pull request the build is for (GitHub's JSON, kept with the build,
  * sent to its .yci.py plan job and copied by rebuilds); untrusted marks a
  * build of code from outside the repository (a fork's pull request).

@@ -1749,6 +1749,22 @@ static void test_twin(void **state)
     assert_string_equal(build_status(f->st, pr, &keep), "cancelled");
     assert_true(has_event(f->st, pr, "pull request #2 was closed: 1 job cancelled"));
     json_decref(same);
+
+    /* A ref back at a commit it has a build of: no new build, and its build
+     * of the commit it left is superseded all the same. */
+    int64_t repo3 = repo_add(f->st, "proj3"), at_a = 0, at_b = 0;
+    struct buf err = BUF_INIT;
+    assert_int_equal(adv(f->st, repo3, B, NULL, SHA_A, jobs, NULL, NULL, &at_a), 1);
+    assert_int_equal(store_head_advance(f->st, repo3, B, SHA_A, SHA_B, jobs, NULL, false, NULL,
+                                        false, NULL, &at_b, &err),
+                     1);
+    assert_string_equal(build_status(f->st, at_a, &keep), "queued");
+    assert_int_equal(adv(f->st, repo3, B, SHA_B, SHA_A, jobs, NULL, NULL, &id), 0);
+    assert_string_equal(build_status(f->st, at_b, &keep), "cancelled");
+    snprintf(want, sizeof(want), "superseded by build %lld: 1 job cancelled", (long long)at_a);
+    assert_true(has_event(f->st, at_b, want));
+    assert_string_equal(build_status(f->st, at_a, &keep), "queued");
+    buf_release(&err);
     json_decref(keep);
     json_decref(jobs);
     json_decref(pull);
