@@ -49,6 +49,9 @@ struct observer {
     /* mirror path → when its housekeeping is due (time_mono_ms()); only the
      * thread that polls touches it */
     json_t *maintain;
+    /* repository name → its open pull requests at its last poll (ref →
+     * GitHub's object), for twin_of() before GitHub is asked again */
+    json_t *pulls_seen;
     pthread_mutex_t lock;
     pthread_cond_t cond; /* CLOCK_MONOTONIC */
     int64_t *wanted;     /* repository ids asked for, without duplicates */
@@ -288,6 +291,34 @@ static char *twin_of(const char *ref, json_t *pulls, json_t *heads)
     return first ? xstrdup(first) : NULL;
 }
 
+/*
+ * Advance the refs of heads that moved since seen: the pull request heads
+ * (those in pulls) or the others. twins: the open pull requests known for
+ * twin_of(), refs: every ref's commit. Sets *moved when one did.
+ */
+static int advance_moved(struct poll *p, json_t *heads, json_t *seen, json_t *pulls,
+                         bool pull_refs, json_t *twins, json_t *refs, bool *moved,
+                         struct buf *err)
+{
+    const char *ref;
+    json_t *v;
+    json_object_foreach(heads, ref, v)
+    {
+        const char *sha = json_string_value(v);
+        const char *old = json_string_value(json_object_get(seen, ref));
+        json_t *pull = json_object_get(pulls, ref);
+        if (!sha || (old && strcmp(old, sha) == 0) || pull_refs != (pull != NULL))
+            continue;
+        *moved = true;
+        char *twin = twin_of(ref, twins, refs);
+        int rc = advance_ref(p, ref, sha, old, pull, pull && pull_from_fork(pull), twin, err);
+        free(twin);
+        if (rc < 0)
+            return rc;
+    }
+    return 0;
+}
+
 /* Poll one repository; returns 0, or a negative errno with err set. */
 static int poll_repo(struct observer *o, json_t *repo, struct buf *err)
 {
@@ -336,12 +367,6 @@ static int poll_repo(struct observer *o, json_t *repo, struct buf *err)
     if (git_mirror_fix_head(mirror, heads, &herr) < 0)
         log_warn("repo '%s': %s, ignoring", name, herr.data);
     buf_release(&herr);
-    if (gh) {
-        int g = github_heads(o, github, refs, heads, pulls, &gerr);
-        pulls_known = g == 0;
-        if (g == 1)
-            log_warn("repo '%s': %s", name, gerr.data);
-    }
     seen = store_heads_get(srv->store, repo_id);
     if (!seen)
         seen = json_object();
@@ -350,24 +375,27 @@ static int poll_repo(struct observer *o, json_t *repo, struct buf *err)
     if (rc < 0)
         goto out;
 
-    /* Pull requests first: when one and its branch are new at the same
-     * commit, the pull request's build (which .yci.py is told about) is
-     * the one that stands for both. */
-    for (int pass = 0; pass < 2; pass++) {
-        json_object_foreach(heads, ref, v)
-        {
-            const char *sha = json_string_value(v);
-            const char *old = json_string_value(json_object_get(seen, ref));
-            json_t *pull = json_object_get(pulls, ref);
-            if (!sha || (old && strcmp(old, sha) == 0) || (pass == 0) != (pull != NULL))
-                continue;
-            fetched = true;
-            char *twin = twin_of(ref, pulls, heads);
-            rc = advance_ref(&p, ref, sha, old, pull, pull && pull_from_fork(pull), twin, err);
-            free(twin);
-            if (rc < 0)
-                goto out;
-        }
+    /* The branches first, before GitHub is asked for the pull requests (a
+     * round trip): their builds start meanwhile. Their twins are the pull
+     * requests the last poll knew; one opened since finds the branch's
+     * build and adopts it. */
+    json_t *known = json_object_get(o->pulls_seen, name);
+    rc = advance_moved(&p, heads, seen, pulls, false, known ? known : pulls, refs, &fetched, err);
+    if (rc < 0)
+        goto out;
+    if (p.created)
+        sched_kick(srv->sched);
+    p.created = false;
+    if (gh) {
+        int g = github_heads(o, github, refs, heads, pulls, &gerr);
+        pulls_known = g == 0;
+        if (g == 1)
+            log_warn("repo '%s': %s", name, gerr.data);
+        if (pulls_known)
+            json_object_set(o->pulls_seen, name, pulls);
+        rc = advance_moved(&p, heads, seen, pulls, true, pulls, refs, &fetched, err);
+        if (rc < 0)
+            goto out;
     }
     json_object_foreach(seen, ref, v)
     {
@@ -605,7 +633,7 @@ static bool configured(const char *list, const char *full)
 int observer_once(struct server *srv)
 {
     struct observer o = {.srv = srv, .registered = json_object(), .reg_errors = json_object(),
-                         .maintain = json_object()};
+                         .maintain = json_object(), .pulls_seen = json_object()};
     o.gh = github_new(&srv->cfg.github);
     int failed = github_register(&o);
     json_t *repos = store_repo_list(srv->store);
@@ -622,6 +650,7 @@ int observer_once(struct server *srv)
     json_decref(o.registered);
     json_decref(o.reg_errors);
     json_decref(o.maintain);
+    json_decref(o.pulls_seen);
     return failed;
 }
 
@@ -632,6 +661,7 @@ int observer_new(struct server *srv, struct observer **out, struct buf *err)
     o->registered = json_object();
     o->reg_errors = json_object();
     o->maintain = json_object();
+    o->pulls_seen = json_object();
     if (srv->cfg.github_repos)
         o->gh = github_new(&srv->cfg.github);
     pthread_mutex_init(&o->lock, NULL);
@@ -659,5 +689,6 @@ void observer_free(struct observer *o)
     json_decref(o->registered);
     json_decref(o->reg_errors);
     json_decref(o->maintain);
+    json_decref(o->pulls_seen);
     free(o);
 }

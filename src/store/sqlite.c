@@ -350,7 +350,8 @@ static const char *const sql[Q_COUNT] = {
     [Q_HEAD_DELETE] = "DELETE FROM heads WHERE repo_id = ?1 AND ref = ?2",
     /* A cancelled build does not count: a ref that comes back to a commit
      * whose build was cancelled (a reopened pull request) builds again. */
-    [Q_BUILD_EXISTS] = "SELECT id, ref = ?2 FROM builds WHERE repo_id = ?1 AND commit_sha = ?3 "
+    [Q_BUILD_EXISTS] = "SELECT id, ref = ?2, json_extract(pull, '$.number') FROM builds "
+                       "WHERE repo_id = ?1 AND commit_sha = ?3 "
                        "AND (ref = ?2 OR ref = ?4) AND status <> 'cancelled' "
                        "ORDER BY ref = ?2 DESC LIMIT 1",
     [Q_BUILD_INSERT] =
@@ -1954,7 +1955,15 @@ int store_head_advance(struct store *st, int64_t repo_id, const char *ref, const
      * the one made now. */
     int64_t standing = rc == SQLITE_ROW ? sqlite3_column_int64(s, 0) : 0;
     int64_t twin = rc == SQLITE_ROW && !sqlite3_column_int(s, 1) ? standing : 0;
+    /* A build of another pull request (two from one branch) is not this
+     * one's: each open pull request has a build that carries it. */
+    int64_t twin_pull = twin ? sqlite3_column_int64(s, 2) : 0;
+    json_t *number = json_object_get(pull, "number");
     sqlite3_reset(s);
+    if (twin && twin_pull && json_is_integer(number) && json_integer_value(number) != twin_pull) {
+        twin = standing = 0;
+        rc = SQLITE_DONE;
+    }
     if (twin) {
         /* The twin's build stands for this ref too, and a pull request's
          * branch build becomes the pull request's build. */

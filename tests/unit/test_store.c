@@ -1750,6 +1750,16 @@ static void test_twin(void **state)
     assert_true(has_event(f->st, pr, "pull request #2 was closed: 1 job cancelled"));
     json_decref(same);
 
+    /* Two pull requests from one branch: the second is not the first's. */
+    int64_t repo4 = repo_add(f->st, "proj4"), b1 = 0, p1 = 0, p2 = 0;
+    json_t *pull2 = js("{\"number\": 2}");
+    assert_int_equal(adv(f->st, repo4, B, NULL, SHA_A, jobs, NULL, P, &b1), 1);
+    assert_int_equal(adv(f->st, repo4, P, NULL, SHA_A, jobs, pull, B, &p1), 0);
+    assert_int_equal(p1, b1);
+    assert_int_equal(adv(f->st, repo4, "refs/pull/2/head", NULL, SHA_A, jobs, pull2, B, &p2), 1);
+    assert_true(p2 != b1);
+    json_decref(pull2);
+
     /* A ref back at a commit it has a build of: no new build, and its build
      * of the commit it left is superseded all the same. */
     int64_t repo3 = repo_add(f->st, "proj3"), at_a = 0, at_b = 0;
