@@ -681,8 +681,9 @@ static char *to_utf8(const char *text, size_t len, const char *encoding)
     char *outbuf = xmalloc(cap), *o = outbuf, *in = (char *)text;
     size_t inleft = len;
     size_t rc = iconv(cd, &in, &inleft, &o, &left);
+    int e = errno;
     iconv_close(cd);
-    if (rc == (size_t)-1) {
+    if (rc == (size_t)-1 && e != EINVAL) { /* EINVAL: a character cut at the end */
         free(outbuf);
         return NULL;
     }

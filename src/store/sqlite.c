@@ -291,6 +291,7 @@ enum q {
     Q_BUILD_SET_ERROR,
     Q_BUILD_SET_PULL,
     Q_CLOSED,
+    Q_CLOSED_ADOPTED,
     Q_BUILD_COPY_PULL,
     Q_REPO_SET_GITHUB,
     Q_STATUSES_DUE,
@@ -462,13 +463,24 @@ static const char *const sql[Q_COUNT] = {
                      "ORDER BY id",
     /* The unfinished builds of a closed pull request's ref ?2, but those
      * its branch stands for (store_head_advance()'s twin): the branch of
-     * the repository is still at their commit. */
+     * the repository is still at their commit, with no build of its own
+     * there. */
     [Q_CLOSED] = "SELECT b.id FROM builds b INDEXED BY builds_by_commit WHERE b.repo_id = ?1 "
                  "AND b.ref = ?2 AND b.status IN ('queued', 'running') AND NOT EXISTS ("
                  "SELECT 1 FROM heads h WHERE h.repo_id = ?1 AND h.sha = b.commit_sha AND "
                  "h.ref = 'refs/heads/' || json_extract(b.pull, '$.head.ref') AND "
                  "json_extract(b.pull, '$.head.repo.full_name') = "
-                 "json_extract(b.pull, '$.base.repo.full_name')) ORDER BY b.id",
+                 "json_extract(b.pull, '$.base.repo.full_name') AND NOT EXISTS ("
+                 "SELECT 1 FROM builds o WHERE o.repo_id = ?1 AND o.ref = h.ref AND "
+                 "o.commit_sha = b.commit_sha AND o.status <> 'cancelled')) ORDER BY b.id",
+    /* ... and the unfinished builds of other refs that pull request ?3
+     * adopted (a branch's) whose ref is no longer at their commit (the
+     * branch deleted or moved on). */
+    [Q_CLOSED_ADOPTED] = "SELECT b.id FROM builds b WHERE b.repo_id = ?1 AND b.ref <> ?2 AND "
+                         "b.pull IS NOT NULL AND b.status IN ('queued', 'running') AND "
+                         "json_extract(b.pull, '$.number') = ?3 AND NOT EXISTS (SELECT 1 FROM "
+                         "heads h WHERE h.repo_id = ?1 AND h.ref = b.ref AND "
+                         "h.sha = b.commit_sha) ORDER BY b.id",
     [Q_LEASES_EXPIRED] = "SELECT j.id, j.build_id, j.name, j.attempt, j.infra_retries, r.name "
                          "FROM jobs j INDEXED BY jobs_running "
                          "LEFT JOIN runners r ON r.id = j.runner_id "
@@ -1719,10 +1731,21 @@ static int head_forget(struct store *st, int64_t repo_id, const char *ref, const
     if (r < 0)
         goto out;
     sqlite3_stmt *s;
+    int64_t number = 0;
+    char tail[8] = "";
     if (why) {
         s = q(st, Q_CLOSED);
         sqlite3_bind_int64(s, 1, repo_id);
         bind_text(s, 2, ref);
+        if ((r = cancel_builds(st, s, time_now_ms(), why)) < 0)
+            goto out;
+    }
+    if (why && sscanf(ref, "refs/pull/%" SCNd64 "/%7s", &number, tail) == 2 &&
+        strcmp(tail, "head") == 0) {
+        s = q(st, Q_CLOSED_ADOPTED);
+        sqlite3_bind_int64(s, 1, repo_id);
+        bind_text(s, 2, ref);
+        sqlite3_bind_int64(s, 3, number);
         if ((r = cancel_builds(st, s, time_now_ms(), why)) < 0)
             goto out;
     }

@@ -78,9 +78,10 @@ int store_head_delete(struct store *st, int64_t repo_id, const char *ref);
 /* A ref that ended (a closed pull request): in one transaction, cancel the
  * unfinished jobs of its builds (each such build gets the event "WHY: N jobs
  * cancelled") and forget its head. A pull request's build that its branch
- * stands for (the repository's branch head.ref still at its commit, see
- * twin_ref) goes on: the branch needs it; so does a branch's build that
- * the pull request adopted. */
+ * stands for (the repository's branch head.ref still at its commit, with no
+ * build of its own there, see twin_ref) goes on: the branch needs it; so
+ * does a branch's build the pull request adopted while the branch is at its
+ * commit. An adopted build whose branch is gone or moved is cancelled. */
 int store_ref_close(struct store *st, int64_t repo_id, const char *ref, const char *why);
 /* Mark a repository as the GitHub repository full_name ("owner/name"; NULL:
  * none), private or not. Its JSON then has "github": full_name and

@@ -1750,6 +1750,33 @@ static void test_twin(void **state)
     assert_true(has_event(f->st, pr, "pull request #2 was closed: 1 job cancelled"));
     json_decref(same);
 
+    /* A pull request's own build beside its branch's (different jobs):
+     * closing cancels it. A build it adopted whose branch was deleted:
+     * closing cancels it too. */
+    json_t *p3 = js("{\"number\": 3, \"head\": {\"ref\": \"t3\", \"repo\": "
+                    "{\"full_name\": \"o/p\"}}, \"base\": {\"repo\": {\"full_name\": "
+                    "\"o/p\"}}}");
+    json_t *p4 = js("{\"number\": 4}");
+    int64_t repo5 = repo_add(f->st, "proj5"), t3 = 0, own = 0, t4 = 0;
+    assert_int_equal(adv(f->st, repo5, "refs/heads/t3", NULL, SHA_A, jobs, NULL, NULL, &t3), 1);
+    assert_int_equal(adv(f->st, repo5, "refs/pull/3/head", NULL, SHA_A, jobs, p3, NULL, &own), 1);
+    assert_int_equal(store_ref_close(f->st, repo5, "refs/pull/3/head", "pull request #3 was closed"),
+                     0);
+    assert_string_equal(build_status(f->st, own, &keep), "cancelled");
+    assert_string_equal(build_status(f->st, t3, &keep), "queued");
+    assert_int_equal(adv(f->st, repo5, "refs/heads/t4", NULL, SHA_B, jobs, NULL, NULL, &t4), 1);
+    assert_int_equal(adv(f->st, repo5, "refs/pull/4/head", NULL, SHA_B, jobs, p4, "refs/heads/t4",
+                         &id),
+                     0);
+    assert_int_equal(id, t4);
+    assert_int_equal(store_head_delete(f->st, repo5, "refs/heads/t4"), 0);
+    assert_int_equal(store_ref_close(f->st, repo5, "refs/pull/4/head", "pull request #4 was closed"),
+                     0);
+    assert_string_equal(build_status(f->st, t4, &keep), "cancelled");
+    assert_true(has_event(f->st, t4, "pull request #4 was closed: 1 job cancelled"));
+    json_decref(p3);
+    json_decref(p4);
+
     /* Two pull requests from one branch: the second is not the first's. */
     int64_t repo4 = repo_add(f->st, "proj4"), b1 = 0, p1 = 0, p2 = 0;
     json_t *pull2 = js("{\"number\": 2}");
