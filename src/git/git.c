@@ -418,20 +418,21 @@ void git_reader_close(struct git_reader *r)
 /* Mark r broken with a message: git's stderr when it said something. */
 static int reader_fail(struct git_reader *r, const char *why, struct buf *err)
 {
-    char msg[1001] = "";
+    char msg[1000];
     struct stat st;
     off_t from = r->err_fd >= 0 && fstat(r->err_fd, &st) == 0 && st.st_size > 1000
                      ? st.st_size - 1000
                      : 0; /* its last words */
-    ssize_t n = r->err_fd >= 0 ? pread(r->err_fd, msg, sizeof msg - 1, from) : -1;
-    if (n > 0) {
-        msg[n] = '\0';
-        for (char *c = msg; *c; c++)
-            if (*c == '\n' || *c == '\r')
-                *c = ' ';
-    }
-    buf_setf(err, "git cat-file in %s: %s%s%s", r->mirror, why, n > 0 ? ": " : "",
-             n > 0 ? msg : "");
+    ssize_t n = r->err_fd >= 0 ? pread(r->err_fd, msg, sizeof msg, from) : -1;
+    struct buf said = BUF_INIT;
+    if (n > 0)
+        buf_add(&said, msg, (size_t)n);
+    else
+        buf_adds(&said, why);
+    char *what = xasprintf("git cat-file in %s (%s)", r->mirror, why);
+    set_message(err, what, &said, 0);
+    free(what);
+    buf_release(&said);
     reader_stop(r, true);
     r->broken = true;
     return -EIO;
@@ -579,10 +580,20 @@ static int reader_answer(struct git_reader *r, const char *cmd, const char *obje
     return 1;
 }
 
-static int reader_info(struct git_reader *r, const char *object, char oid[41], char type[16],
-                       uint64_t *size, struct buf *err)
+/* The commit's object id and size, checked to be a commit: 0, -ENOENT when
+ * the repository has no such commit, or -EIO. */
+static int reader_commit(struct git_reader *r, const char *commit, char oid[41], uint64_t *size,
+                         struct buf *err)
 {
-    return reader_answer(r, "info", object, oid, type, size, err);
+    char type[16];
+    int rc = reader_answer(r, "info", commit, oid, type, size, err);
+    if (rc < 0)
+        return rc;
+    if (rc == 0 || strcmp(type, "commit") != 0) {
+        buf_setf(err, "no commit %s in %s", commit, r->mirror);
+        return -ENOENT;
+    }
+    return 0;
 }
 
 /* "contents oid", which info said is a type of size bytes: appended to out. */
@@ -620,7 +631,7 @@ static int lookup_path(struct git_reader *r, const char *commit, const char *pat
     }
     char type[16];
     char *spec = xasprintf("%s:%s", commit, path);
-    int rc = reader_info(r, spec, oid, type, size, err);
+    int rc = reader_answer(r, "info", spec, oid, type, size, err);
     free(spec);
     if (rc < 0)
         return rc;
@@ -628,14 +639,8 @@ static int lookup_path(struct git_reader *r, const char *commit, const char *pat
         /* Nothing there; or no such commit at all, which is an error. */
         char cid[41];
         uint64_t csize;
-        rc = reader_info(r, commit, cid, type, &csize, err);
-        if (rc < 0)
-            return rc;
-        if (rc == 0 || strcmp(type, "commit") != 0) {
-            buf_setf(err, "no commit %s in %s", commit, r->mirror);
-            return -EIO;
-        }
-        return GIT_PATH_NONE;
+        rc = reader_commit(r, commit, cid, &csize, err);
+        return rc == 0 ? GIT_PATH_NONE : rc == -ENOENT ? -EIO : rc;
     }
     if (strcmp(type, "blob") == 0)
         return GIT_PATH_BLOB;
@@ -770,15 +775,11 @@ int git_commit_info(struct git_reader *r, const char *commit, char **author, cha
         buf_setf(err, "not a commit id: %.50s", commit);
         return -EINVAL;
     }
-    char oid[41], type[16];
+    char oid[41];
     uint64_t size = 0;
-    int rc = reader_info(r, commit, oid, type, &size, err);
+    int rc = reader_commit(r, commit, oid, &size, err);
     if (rc < 0)
         return rc;
-    if (rc == 0 || strcmp(type, "commit") != 0) {
-        buf_setf(err, "no commit %s in %s", commit, r->mirror);
-        return -ENOENT;
-    }
     if (size > GIT_MAX_COMMIT) {
         buf_setf(err, "commit %s is larger than %d bytes", commit, GIT_MAX_COMMIT);
         return -EFBIG;

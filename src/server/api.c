@@ -1207,28 +1207,23 @@ static void h_runner_claim(struct call *c)
 static json_t *git_repo_param(struct call *c, char **name_out)
 {
     const char *last = c->params[1] ? c->params[1] : c->params[0];
-    size_t n = strlen(last);
-    char *base = n > 4 && strcmp(last + n - 4, ".git") == 0 ? xstrndup(last, n - 4) : NULL;
-    char *cand[4] = {NULL};
-    int k = 0;
-    if (c->params[1]) {
-        cand[k++] = xasprintf("%s.%s", c->params[0], base ? base : last);
-        cand[k++] = xstrdup(base ? base : last);
-    } else {
-        cand[k++] = xstrdup(last);
-        if (base)
-            cand[k++] = xstrdup(base);
-    }
+    int n = (int)strlen(last);
+    if (n > 4 && strcmp(last + n - 4, ".git") == 0)
+        n -= 4;
+    /* The names tried, in order; the second may be the first again. */
+    char *cand[2] = {c->params[1] ? xasprintf("%s.%.*s", c->params[0], n, last) : xstrdup(last),
+                     xstrndup(last, (size_t)n)};
     json_t *repo = NULL;
-    int found = 0;
-    for (int i = 0; i < k && !repo; i++)
-        if (name_valid(cand[i]) && (repo = store_repo_get(c->srv->store, cand[i])))
-            found = i;
-    *name_out = repo || name_valid(cand[0]) ? cand[found] : NULL;
-    for (int i = 0; i < k; i++)
-        if (cand[i] != *name_out)
-            free(cand[i]);
-    free(base);
+    int i = 0;
+    for (; i < 2; i++)
+        if ((i == 0 || strcmp(cand[0], cand[1]) != 0) && name_valid(cand[i]) &&
+            (repo = store_repo_get(c->srv->store, cand[i])))
+            break;
+    int keep = repo ? i : 0;
+    *name_out = repo || name_valid(cand[0]) ? cand[keep] : NULL;
+    free(cand[1 - keep]);
+    if (!*name_out)
+        free(cand[keep]);
     return repo;
 }
 

@@ -91,21 +91,22 @@ struct poll {
     bool created;
 };
 
-/*
- * ref is at sha now, old is what the store saw (NULL: new ref). Compute the
- * pipeline and advance the head, creating the build once. pull: the pull
- * request of a refs/pull/N/head ref (NULL otherwise). 0, or -errno with err.
- */
 /* Whether a pipeline is a .yci.py plan, whose jobs depend on the pull
  * request it is given. */
 static bool is_plan(json_t *jobs)
 {
-    return json_array_size(jobs) == 1 &&
-           json_is_string(json_object_get(json_array_get(jobs, 0), "kind")) &&
-           strcmp(json_string_value(json_object_get(json_array_get(jobs, 0), "kind")), "plan") ==
-               0;
+    const char *kind =
+        json_string_value(json_object_get(json_array_get(jobs, 0), "kind"));
+    return json_array_size(jobs) == 1 && kind && strcmp(kind, "plan") == 0;
 }
 
+/*
+ * ref is at sha now, old is what the store saw (NULL: new ref). Compute the
+ * pipeline and advance the head, creating the build once. pull: the pull
+ * request of a refs/pull/N/head ref (NULL otherwise); twin: its twin ref
+ * (store_head_advance()), kept only when it builds the same jobs. 0, or
+ * -errno with err.
+ */
 static int advance_ref(struct poll *p, const char *ref, const char *sha, const char *old,
                        json_t *pull, bool untrusted, const char *twin, struct buf *err)
 {
@@ -428,7 +429,7 @@ static int poll_repo(struct observer *o, json_t *repo, struct buf *err)
     if (fetched && !json_object_get(o->maintain, mirror))
         json_object_set_new(o->maintain, mirror, json_integer(time_mono_ms() + MAINTAIN_DELAY_MS));
     rc = 0;
-    if (github && o->gh && !pulls_known) {
+    if (gh && !pulls_known) {
         /* The branches were built; the pull requests wait for GitHub. */
         buf_setf(err, "%s", gerr.data ? gerr.data : "GitHub could not be asked");
         rc = -EAGAIN;

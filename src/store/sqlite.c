@@ -1301,13 +1301,8 @@ static int needs_resolve(struct store *st, int64_t build_id, int64_t now, int *r
     return r;
 }
 
-/*
- * Cancel the queued and running jobs of older builds of (repo, ref) than
- * build_id ("cancel_superseded"); inside a transaction. Each such build gets
- * the event "superseded by build N".
- */
 /* Cancel the unfinished jobs of the builds s (bound) selects, each build
- * getting the event "WHY: N jobs cancelled". */
+ * getting the event "WHY: N jobs cancelled"; inside a transaction. */
 static int cancel_builds(struct store *st, sqlite3_stmt *s, int64_t now, const char *why)
 {
     int64_t *ids = NULL;
@@ -1355,6 +1350,20 @@ static int cancel_ref_builds(struct store *st, int64_t repo_id, const char *ref,
     int r = cancel_builds(st, s, now, why);
     free(why);
     return r;
+}
+
+/* Record the pull request a build is for (pull may be NULL) unless it has
+ * one already: Q_BUILD_SET_PULL. */
+static int build_set_pull(struct store *st, int64_t id, json_t *pull, bool untrusted)
+{
+    char *text = pull ? dump(pull) : NULL;
+    sqlite3_stmt *s = q(st, Q_BUILD_SET_PULL);
+    sqlite3_bind_int64(s, 1, id);
+    bind_text(s, 2, text);
+    sqlite3_bind_int(s, 3, untrusted);
+    int rc = exec_q(s);
+    free(text);
+    return rc == 0 ? 0 : -EIO;
 }
 
 /* ref → branch: refs/heads/X → X; other refs stay whole. */
@@ -1737,16 +1746,17 @@ static int head_forget(struct store *st, int64_t repo_id, const char *ref, const
         s = q(st, Q_CLOSED);
         sqlite3_bind_int64(s, 1, repo_id);
         bind_text(s, 2, ref);
-        if ((r = cancel_builds(st, s, time_now_ms(), why)) < 0)
-            goto out;
-    }
-    if (why && sscanf(ref, "refs/pull/%" SCNd64 "/%7s", &number, tail) == 2 &&
-        strcmp(tail, "head") == 0) {
-        s = q(st, Q_CLOSED_ADOPTED);
-        sqlite3_bind_int64(s, 1, repo_id);
-        bind_text(s, 2, ref);
-        sqlite3_bind_int64(s, 3, number);
-        if ((r = cancel_builds(st, s, time_now_ms(), why)) < 0)
+        r = cancel_builds(st, s, time_now_ms(), why);
+        /* A pull request's head: the branch builds it adopted too. */
+        if (r == 0 && sscanf(ref, "refs/pull/%" SCNd64 "/%7s", &number, tail) == 2 &&
+            strcmp(tail, "head") == 0) {
+            s = q(st, Q_CLOSED_ADOPTED);
+            sqlite3_bind_int64(s, 1, repo_id);
+            bind_text(s, 2, ref);
+            sqlite3_bind_int64(s, 3, number);
+            r = cancel_builds(st, s, time_now_ms(), why);
+        }
+        if (r < 0)
             goto out;
     }
     s = q(st, Q_HEAD_DELETE);
@@ -1990,16 +2000,7 @@ int store_head_advance(struct store *st, int64_t repo_id, const char *ref, const
     if (twin) {
         /* The twin's build stands for this ref too, and a pull request's
          * branch build becomes the pull request's build. */
-        r = 0;
-        if (pull) {
-            char *text = dump(pull);
-            s = q(st, Q_BUILD_SET_PULL);
-            sqlite3_bind_int64(s, 1, twin);
-            bind_text(s, 2, text);
-            sqlite3_bind_int(s, 3, untrusted);
-            r = exec_q(s) == 0 ? 0 : -EIO;
-            free(text);
-        }
+        r = pull ? build_set_pull(st, twin, pull, untrusted) : 0;
         char *note = xasprintf("%s is at this commit too: this build stands for it", ref);
         if (r == 0)
             r = event_add(st, twin, 0, now, note);
@@ -2013,18 +2014,9 @@ int store_head_advance(struct store *st, int64_t repo_id, const char *ref, const
         r = build_insert(st, repo_id, ref, new_sha, jobs, error, 0, "observer", now, &id, err);
         if (r < 0)
             goto out;
-        if (pull || untrusted) {
-            char *text = pull ? dump(pull) : NULL;
-            s = q(st, Q_BUILD_SET_PULL);
-            sqlite3_bind_int64(s, 1, id);
-            bind_text(s, 2, text);
-            sqlite3_bind_int(s, 3, untrusted);
-            rc = exec_q(s);
-            free(text);
-            if (rc != 0) {
-                r = db_error(st, err, "record the pull request");
-                goto out;
-            }
+        if ((pull || untrusted) && build_set_pull(st, id, pull, untrusted) < 0) {
+            r = db_error(st, err, "record the pull request");
+            goto out;
         }
         standing = id;
     } else if (rc != SQLITE_ROW) {
