@@ -321,6 +321,7 @@ enum q {
     Q_JOB_RELEASE,
     Q_JOB_CANCEL_NEED,
     Q_SUPERSEDED,
+    Q_SUPERSEDED_SPARED,
     Q_LEASES_EXPIRED,
     Q_JOB_REQUEUE,
     Q_JOB_GIVEUP,
@@ -461,6 +462,17 @@ static const char *const sql[Q_COUNT] = {
     [Q_SUPERSEDED] = "SELECT id FROM builds INDEXED BY builds_by_commit WHERE repo_id = ?1 AND "
                      "ref = ?2 AND commit_sha <> ?3 AND status IN ('queued', 'running') "
                      "ORDER BY id",
+    /* ... and when branch ?2 of the repository moved to ?3, the unfinished
+     * builds of its closed pull requests (no head any more) that Q_CLOSED
+     * spared because the branch stood at their commit. */
+    [Q_SUPERSEDED_SPARED] = "SELECT id FROM builds INDEXED BY builds_by_commit WHERE repo_id = ?1 "
+                            "AND ref >= 'refs/pull/' AND ref < 'refs/pull0' AND commit_sha <> ?3 "
+                            "AND status IN ('queued', 'running') AND "
+                            "json_extract(pull, '$.head.ref') = ?2 AND "
+                            "json_extract(pull, '$.head.repo.full_name') = "
+                            "json_extract(pull, '$.base.repo.full_name') AND NOT EXISTS ("
+                            "SELECT 1 FROM heads h WHERE h.repo_id = ?1 AND h.ref = builds.ref) "
+                            "ORDER BY id",
     /* The unfinished builds of a closed pull request's ref ?2, but those
      * its branch stands for (store_head_advance()'s twin): the branch of
      * the repository is still at their commit, with no build of its own
@@ -1336,18 +1348,31 @@ static int cancel_builds(struct store *st, sqlite3_stmt *s, int64_t now, const c
     return r;
 }
 
+/* ref → branch: refs/heads/X → X; other refs stay whole. */
+static const char *branch_of(const char *ref)
+{
+    if (ref && strncmp(ref, "refs/heads/", 11) == 0)
+        return ref + 11;
+    return ref;
+}
+
 /* ref is at sha now, and build_id the build that stands for it: cancel
  * the builds of (repo, ref) at other commits (cancel_builds(): "superseded
- * by build N"), however old the commit it went (back) to. */
+ * by build N"), however old the commit it went (back) to; for a branch, also
+ * those of its closed pull requests that it stood for (Q_SUPERSEDED_SPARED). */
 static int cancel_ref_builds(struct store *st, int64_t repo_id, const char *ref, const char *sha,
                              int64_t build_id, int64_t now)
 {
-    sqlite3_stmt *s = q(st, Q_SUPERSEDED);
-    sqlite3_bind_int64(s, 1, repo_id);
-    bind_text(s, 2, ref);
-    bind_text(s, 3, sha);
     char *why = xasprintf("superseded by build %" PRId64, build_id);
-    int r = cancel_builds(st, s, now, why);
+    bool branch = branch_of(ref) != ref;
+    int r = 0;
+    for (int i = 0; i < (branch ? 2 : 1) && r == 0; i++) {
+        sqlite3_stmt *s = q(st, i == 0 ? Q_SUPERSEDED : Q_SUPERSEDED_SPARED);
+        sqlite3_bind_int64(s, 1, repo_id);
+        bind_text(s, 2, i == 0 ? ref : branch_of(ref));
+        bind_text(s, 3, sha);
+        r = cancel_builds(st, s, now, why);
+    }
     free(why);
     return r;
 }
@@ -1364,14 +1389,6 @@ static int build_set_pull(struct store *st, int64_t id, json_t *pull, bool untru
     int rc = exec_q(s);
     free(text);
     return rc == 0 ? 0 : -EIO;
-}
-
-/* ref → branch: refs/heads/X → X; other refs stay whole. */
-static const char *branch_of(const char *ref)
-{
-    if (ref && strncmp(ref, "refs/heads/", 11) == 0)
-        return ref + 11;
-    return ref;
 }
 
 /* Insert a build and its jobs (already checked); inside a transaction. jobs

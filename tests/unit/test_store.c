@@ -1743,6 +1743,16 @@ static void test_twin(void **state)
     assert_int_equal(store_ref_close(f->st, repo2, P, "pull request #1 was closed"), 0);
     assert_string_equal(build_status(f->st, pr, &keep), "queued");
     assert_string_equal(build_status(f->st, br, &keep), "queued");
+    /* The branch moves on: the closed pull request's build it stood for is
+     * superseded like the branch's own (another branch's is not). */
+    int64_t next = 0;
+    assert_int_equal(adv(f->st, repo2, "refs/heads/other", NULL, SHA_C, jobs, NULL, NULL, &next), 1);
+    assert_string_equal(build_status(f->st, pr, &keep), "queued");
+    assert_int_equal(adv(f->st, repo2, T, SHA_B, SHA_C, jobs, NULL, NULL, &next), 1);
+    assert_string_equal(build_status(f->st, pr, &keep), "cancelled");
+    snprintf(want, sizeof(want), "superseded by build %lld: 1 job cancelled", (long long)next);
+    assert_true(has_event(f->st, pr, want));
+    assert_string_equal(build_status(f->st, br, &keep), "queued");
     /* Its branch moved on: then the pull request's own build is cancelled. */
     assert_int_equal(adv(f->st, repo2, P2, NULL, SHA_A, jobs, same, T, &pr), 1);
     assert_int_equal(store_ref_close(f->st, repo2, P2, "pull request #2 was closed"), 0);
