@@ -1,5 +1,6 @@
 #include "github/github.h"
 
+#include <ctype.h>
 #include <errno.h>
 #include <inttypes.h>
 #include <openssl/evp.h>
@@ -43,6 +44,37 @@ int github_config_from_env(struct github_config *cfg, const char **repositories)
     if (repositories)
         *repositories = v && *v ? v : NULL;
     return v && strspn(v, " \t\n") < strlen(v);
+}
+
+bool github_list_has(const char *list, const char *full)
+{
+    size_t n = strlen(full);
+    for (const char *p = list; p && *p;) {
+        p += strspn(p, " \t\n,");
+        size_t len = strcspn(p, " \t\n,");
+        if (len == n && strncasecmp(p, full, n) == 0)
+            return true;
+        p += len;
+    }
+    return false;
+}
+
+json_t *github_list_json(const char *list)
+{
+    json_t *a = json_array();
+    for (const char *p = list; p && *p;) {
+        p += strspn(p, " \t\n,");
+        size_t len = strcspn(p, " \t\n,");
+        if (len) {
+            char *name = xstrndup(p, len);
+            for (char *c = name; *c; c++)
+                *c = (char)tolower((unsigned char)*c);
+            json_array_append_new(a, json_string(name));
+            free(name);
+        }
+        p += len;
+    }
+    return a;
 }
 
 static bool owner_char(char c)

@@ -54,6 +54,13 @@ struct github_config {
  * else 0. */
 int github_config_from_env(struct github_config *cfg, const char **repositories);
 
+/* Is full_name one of list's (GITHUB_REPOSITORIES: separated by commas or
+ * white space), GitHub's way: without regard to case? */
+bool github_list_has(const char *list, const char *full_name);
+
+/* list's names as a JSON array of strings, in lower case. */
+json_t *github_list_json(const char *list);
+
 /* Is full_name "owner/repo" with GitHub's characters? */
 bool github_full_name_valid(const char *full_name);
 

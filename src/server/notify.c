@@ -3,7 +3,9 @@
  *
  * The store keeps the outbox (store.h, "The outbox of commit statuses"): a
  * row per job and per build of a GitHub repository, updated in the same
- * transactions as their states. This thread sends what is due, oldest
+ * transactions as their states. This thread sends what is due of the
+ * repositories of its GITHUB_REPOSITORIES (those it has the credentials of:
+ * a cron pass of another user's on the same data sends theirs), oldest
  * first, and marks each row with the version it delivered, so the newest
  * state is always the last one GitHub gets. A 5xx, a timeout or no
  * connection retries that row with backoff; a rate limit (403/429 with
@@ -39,6 +41,7 @@
 struct notifier {
     struct server *srv;
     struct github *gh;
+    json_t *only; /* GITHUB_REPOSITORIES: the statuses this process sends */
     pthread_mutex_t lock;
     pthread_cond_t cond; /* CLOCK_MONOTONIC */
     bool stopping, kicked, thread_started;
@@ -127,7 +130,7 @@ static bool deliver(struct notifier *n, json_t *row)
         if (n->failing) {
             /* GitHub answers again: what waited out a backoff goes now. */
             n->failing = false;
-            int woken = store_statuses_wake(srv->store);
+            int woken = store_statuses_wake(srv->store, n->only);
             if (woken > 0)
                 log_info("GitHub answers again: %d waiting status%s sent now", woken,
                          woken == 1 ? "" : "es");
@@ -180,7 +183,7 @@ static void *notifier_thread(void *arg)
         }
         n->kicked = false;
         pthread_mutex_unlock(&n->lock);
-        json_t *due = store_statuses_due(n->srv->store, time_now_ms(), NOTIFY_BATCH);
+        json_t *due = store_statuses_due(n->srv->store, time_now_ms(), NOTIFY_BATCH, n->only);
         size_t i;
         json_t *row;
         json_array_foreach(due, i, row) {
@@ -207,9 +210,10 @@ int notifier_flush(struct server *srv, int64_t deadline_ms)
     struct notifier n = {.srv = srv};
     pthread_mutex_init(&n.lock, NULL);
     n.gh = github_new(&srv->cfg.github);
+    n.only = github_list_json(srv->cfg.github_repos);
     bool go_on = true;
     while (go_on && time_mono_ms() < deadline_ms) {
-        json_t *due = store_statuses_due(srv->store, time_now_ms(), NOTIFY_BATCH);
+        json_t *due = store_statuses_due(srv->store, time_now_ms(), NOTIFY_BATCH, n.only);
         size_t i;
         json_t *row;
         json_array_foreach(due, i, row) {
@@ -222,7 +226,8 @@ int notifier_flush(struct server *srv, int64_t deadline_ms)
     }
     github_free(n.gh);
     pthread_mutex_destroy(&n.lock);
-    int64_t left = store_statuses_pending(srv->store);
+    int64_t left = store_statuses_pending(srv->store, n.only);
+    json_decref(n.only);
     return left > INT32_MAX ? INT32_MAX : (int)left;
 }
 
@@ -231,6 +236,7 @@ int notifier_new(struct server *srv, struct notifier **out, struct buf *err)
     struct notifier *n = xcalloc(1, sizeof *n);
     n->srv = srv;
     n->gh = github_new(&srv->cfg.github);
+    n->only = github_list_json(srv->cfg.github_repos);
     n->kicked = true;
     pthread_mutex_init(&n->lock, NULL);
     cond_init_monotonic(&n->cond);
@@ -253,5 +259,6 @@ void notifier_free(struct notifier *n)
     pthread_cond_destroy(&n->cond);
     pthread_mutex_destroy(&n->lock);
     github_free(n->gh);
+    json_decref(n->only);
     free(n);
 }

@@ -46,6 +46,7 @@ struct observer {
     struct github *gh; /* the observer thread's GitHub client; NULL without GitHub */
     json_t *registered; /* GITHUB_REPOSITORIES names known to be in the store */
     json_t *reg_errors; /* name → the last error registering it (logged once) */
+    json_t *foreign;    /* names of GitHub repositories not ours to poll (logged once) */
     /* mirror path → when its housekeeping is due (time_mono_ms()); only the
      * thread that polls touches it */
     json_t *maintain;
@@ -515,6 +516,18 @@ static int poll_and_record(struct observer *o, json_t *repo)
     int64_t repo_id = json_integer_value(json_object_get(repo, "id"));
     const char *name = json_string_value(json_object_get(repo, "name"));
     const char *last = json_string_value(json_object_get(repo, "last_error"));
+    const char *github = json_string_value(json_object_get(repo, "github"));
+    /* Another configuration's (a cron pass's, with its credentials): not
+     * fetched without them, nor with ours. */
+    if (github && !github_list_has(srv->cfg.github_repos, github)) {
+        if (name && !json_object_get(o->foreign, name)) {
+            log_info("repo '%s' is GitHub's %s, which is not in GITHUB_REPOSITORIES: not "
+                     "polled here (a pass configured with it polls it)",
+                     name, github);
+            json_object_set_new(o->foreign, name, json_true());
+        }
+        return 0;
+    }
     struct buf err = BUF_INIT;
     int rc = poll_repo(o, repo, &err);
     const char *msg = rc < 0 ? (err.len ? err.data : strerror(-rc)) : NULL;
@@ -617,23 +630,10 @@ static void *observer_thread(void *arg)
     return NULL;
 }
 
-/* Is full the GitHub name of one of GITHUB_REPOSITORIES? */
-static bool configured(const char *list, const char *full)
-{
-    size_t n = strlen(full);
-    for (const char *p = list; p && *p;) {
-        p += strspn(p, " \t\n,");
-        size_t len = strcspn(p, " \t\n,");
-        if (len == n && strncasecmp(p, full, n) == 0)
-            return true;
-        p += len;
-    }
-    return false;
-}
-
 int observer_once(struct server *srv)
 {
     struct observer o = {.srv = srv, .registered = json_object(), .reg_errors = json_object(),
+                         .foreign = json_object(),
                          .maintain = json_object(), .pulls_seen = json_object()};
     o.gh = github_new(&srv->cfg.github);
     int failed = github_register(&o);
@@ -642,7 +642,7 @@ int observer_once(struct server *srv)
     json_t *repo;
     json_array_foreach(repos, i, repo) {
         const char *gh = json_string_value(json_object_get(repo, "github"));
-        if (gh && configured(srv->cfg.github_repos, gh) && poll_and_record(&o, repo) < 0)
+        if (gh && github_list_has(srv->cfg.github_repos, gh) && poll_and_record(&o, repo) < 0)
             failed++;
     }
     json_decref(repos);
@@ -650,6 +650,7 @@ int observer_once(struct server *srv)
     github_free(o.gh);
     json_decref(o.registered);
     json_decref(o.reg_errors);
+    json_decref(o.foreign);
     json_decref(o.maintain);
     json_decref(o.pulls_seen);
     return failed;
@@ -661,6 +662,7 @@ int observer_new(struct server *srv, struct observer **out, struct buf *err)
     o->srv = srv;
     o->registered = json_object();
     o->reg_errors = json_object();
+    o->foreign = json_object();
     o->maintain = json_object();
     o->pulls_seen = json_object();
     if (srv->cfg.github_repos)
@@ -689,6 +691,7 @@ void observer_free(struct observer *o)
     github_free(o->gh);
     json_decref(o->registered);
     json_decref(o->reg_errors);
+    json_decref(o->foreign);
     json_decref(o->maintain);
     json_decref(o->pulls_seen);
     free(o);

@@ -392,6 +392,7 @@ static const char *const sql[Q_COUNT] = {
                        "INDEXED BY statuses_due LEFT JOIN jobs j ON j.id = s.job_id "
                        "LEFT JOIN builds b ON b.id = s.build_id "
                        "WHERE s.sent < s.version AND s.next_try <= ?1 "
+                       "AND (?3 IS NULL OR lower(s.github) IN (SELECT value FROM json_each(?3))) "
                        /* A build's status after its jobs': GitHub shows it last. */
                        "ORDER BY s.next_try, s.job_id = 0, s.id LIMIT ?2",
     [Q_STATUS_SENT] = "UPDATE statuses SET sent = max(sent, ?2), tries = 0, last_error = NULL "
@@ -399,7 +400,8 @@ static const char *const sql[Q_COUNT] = {
     /* Only the version tried: a newer state stays due at once. */
     [Q_STATUS_RETRY] = "UPDATE statuses SET next_try = ?2, tries = tries + 1, last_error = ?3 "
                        "WHERE id = ?1 AND version = ?4",
-    [Q_STATUSES_WAKE] = "UPDATE statuses SET next_try = 0 WHERE sent < version AND next_try > ?1",
+    [Q_STATUSES_WAKE] = "UPDATE statuses SET next_try = 0 WHERE sent < version AND next_try > ?1 "
+                        "AND (?2 IS NULL OR lower(github) IN (SELECT value FROM json_each(?2)))",
     /* The newest build of each (repository, ref): the overview. */
     /* The refs the observer sees now (heads), each with its newest build:
      * one probe of builds_by_ref per ref, whatever the history. */
@@ -409,7 +411,8 @@ static const char *const sql[Q_COUNT] = {
     [Q_DELIVERY_INSERT] = "INSERT OR IGNORE INTO deliveries(id, received) VALUES (?1, ?2)",
     [Q_DELIVERY_PRUNE] = "DELETE FROM deliveries WHERE received < ?1",
     [Q_STATUSES_PENDING] = "SELECT count(*) FROM statuses INDEXED BY statuses_due "
-                           "WHERE sent < version",
+                           "WHERE sent < version AND (?1 IS NULL OR lower(github) IN "
+                           "(SELECT value FROM json_each(?1)))",
     /* A plan's error is not copied by a rebuild: the rebuild plans again. */
     [Q_BUILD_ROW] = "SELECT repo_id, ref, branch, commit_sha, CASE WHEN EXISTS (SELECT 1 FROM "
                     "jobs WHERE build_id = ?1 AND kind = 'plan') THEN NULL ELSE error END "
@@ -740,7 +743,7 @@ static json_t *duration(sqlite3_stmt *s, int started, int finished)
 }
 
 /* Compact JSON text with sorted keys (so "{}" is the empty object, always). */
-static char *dump(json_t *v)
+static char *dump(const json_t *v)
 {
     char *s = json_dumps(v, JSON_COMPACT | JSON_SORT_KEYS | JSON_ENCODE_ANY);
     if (!s)
@@ -1807,13 +1810,22 @@ int store_repo_set_github(struct store *st, int64_t repo_id, const char *full_na
 
 /* ---- the outbox of commit statuses ---- */
 
-json_t *store_statuses_due(struct store *st, int64_t now, int limit)
+/* Bind only (see store_statuses_due()) as parameter i. */
+static void bind_only(sqlite3_stmt *s, int i, const json_t *only)
+{
+    char *text = only ? dump(only) : NULL;
+    bind_text(s, i, text);
+    free(text);
+}
+
+json_t *store_statuses_due(struct store *st, int64_t now, int limit, const json_t *only)
 {
     lock(st);
     json_t *a = json_array();
     sqlite3_stmt *s = q(st, Q_STATUSES_DUE);
     sqlite3_bind_int64(s, 1, now);
     sqlite3_bind_int(s, 2, limit > 0 ? limit : 50);
+    bind_only(s, 3, only);
     while (sqlite3_step(s) == SQLITE_ROW) {
         json_t *r = json_object();
         static const char *const keys[] = {"id",          "build_id", "job_id",  "github",
@@ -1914,20 +1926,22 @@ out:
     return r;
 }
 
-int store_statuses_wake(struct store *st)
+int store_statuses_wake(struct store *st, const json_t *only)
 {
     lock(st);
     sqlite3_stmt *s = q(st, Q_STATUSES_WAKE);
     sqlite3_bind_int64(s, 1, time_now_ms());
+    bind_only(s, 2, only);
     int r = exec_q(s) == 0 ? sqlite3_changes(st->db) : -EIO;
     unlock(st);
     return r;
 }
 
-int64_t store_statuses_pending(struct store *st)
+int64_t store_statuses_pending(struct store *st, const json_t *only)
 {
     lock(st);
     sqlite3_stmt *s = q(st, Q_STATUSES_PENDING);
+    bind_only(s, 1, only);
     int64_t n = sqlite3_step(s) == SQLITE_ROW ? sqlite3_column_int64(s, 0) : -EIO;
     sqlite3_reset(s);
     unlock(st);

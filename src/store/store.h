@@ -297,8 +297,11 @@ int store_leases_grace(struct store *st, int64_t grace_ms);
  * and of the job: "exit_code", "error", "started", "finished", "attempt",
  * "retries", "max_retries"; of the build: "build_error"}.
  */
-/* Due rows (next_try <= now), the longest waiting first, at most limit. */
-json_t *store_statuses_due(struct store *st, int64_t now, int limit);
+/* Due rows (next_try <= now), the longest waiting first, at most limit.
+ * only: an array of the repositories ("owner/repo" in lower case) whose rows
+ * are wanted, or NULL for all; also in _wake and _pending. A process sends
+ * the statuses of the repositories it has the credentials of, and no other. */
+json_t *store_statuses_due(struct store *st, int64_t now, int limit, const json_t *only);
 /* version was delivered (a newer one stays due). */
 int store_status_sent(struct store *st, int64_t id, int64_t version);
 /* Delivering version failed: try again at next_try (unless the row has a
@@ -307,9 +310,9 @@ int store_status_retry(struct store *st, int64_t id, int64_t version, int64_t ne
                        const char *error);
 /* Make every row waiting for a retry due now (GitHub answers again).
  * Returns how many. */
-int store_statuses_wake(struct store *st);
+int store_statuses_wake(struct store *st, const json_t *only);
 /* How many rows are due or waiting for a retry. */
-int64_t store_statuses_pending(struct store *st);
+int64_t store_statuses_pending(struct store *st, const json_t *only);
 
 /* Record a webhook delivery id: 1 when it is new, 0 when it was seen in the
  * last STORE_DELIVERY_KEEP_MS (older ones are forgotten), or -errno. */

@@ -351,6 +351,54 @@ def test_one_shot_pass_lock_and_errors(ctx, gh, gitrepo):
     assert r.returncode == 1 and "octo" in r.stderr, r
 
 
+def test_passes_of_two_users_on_one_data_keep_to_their_repositories(ctx, gh, gitrepo):
+    """Seed 000: "If you have multiple users for different git repositories then
+    just run the script several times with the different variables." Each pass
+    sends its own repositories' statuses with its own credentials, and a server
+    on that data without GitHub's variables leaves the GitHub repositories to
+    the passes (it has no credentials for them)."""
+    repo = project(gitrepo, gh)
+    other = FakeGitHub(token="the-other-users-token").start()
+    try:
+        thing = gitrepo("thing")
+        thing_sha = thing.commit({".yci.yml": PASS_YML})
+        other.add_repo("other", "thing", clone_url=thing.path)
+        data = str(ctx.tmp / "data-cron")
+        env_a = pass_env(gh, data)
+        env_b = pass_env(other, data, repos="other/thing", token="the-other-users-token")
+        assert ctx.cli(env=env_a).returncode == 0
+        assert ctx.cli(env=env_b).returncode == 0
+        server = ctx.server(data=data).start()
+        ctx.runner(server).start()
+        sha = repo.head()
+        for name, commit in (("octo.proj", sha), ("other.thing", thing_sha)):
+            b = wait_until(lambda: [b for b in server.builds(repo=name)
+                                    if b["commit"] == commit
+                                    and b["status"] not in ("queued", "running")],
+                           60, what="the build of %s" % name)[0]
+            assert b["status"] == "passed", b
+        out = server.output()
+        assert "is GitHub's octo/proj, which is not in GITHUB_REPOSITORIES" in out, out
+        # B's pass first: it sends B's statuses, to B's API, and nothing of A's.
+        gh.clear_requests()
+        r = ctx.cli(env=env_b)
+        assert r.returncode == 0, r
+        assert other.latest_states("other", "thing", thing_sha) == {
+            "yci": "success", "yci/unit": "success", "yci/lint": "success"}, r.stderr
+        assert not [q for q in other.requests if "/octo/" in q[1]], other.requests
+        assert gh.requests == [], gh.requests
+        assert "octo/proj" not in r.stderr, r.stderr
+        # A's pass then sends all of A's, none left for later.
+        r = ctx.cli(env=env_a)
+        assert r.returncode == 0, r
+        st = gh.latest_states("octo", "proj", sha)
+        assert st == {"yci": "success", "yci/unit": "success", "yci/lint": "success"}, r.stderr
+        assert "left for the next pass" not in r.stderr, r.stderr
+        assert not [q for q in gh.requests if "/other/" in q[1]], gh.requests
+    finally:
+        other.stop()
+
+
 def test_more_than_a_page_of_pull_requests(ctx, gh, gitrepo):
     repo = project(gitrepo, gh, {"Makefile": "check:\n\ttrue\n"})
     sha = repo.head("main")
