@@ -158,6 +158,12 @@ struct yci_handler {
      * or given up on because the client is stopping (rc < 0); also after an
      * abandoned job (rc 0). */
     void (*finished)(struct yci_client *c, struct yci_job *job, int rc, void *arg);
+    /* Optional. Called when a request finds no server (no connection, a
+     * timeout, a proxy's 502, 503 or 504) and the one before had an answer
+     * (reachable false, why says what failed), and when a request is answered
+     * again (reachable true, why NULL): once each way, from whichever thread
+     * made the request, without the client's lock. */
+    void (*server_state)(struct yci_client *c, bool reachable, const char *why, void *arg);
     void *arg;
 };
 

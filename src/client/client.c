@@ -88,6 +88,7 @@ struct yci_client {
     atomic_int cancel_claims; /* set by stop: claims in flight give up at once */
     bool push;
     int run_rc;
+    bool unreachable; /* the last request found no server (told server_state) */
 };
 
 /* ---- small helpers ---- */
@@ -197,6 +198,20 @@ static void conn_put(struct yci_client *c, struct http_client *h)
     http_client_free(h);
 }
 
+/* A request found the server (up) or did not (why): tell the handler's
+ * server_state when that differs from the request before. */
+static void server_state(struct yci_client *c, bool up, const char *why)
+{
+    pthread_mutex_lock(&c->mu);
+    const struct yci_handler *h = c->handler;
+    bool changed = h && h->server_state && c->unreachable == up;
+    if (changed)
+        c->unreachable = !up;
+    pthread_mutex_unlock(&c->mu);
+    if (changed)
+        h->server_state(c, up, up ? NULL : why, h->arg);
+}
+
 /* One request. token NULL: the runner token. 0 when an answer came. A
  * cancellable request (a claim) ends early with -ECANCELED once stop is asked;
  * the others (log, finish) are left to complete. */
@@ -210,16 +225,23 @@ static int request_ex(struct yci_client *c, const char *token, const char *metho
     http_client_set_cancel(h, cancellable ? &c->cancel_claims : NULL);
     int rc = http_client_request(h, method, path, ctype, body, len, timeout_ms, res, &e);
     if (rc < 0) {
-        if (e.len)
-            set_err(err, "%s", e.data);
-        else
-            set_err(err, "%s %s%s: %s", method, c->server_url, path, strerror(-rc));
+        if (!e.len)
+            buf_setf(&e, "%s %s%s: %s", method, c->server_url, path, strerror(-rc));
+        set_err(err, "%s", e.data);
+        if (rc != -ECANCELED)
+            server_state(c, false, e.data);
         if (rc != -ECONNREFUSED && rc != -ETIMEDOUT && rc != -ECANCELED)
             rc = -EIO;
         /* A broken connection is not worth keeping. */
         http_client_free(h);
     } else {
         conn_put(c, h);
+        if (res->status >= 502 && res->status <= 504) {
+            buf_setf(&e, "%s %s%s: HTTP %ld", method, c->server_url, path, res->status);
+            server_state(c, false, e.data);
+        } else {
+            server_state(c, true, NULL);
+        }
     }
     buf_release(&e);
     return rc;

@@ -479,6 +479,19 @@ static void on_cancel(struct yci_client *c, struct yci_job *job, void *arg)
         log_info("job %" PRId64 ": cancelled by the server, stopping it", job->id);
 }
 
+/* Say so once when the server goes away, and once when it is back. */
+static void on_server_state(struct yci_client *c, bool reachable, const char *why, void *arg)
+{
+    (void)c;
+    (void)arg;
+    if (reachable)
+        log_info("the server answers again");
+    else
+        log_warn("cannot reach the server (%s); trying again: running jobs go on, their output "
+                 "waits in the spool",
+                 why);
+}
+
 static void on_finished(struct yci_client *c, struct yci_job *job, int rc, void *arg)
 {
     (void)c;
@@ -636,6 +649,7 @@ int runner_start(const struct runner_config *cfg, struct runner **out, struct bu
         .cancel = on_cancel,
         .client_info = client_info,
         .finished = on_finished,
+        .server_state = on_server_state,
         .arg = r,
     };
     ret = yci_client_start(r->client, &r->handler, &e);

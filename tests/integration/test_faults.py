@@ -92,7 +92,7 @@ def test_server_killed_mid_builds_nothing_is_lost(ctx, tmp_path):
 @pytest.mark.slow
 def test_output_written_while_the_server_is_down_is_replayed(ctx, tmp_path):
     server = ctx.server().start()
-    ctx.runner(server).start()
+    runner = ctx.runner(server).start()
     half, go, done = tmp_path / "half", tmp_path / "go", tmp_path / "done"
     cmd = ("for i in $(seq 1 100); do echo line-$i; done; touch %s; "
            "k=0; while [ ! -f %s ] && [ $k -lt 600 ]; do sleep 0.05; k=$((k+1)); done; "
@@ -107,7 +107,16 @@ def test_output_written_while_the_server_is_down_is_replayed(ctx, tmp_path):
     server.kill9()
     go.touch()
     wait_file(done, 30)  # lines 101..300 printed while no server listens
+    # The runner says once that the server is gone, and once that it is back.
+    wait_until(lambda: "cannot reach the server" in runner.output(), 30,
+               what="the runner to say the server is gone")
+    out = runner.output()
+    assert out.count("cannot reach the server") == 1, out  # not once per retry
     server.restart()
+    wait_until(lambda: "the server answers again" in runner.output(), 30,
+               what="the runner to say the server is back")
+    out = runner.output()
+    assert out.rfind("the server answers again") > out.rfind("cannot reach the server"), out
 
     job = server.wait_job(jid, timeout=60)
     assert job["status"] == "passed", job
