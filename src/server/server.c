@@ -229,6 +229,13 @@ int server_start(const struct server_config *cfg_in, struct server **out, struct
         rc = notifier_new(srv, &srv->notifier, err);
         if (rc < 0)
             goto fail;
+        /* The statuses' links are for people on other machines. */
+        if ((!srv->cfg.http_root || !*srv->cfg.http_root) &&
+            (strstr(srv->url, "//127.") || strstr(srv->url, "//[::1]") ||
+             strstr(srv->url, "//localhost")))
+            log_warn("HTTP_ROOT is not set: the commit statuses link to %s/jobs/ID, which only "
+                     "this machine can open; set it to the URL people reach yci at",
+                     srv->url);
     }
     log_info("yci server %s listening on %s, data in '%s'", YCI_VERSION, srv->url, srv->data_dir);
     *out = srv;

@@ -105,6 +105,20 @@ def test_pull_request_is_built_and_reported(ctx, gh, gitrepo):
     assert auths == {"token " + TOKEN}, auths
     # The main branch was built too, as any branch.
     assert server.wait_commit_build("octo.proj", repo.head("main"), timeout=30)["status"] == "passed"
+    assert "HTTP_ROOT is not set" not in server.output()
+
+
+def test_without_http_root_the_links_are_the_servers_and_it_says_so(ctx, gh, gitrepo):
+    repo = project(gitrepo, gh)
+    server = github_server(ctx, gh, extra_env={"HTTP_ROOT": ""})
+    assert "HTTP_ROOT is not set: the commit statuses link to %s/jobs/ID" % server.url \
+        in server.output(), server.output()
+    ctx.runner(server).start()
+    sha = repo.head("main")
+    b = server.wait_commit_build("octo.proj", sha, timeout=60)
+    want = "%s/builds/%d" % (server.url, b["id"])
+    wait_until(lambda: any(s["target_url"] == want for s in gh.statuses("octo", "proj", sha)),
+               30, what="a status linking to the server's own build page")
 
 
 def test_unchanged_pull_requests_cost_no_rate_limit(ctx, gh, gitrepo):
