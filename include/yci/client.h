@@ -250,6 +250,12 @@ int yci_client_finish(struct yci_client *c, int64_t job_id, int attempt,
 int yci_client_finish_next(struct yci_client *c, int64_t job_id, int attempt,
                            const struct yci_result *r, struct yci_job **next,
                            struct yci_error *err);
+/* POST /api/jobs/{id}/release: give back a job this client will not finish
+ * (it is stopping): the server queues it again at once, for another attempt,
+ * instead of when its lease expires. -ESTALE when that attempt is no longer
+ * running here. The run loop does it for a job whose do_job returned
+ * YCI_ABANDONED because yci_client_stop() was called. */
+int yci_client_release(struct yci_client *c, int64_t job_id, int attempt, struct yci_error *err);
 
 #ifdef __cplusplus
 }

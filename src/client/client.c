@@ -839,6 +839,20 @@ int yci_client_finish_next(struct yci_client *c, int64_t job_id, int attempt,
     return rc;
 }
 
+int yci_client_release(struct yci_client *c, int64_t job_id, int attempt, struct yci_error *err)
+{
+    char path[96], text[48];
+    snprintf(path, sizeof path, "/api/jobs/%" PRId64 "/release", job_id);
+    snprintf(text, sizeof text, "{\"attempt\": %d}", attempt);
+    struct http_result res = HTTP_RESULT_INIT;
+    int rc = request(c, NULL, "POST", path, "application/json", text, strlen(text),
+                     REQUEST_TIMEOUT_MS, &res, err);
+    if (rc == 0 && res.status != 200)
+        rc = status_error(&res, "release", err);
+    http_result_release(&res);
+    return rc;
+}
+
 /* ---- jobs in the run loop ---- */
 
 bool yci_job_cancelled(const struct yci_job *job)
@@ -988,6 +1002,12 @@ static struct yci_job *run_job(struct yci_client *c, struct yci_job *job)
             if (sleep_unless_stopped(c, backoff_next(&backoff)))
                 break;
         }
+    } else if (res.status == YCI_ABANDONED && !atomic_load(&job->internal->taken) &&
+               yci_client_stopping(c)) {
+        /* Stopping: the job goes back to the queue now, not when its lease
+         * ends (one try: a lease still ends). */
+        struct yci_error err;
+        rc = yci_client_release(c, job->id, job->attempt, &err);
     }
     pthread_mutex_lock(&c->mu);
     c->in_hand[job->slot] = NULL;

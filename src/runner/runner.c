@@ -421,7 +421,7 @@ static void do_job(struct yci_client *c, struct yci_job *job, struct yci_result 
     if (!delivered || yci_job_cancelled(job)) {
         res->status = YCI_ABANDONED;
         log_info("job %" PRId64 ": dropped (%s)", job->id,
-                 atomic_load(&r->stopping) ? "the runner is stopping"
+                 atomic_load(&r->stopping) ? "the runner is stopping: it goes back to the queue"
                                            : "cancelled or taken away");
     } else {
         res->status = x->status;

@@ -1055,6 +1055,42 @@ out:
     json_decref(body);
 }
 
+/* A stopping runner gives its job back: queued again at once. */
+static void h_job_release(struct call *c)
+{
+    int64_t id, attempt = 0;
+    if (!param_id(c, 0, "job", &id))
+        return;
+    json_t *body = body_object(c->req, false);
+    if (!body)
+        return;
+    if (!field_int(c->req, body, "attempt", true, 1, INT32_MAX, &attempt))
+        goto out;
+    int rc = store_job_release(c->srv->store, id, (int)attempt, c->runner->id, c->runner->name);
+    if (rc == -ESTALE) {
+        respond_stale(c, id);
+        goto out;
+    }
+    if (rc < 0) {
+        respond_store_error(c->req, rc, "job", NULL);
+        goto out;
+    }
+    log_info("job %" PRId64 " attempt %" PRId64 ": runner '%s' is stopping and gave it back; "
+             "queued again",
+             id, attempt, c->runner->name);
+    sched_kick(c->srv->sched);
+    follow_notify(c->srv->follow, id);
+    json_t *job = store_job_get(c->srv->store, id);
+    if (job) {
+        add_log_size(c->srv, job);
+        respond_json(c->req, 200, job);
+    } else {
+        http_respond_error(c->req, 404, "no job %" PRId64, id);
+    }
+out:
+    json_decref(body);
+}
+
 /* ---- runners ------------------------------------------------------------ */
 
 static void h_runners_list(struct call *c)
@@ -1469,6 +1505,7 @@ static const struct route routes[] = {
     {"GET", "api/jobs/*/log", NEED_NONE, h_job_log_get},
     {"POST", "api/jobs/*/log", NEED_RUNNER, h_job_log_post},
     {"POST", "api/jobs/*/finish", NEED_RUNNER, h_job_finish},
+    {"POST", "api/jobs/*/release", NEED_RUNNER, h_job_release},
     {"GET", "api/runners", NEED_NONE, h_runners_list},
     {"POST", "api/runners/register", NEED_REG, h_runner_register},
     {"POST", "api/runners/heartbeat", NEED_RUNNER, h_runner_heartbeat},

@@ -324,6 +324,7 @@ enum q {
     Q_SUPERSEDED_SPARED,
     Q_LEASES_EXPIRED,
     Q_JOB_REQUEUE,
+    Q_JOB_GIVE_BACK,
     Q_JOB_GIVEUP,
     Q_LEASES_GRACE,
     Q_RUNNER_COUNT,
@@ -502,6 +503,10 @@ static const char *const sql[Q_COUNT] = {
                          "WHERE j.status = 'running' AND j.lease_expires < ?1 ORDER BY j.id",
     [Q_JOB_REQUEUE] = "UPDATE jobs SET status = 'queued', runner_id = NULL, lease_expires = NULL, "
                       "infra_retries = infra_retries + 1 WHERE id = ?1",
+    /* A stopping runner gives a job back: no infrastructure retry counted. */
+    [Q_JOB_GIVE_BACK] = "UPDATE jobs SET status = 'queued', runner_id = NULL, lease_expires = "
+                        "NULL WHERE id = ?1 AND status = 'running' AND attempt = ?2 AND "
+                        "runner_id = ?3",
     [Q_JOB_GIVEUP] = "UPDATE jobs SET status = 'error', runner_id = NULL, lease_expires = NULL, "
                      "error = ?2, finished = ?3 WHERE id = ?1",
     [Q_LEASES_GRACE] = "UPDATE jobs SET lease_expires = max(coalesce(lease_expires, 0), ?1) "
@@ -2539,6 +2544,39 @@ int store_job_claim(struct store *st, int64_t runner_id, json_t *runner_labels, 
     }
     json_decref(job);
     tx_rollback(st); /* a no-op once committed; r == 0: nothing written */
+    unlock(st);
+    return r;
+}
+
+int store_job_release(struct store *st, int64_t job_id, int attempt, int64_t runner_id,
+                      const char *runner_name)
+{
+    lock(st);
+    int64_t now = time_now_ms();
+    struct job_state js;
+    int r = tx_begin(st, NULL);
+    if (r == 0)
+        r = job_state(st, job_id, &js);
+    if (r == 0) {
+        sqlite3_stmt *s = q(st, Q_JOB_GIVE_BACK);
+        sqlite3_bind_int64(s, 1, job_id);
+        sqlite3_bind_int(s, 2, attempt);
+        sqlite3_bind_int64(s, 3, runner_id);
+        r = exec_q(s) != 0 ? -EIO : sqlite3_changes(st->db) == 0 ? -ESTALE : 0;
+    }
+    if (r == 0) {
+        char *msg = xasprintf("job %" PRId64 " (%s): runner '%s' stopped and gave it back, "
+                              "re-queued",
+                              job_id, js.name, runner_name ? runner_name : "?");
+        r = event_add(st, js.build_id, job_id, now, msg);
+        free(msg);
+    }
+    if (r == 0)
+        r = build_update(st, js.build_id, now, NULL);
+    if (r == 0)
+        r = tx_commit(st, NULL);
+    if (r < 0)
+        tx_rollback(st);
     unlock(st);
     return r;
 }

@@ -214,6 +214,14 @@ int store_job_cancel(struct store *st, int64_t id);
 int store_job_claim(struct store *st, int64_t runner_id, json_t *runner_labels, int64_t lease_ms,
                     json_t **job_out);
 
+/* A stopping runner gives back the job it runs (job, attempt): the job is
+ * queued again at once (its next claim is attempt + 1), without counting an
+ * infrastructure retry, and the build gets an event naming runner_name. 0,
+ * -ESTALE when that attempt is not running on this runner (finished,
+ * cancelled, expired), -ENOENT when there is no such job. */
+int store_job_release(struct store *st, int64_t job_id, int attempt, int64_t runner_id,
+                      const char *runner_name);
+
 /* Is (job, attempt) the job's current attempt, running on this runner?
  * 0 if so, -ESTALE if not, -ENOENT when there is no such job. A cheap read:
  * called for every log chunk. */

@@ -178,3 +178,31 @@ def test_a_lost_log_tail_the_spool_gave_back_is_replaced_by_a_note(ctx, tmp_path
     assert log[1000 + len(note):released - 1].strip(b" ") == b"", "blanks after the note"
     assert log[released - 1:released] == b"\n"
     assert log[released:] == want[released:], "the bytes the spool still had were resent"
+
+
+def test_a_stopped_runner_gives_its_job_back(ctx, server, tmp_path):
+    """SIGTERM: the runner stops its job and gives it back; the server queues it
+    again at once (not when the lease ends), and no infrastructure retry is
+    spent on it."""
+    first = ctx.runner(server, name="first", heartbeat=20).start()  # a 60 s lease
+    started = tmp_path / "started"
+    cmd = "touch %s; sleep 60; echo job-completed" % started
+    build, jobs = server.submit_jobs([{"name": "long", "commands": [cmd]}])
+    jid = jobs[0]["id"]
+    wait_file(started, 30)
+    assert first.stop() in (0, -15)
+    j = server.job(jid)
+    assert j["status"] == "queued" and j["infra_retries"] == 0, j
+    assert "first" in first.output() and "goes back to the queue" in first.output()
+    b = server.build(build["id"])
+    assert any("runner 'first' stopped and gave it back, re-queued" in e["message"]
+               for e in b["events"]), b["events"]
+    # Another runner runs it, as attempt 2; stopped too, it gives it back too.
+    second = ctx.runner(server, name="second").start()
+    started.unlink()
+    wait_file(started, 30)
+    j = server.job(jid)
+    assert j["status"] == "running" and j["runner"] == "second" and j["attempt"] == 2, j
+    assert j["infra_retries"] == 0, j
+    second.stop()
+    assert server.job(jid)["status"] == "queued"

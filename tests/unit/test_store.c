@@ -1325,6 +1325,35 @@ static void test_reopen(void **state)
 
 /* ---- retry, needs, cancel_superseded ---- */
 
+static void test_release(void **state)
+{
+    struct fixture *f = *state;
+    int64_t build = build_new(f->st, 0, NULL, ONE_JOB);
+    int64_t r1 = runner_new(f->st, "r1", "{}"), r2 = runner_new(f->st, "r2", "{}");
+    json_t *a = claim(f->st, r1, "{}", LEASE);
+    int64_t id = ival(a, "id");
+    json_decref(a);
+    assert_int_equal(store_job_release(f->st, id, 1, r2, "r2"), -ESTALE); /* not its job */
+    assert_int_equal(store_job_release(f->st, id, 2, r1, "r1"), -ESTALE); /* not that attempt */
+    assert_int_equal(store_job_release(f->st, id + 100, 1, r1, "r1"), -ENOENT);
+    assert_int_equal(store_job_release(f->st, id, 1, r1, "r1"), 0);
+    assert_true(has_event(f->st, build, "runner 'r1' stopped and gave it back, re-queued"));
+    json_t *j = store_job_get(f->st, id);
+    assert_string_equal(sval(j, "status"), "queued");
+    assert_int_equal(ival(j, "infra_retries"), 0);
+    json_decref(j);
+    assert_int_equal(store_job_release(f->st, id, 1, r1, "r1"), -ESTALE); /* once */
+    /* Claimed again: the next attempt; its finish counts, the old one's not. */
+    json_t *b = claim(f->st, r2, "{}", LEASE);
+    assert_int_equal(ival(b, "id"), id);
+    assert_int_equal(ival(b, "attempt"), 2);
+    json_decref(b);
+    assert_int_equal(store_job_finish(f->st, id, 1, r1, "passed", 0, NULL, NULL), -ESTALE);
+    bool done = false;
+    assert_int_equal(store_job_finish(f->st, id, 2, r2, "passed", 0, NULL, &done), 0);
+    assert_true(done);
+}
+
 static void test_retry(void **state)
 {
     struct fixture *f = *state;
@@ -2051,6 +2080,7 @@ int main(int argc, char **argv)
         cmocka_unit_test_setup_teardown(test_event_add, setup, teardown),
         cmocka_unit_test_setup_teardown(test_database_changed_under_us, setup, teardown),
         cmocka_unit_test_setup_teardown(test_reopen, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_release, setup, teardown),
         cmocka_unit_test_setup_teardown(test_retry, setup, teardown),
         cmocka_unit_test_setup_teardown(test_needs, setup, teardown),
         cmocka_unit_test_setup_teardown(test_superseded, setup, teardown),
