@@ -13,6 +13,9 @@ PULL_JSON_PATH, and turns each test it yields into a job (docs/pipelines.md):
     {"name": str, "commands": [command], "env": {str: str},
      "retry": {"count": int, "increment": int}}
 
+(a Bash test's command runs through bash: "bash -c 'COMMAND'", unless it is
+plain words, which any shell runs alike)
+
 plus "timeout" and "labels" when the test sets them. It always writes
 OUT_JSON_PATH, atomically, with exactly one of
 
@@ -38,6 +41,8 @@ import importlib.machinery
 import importlib.util
 import json
 import os
+import re
+import shlex
 import sys
 import tempfile
 import traceback
@@ -271,6 +276,19 @@ def not_a_test(n, test):
                      % (FILE, n, short_repr(test), type(test).__name__, NOT_A_TEST))
 
 
+# A command of these characters alone runs the same in any shell (the runner
+# starts it without one: src/os/spawn.c, spawn_command()).
+PLAIN = re.compile(r'[A-Za-z0-9 _\-./,:+@%=]+\Z')
+
+
+def bash_command(command):
+    """Bash's command as a job command (run by /bin/sh): through bash, as
+    its name says, unless bash would change nothing."""
+    if not isinstance(command, str) or PLAIN.match(command):
+        return command
+    return 'bash -c ' + shlex.quote(command)
+
+
 def to_job(n, item, names):
     """The job for test number n, item as the generator yielded it."""
     test, retry = item, None
@@ -303,6 +321,8 @@ def to_job(n, item, names):
         name = default_name(command, env)
     if isinstance(name, str):
         name = names.unique(name)
+    if isinstance(test, Bash):
+        command = bash_command(command)
     job = {'name': name, 'commands': [command], 'env': env, 'retry': retry or own_retry}
     job.update(extra)
     return job

@@ -4,9 +4,11 @@ __all__ = ['Bash']
 
 
 class Bash:
-    """One test: a shell command run with an environment.
+    """One test: a bash command run with an environment.
 
-    command -- the shell command, a string (it may hold several lines).
+    command -- the command, a string (it may hold several lines), run by
+               bash (the job's command is "bash -c 'COMMAND'", unless it is
+               plain words, which any shell runs alike).
     env     -- a dict of environment variables, name -> value; values that
                are ints or floats become strings.
     name    -- the job's name; by default the command's first line followed

@@ -143,14 +143,16 @@ def test_yci_py_runs_the_generators_jobs(ctx):
         "    for x in ['foo', 'bar']:\n"
         "        yield IncrementalRetry(Bash('echo cell $V', env={'V': x}), retries=1,\n"
         "                               retry_increment=600)\n"
-        "    yield {'CMD': 'echo dict $W', 'W': 'w1', 'RETRIES': 0}\n")})
+        "    yield {'CMD': 'echo dict $W', 'W': 'w1', 'RETRIES': 0}\n"
+        "    yield Bash('[[ $V == b* ]] && echo bash ran it', env={'V': 'bash'})\n")})
     r = run(ctx, repo)
     assert r.returncode == 0, r
     out = r.stdout
     assert "generator saw 0 main" in out, out
-    assert "3 jobs from .yci.py" in out, out
+    assert "4 jobs from .yci.py" in out, out
     for name, line in (("echo cell $V (foo)", "cell foo"), ("echo cell $V (bar)", "cell bar"),
-                       ("echo dict $W (w1)", "dict w1")):
+                       ("echo dict $W (w1)", "dict w1"),
+                       ("[[ $V == b* ]] && echo bash ran it (bash)", "bash ran it")):
         assert "==> job " + name in out, out
         assert line in out, out
     # The driver writes nothing into the working tree.

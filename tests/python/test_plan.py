@@ -5,6 +5,7 @@ subprocess (conftest.py) and asserts the exact out.json: the jobs the server
 will validate, or the one-line error the build will show.
 """
 
+import shlex
 import textwrap
 
 import pytest
@@ -73,6 +74,24 @@ def error(plan):
 def test_seed_example(driver):
     plan = driver.run(SEED_FIXED)
     assert plan.out == {"jobs": SEED_JOBS}
+
+
+def test_bash_runs_bash(driver):
+    # Bash's command goes through bash unless it is plain words; a dict's CMD
+    # is the job's command as it is (seed 000's dicts name no shell).
+    plan = driver.run("""\
+        from yci.run import Bash
+
+        def test_generator(build_id, pull):
+            yield Bash('./test.sh --fast')
+            yield Bash('[[ $X == y* ]] && echo "it\\'s y"', env={'X': 'yes'})
+            yield {'CMD': 'echo $X', 'X': 1}
+    """)
+    assert plan.out == {"jobs": [
+        job("./test.sh --fast", {}, "./test.sh --fast"),
+        job("[[ $X == y* ]] && echo \"it's y\" (yes)", {"X": "yes"},
+            "bash -c '[[ $X == y* ]] && echo \"it'\"'\"'s y\"'"),
+        job("echo $X (1)", {"X": "1"}, "echo $X")]}
 
 
 def test_plain_dicts_give_the_same_jobs(driver):
@@ -475,7 +494,8 @@ def test_default_name_uses_the_first_line_and_env_values_in_order(driver):
             yield {'CMD': 'make', 'Z': 1, 'A': 2}
     """)
     assert plan.out == {"jobs": [
-        job("set -e (x, y z)", {"B": "x", "A": "y\tz"}, "\n  set -e\n  make check\n"),
+        job("set -e (x, y z)", {"B": "x", "A": "y\tz"},
+            "bash -c " + shlex.quote("\n  set -e\n  make check\n")),
         job("make (1, 2)", {"Z": "1", "A": "2"}, "make"),
     ]}
 
@@ -553,6 +573,6 @@ def test_the_package_api(driver):
             assert Bash('x').env == {}
             yield Bash(repr(r), name='repr')
     """)
-    assert plan.out["jobs"][0]["commands"] == [
+    assert plan.out["jobs"][0]["commands"] == ["bash -c " + shlex.quote(
         "IncrementalRetry(Bash('make', env={'A': '1'}, name='n', timeout=5, "
-        "labels={'os': 'linux'}), retries=2, retry_increment=10)"]
+        "labels={'os': 'linux'}), retries=2, retry_increment=10)")]
