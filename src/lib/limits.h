@@ -47,6 +47,13 @@
 #define YCI_MAX_WEBHOOK_BODY (25 * 1024 * 1024)
 /* Builds returned by one list request. */
 #define YCI_MAX_LIST 1000
+/* A job's command, and each NAME=value of its environment, is one string of
+ * an execve(): Linux takes at most 128 KiB with its NUL (MAX_ARG_STRLEN). */
+#define YCI_MAX_ARG_LEN (128 * 1024 - 1)
+/* A job's environment in all (its env and matrix values; the runner adds
+ * ~1 KiB): well under the 2 MiB that execve() allows with the usual 8 MiB
+ * stack limit (ARG_MAX is a quarter of it). */
+#define YCI_MAX_JOB_ENV (1024 * 1024)
 /* Rendered pages the page cache keeps (server/web.c: the overview and build
  * pages), and the largest page it keeps (a bigger one is rendered each time). */
 #define YCI_PAGE_CACHE_SLOTS 16

@@ -377,6 +377,49 @@ static size_t strings_bytes(json_t *v)
     return n;
 }
 
+/* What execve() would refuse (E2BIG, "Argument list too long" on the
+ * runner, naming nothing): a command or a NAME=value over YCI_MAX_ARG_LEN,
+ * or an environment over YCI_MAX_JOB_ENV. */
+static int check_exec_sizes(struct pctx *c, const struct pjob *j)
+{
+    size_t i, total = 0;
+    json_t *e;
+    const char *k;
+    json_array_foreach(j->commands, i, e) {
+        if (json_string_length(e) > YCI_MAX_ARG_LEN)
+            return perr(c, j->at,
+                        "%s: command %zu is %zu bytes long, more than a program can be given "
+                        "(%d): put it in a script",
+                        j->who, i + 1, json_string_length(e), YCI_MAX_ARG_LEN);
+    }
+    json_object_foreach(j->env, k, e) {
+        size_t n = strlen(k) + 1 + json_string_length(e);
+        if (n > YCI_MAX_ARG_LEN)
+            return perr(c, j->at,
+                        "%s: env '%s' is %zu bytes long with its name, more than one "
+                        "environment variable can hold (%d)",
+                        j->who, pshow(c, k), n, YCI_MAX_ARG_LEN);
+        total += n + 1;
+    }
+    for (size_t m = 0; m < j->nmatrix; m++) {
+        size_t longest = 0;
+        json_array_foreach(j->matrix[m].values, i, e) {
+            size_t n = strlen(j->matrix[m].name) + 1 + json_string_length(e);
+            if (n > YCI_MAX_ARG_LEN)
+                return perr(c, j->matrix_at,
+                            "%s: matrix value %zu of '%s' is %zu bytes long with its name, more "
+                            "than one environment variable can hold (%d)",
+                            j->who, i + 1, pshow(c, j->matrix[m].name), n, YCI_MAX_ARG_LEN);
+            longest = n > longest ? n : longest;
+        }
+        total += longest + 1;
+    }
+    if (total > YCI_MAX_JOB_ENV)
+        return perr(c, j->at, "%s: its environment takes %zu bytes, more than the %d a job can have",
+                    j->who, total, YCI_MAX_JOB_ENV);
+    return 0;
+}
+
 /* Count the jobs after expansion without building them: fail before a
  * 100x100x100 matrix takes any memory. */
 static int check_counts(struct pctx *c, struct pjobs *js)
@@ -386,6 +429,9 @@ static int check_counts(struct pctx *c, struct pjobs *js)
         struct pjob *j = &js->v[i];
         if (j->dropped)
             continue;
+        int r = check_exec_sizes(c, j);
+        if (r < 0)
+            return r;
         size_t cells = 1, base = strlen(j->name) + 64;
         for (size_t k = 0; k < j->nmatrix; k++) {
             cells = sat_mul(cells, json_array_size(j->matrix[k].values));

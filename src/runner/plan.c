@@ -1,12 +1,14 @@
 #include "runner/plan.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "lib/limits.h"
 #include "lib/log.h"
@@ -109,16 +111,46 @@ void plan_argv_free(char **argv)
 
 int plan_result(const char *dir, json_t **jobs, struct buf *err)
 {
+    /* The sandboxed generator can write in dir: the result must be a plain
+     * file there (not a FIFO that would block this open or read for ever, a
+     * device, or a link to elsewhere), and is read up to the limit only. */
     char *path = xasprintf("%s/%s", dir, PLAN_OUT);
+    int fd = open(path, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+    free(path);
     struct stat sb;
-    if (stat(path, &sb) == 0 && sb.st_size > YCI_MAX_PLAN_BODY) {
+    if (fd < 0 || fstat(fd, &sb) < 0 || !S_ISREG(sb.st_mode)) {
+        buf_setf(err, "the .yci.py plan driver left no result (%s)",
+                 fd >= 0 || errno == ELOOP ? "not a regular file" : strerror(errno));
+        if (fd >= 0)
+            close(fd);
+        return -EINVAL;
+    }
+    struct buf text = BUF_INIT;
+    ssize_t n = 1;
+    int read_errno = 0;
+    while (n > 0 && text.len <= YCI_MAX_PLAN_BODY) {
+        char chunk[65536];
+        n = read(fd, chunk, sizeof chunk);
+        if (n > 0)
+            buf_add(&text, chunk, (size_t)n);
+        else if (n < 0 && errno == EINTR)
+            n = 1;
+        else if (n < 0)
+            read_errno = errno;
+    }
+    close(fd);
+    if (text.len > YCI_MAX_PLAN_BODY) {
         buf_setf(err, ".yci.py: the generated jobs are larger than %d bytes", YCI_MAX_PLAN_BODY);
-        free(path);
+        buf_release(&text);
         return -EINVAL;
     }
     json_error_t je;
-    json_t *out = json_load_file(path, JSON_REJECT_DUPLICATES, &je);
-    free(path);
+    json_t *out = n < 0 ? NULL
+                        : json_loadb(text.data ? text.data : "", text.len,
+                                     JSON_REJECT_DUPLICATES, &je);
+    if (n < 0)
+        snprintf(je.text, sizeof je.text, "%s", strerror(read_errno));
+    buf_release(&text);
     if (!json_is_object(out)) {
         buf_setf(err, "the .yci.py plan driver left no result (%s)", je.text);
         json_decref(out);

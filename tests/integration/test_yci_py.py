@@ -199,6 +199,23 @@ FAILING_GENERATORS = {
     "dict-without-cmd": ("def test_generator(build_id, pull):\n"
                          "    yield {'RUN': 'true'}\n",
                          ".yci.py: test 1 is a dict without a CMD key"),
+    # The generator runs with the driver: it can replace the result file.
+    # A FIFO would have blocked the runner's slot for ever; a link would
+    # have read another file.
+    "result-a-fifo": ("import os, sys\n"
+                      "def test_generator(build_id, pull):\n"
+                      "    os.mkfifo(sys.argv[3] + '.x')\n"
+                      "    os.replace(sys.argv[3] + '.x', sys.argv[3])\n"
+                      "    os._exit(0)\n"
+                      "    yield None\n",
+                      "the .yci.py plan driver left no result (not a regular file)"),
+    "result-a-link": ("import os, sys\n"
+                      "def test_generator(build_id, pull):\n"
+                      "    os.symlink('/etc/hostname', sys.argv[3] + '.x')\n"
+                      "    os.replace(sys.argv[3] + '.x', sys.argv[3])\n"
+                      "    os._exit(0)\n"
+                      "    yield None\n",
+                      "the .yci.py plan driver left no result (not a regular file)"),
     "no-generator": ("def tests(build_id, pull):\n"
                      "    yield {'CMD': 'true'}\n",
                      ".yci.py: no test_generator(build_id, pull) function"),

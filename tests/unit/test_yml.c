@@ -641,6 +641,31 @@ static void test_limits(void **state)
                   "18446744073709551615 jobs, more than the limit of 256 jobs in a build");
     buf_release(&yml);
 
+    /* What execve() would refuse on the runner is refused here, named. */
+    struct buf big = BUF_INIT;
+    for (int i = 0; i < 200000; i++)
+        buf_addch(&big, 'x');
+    buf_addf(&yml, "jobs:\n  t:\n    run: echo ok\n    env: {BIG: %s}\n", big.data);
+    bad(yml.data, ".yci.yml:2:3: job 't': env 'BIG' is 200004 bytes long with its name, more "
+                  "than one environment variable can hold (131071)");
+    buf_reset(&yml);
+    buf_addf(&yml, "jobs:\n  t:\n    run: [echo ok, 'echo %s']\n", big.data);
+    bad(yml.data, ".yci.yml:2:3: job 't': command 2 is 200005 bytes long, more than a program "
+                  "can be given (131071): put it in a script");
+    buf_reset(&yml);
+    buf_addf(&yml, "jobs:\n  t:\n    run: echo ok\n    matrix: {V: [a, %s]}\n", big.data);
+    bad(yml.data, ".yci.yml:4:5: job 't': matrix value 2 of 'V' is 200002 bytes long with its "
+                  "name, more than one environment variable can hold (131071)");
+    buf_reset(&yml);
+    buf_adds(&yml, "jobs:\n  t:\n    run: echo ok\n    env:\n");
+    buf_addf(&yml, "      V0: &big %.100000s\n", big.data); /* the file's limit is 1 MiB */
+    for (int k = 1; k < 11; k++)
+        buf_addf(&yml, "      V%d: *big\n", k);
+    bad(yml.data, ".yci.yml:2:3: job 't': its environment takes 1100045 bytes, more than the "
+                  "1048576 a job can have");
+    buf_release(&big);
+    buf_release(&yml);
+
     /* The count is over the whole build. */
     const char *two = "jobs:\n  a: {run: x, matrix: {A: [1, 2, 3]}}\n"
                       "  b: {run: x, matrix: {B: [1, 2, 3]}}\n";
