@@ -559,20 +559,16 @@ static void h_builds_create(struct call *c)
         http_respond_error(c->req, 400, "field \"jobs\" must hold 1 to %d jobs", max_jobs);
         goto out;
     }
-    size_t i;
-    json_t *job;
-    json_array_foreach(jobs, i, job)
-    {
-        if (!json_is_object(job)) {
-            http_respond_error(c->req, 400, "jobs[%zu] must be an object", i);
-            goto out;
-        }
-        json_t *labels = json_object_get(job, "labels");
-        if (json_is_object(labels) && !check_labels(c->req, "labels", labels))
-            goto out;
+    /* The rules of .yci.yml and of a plan's jobs (unknown keys, lengths,
+     * limits): nothing a pipeline could not say, nor the store's own kinds. */
+    json_t *checked = NULL;
+    if (pipeline_validate_jobs(jobs, max_jobs, &checked, &err) < 0) {
+        http_respond_error(c->req, 400, "%s", err.data ? err.data : "invalid jobs");
+        goto out;
     }
     int64_t id = 0;
-    int rc = store_build_create(c->srv->store, 0, NULL, NULL, jobs, NULL, &id, &err);
+    int rc = store_build_create(c->srv->store, 0, NULL, NULL, checked, NULL, &id, &err);
+    json_decref(checked);
     if (rc < 0) {
         respond_store_error(c->req, rc, "build", &err);
         goto out;
