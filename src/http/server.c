@@ -265,11 +265,13 @@ static void *watcher_main(void *arg)
 
 /* ---- responses ------------------------------------------------------- */
 
+/* Once each (an error response gets them made, then again when handed over). */
 static void add_std_headers(struct MHD_Response *resp, const char *content_type)
 {
-    if (content_type)
+    if (content_type && !MHD_get_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE))
         MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, content_type);
-    MHD_add_response_header(resp, "X-Content-Type-Options", "nosniff");
+    if (!MHD_get_response_header(resp, "X-Content-Type-Options"))
+        MHD_add_response_header(resp, "X-Content-Type-Options", "nosniff");
 }
 
 /* A response {"error": msg}; msg need not be valid UTF-8. */
@@ -619,6 +621,38 @@ static enum MHD_Result after_handler(struct http_request *req)
     return queue_error(req, 503, "server shutting down");
 }
 
+static int hex_digit(char c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    if (c >= 'a' && c <= 'f')
+        return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F')
+        return c - 'A' + 10;
+    return -1;
+}
+
+/* libmicrohttpd's unescaping of the path and the query arguments, but for
+ * "%00": a NUL would end the C string there and route "/api/builds/1%00/x"
+ * as "/api/builds/1". Left as it is, it matches no route nor number. */
+static size_t unescape(void *cls, struct MHD_Connection *conn, char *s)
+{
+    (void)cls;
+    (void)conn;
+    char *w = s;
+    for (const char *r = s; *r; r++) {
+        int hi = r[0] == '%' ? hex_digit(r[1]) : -1, lo = hi >= 0 ? hex_digit(r[2]) : -1;
+        if (lo >= 0 && (hi || lo)) {
+            *w++ = (char)(hi * 16 + lo);
+            r += 2;
+        } else {
+            *w++ = *r;
+        }
+    }
+    *w = '\0';
+    return (size_t)(w - s);
+}
+
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url,
                                   const char *method, const char *version, const char *upload_data,
                                   size_t *upload_data_size, void **con_cls)
@@ -858,6 +892,7 @@ int http_server_start(const struct http_server_config *cfg, struct http_server *
         {MHD_OPTION_CONNECTION_TIMEOUT, timeout, NULL},
         {MHD_OPTION_CONNECTION_LIMIT, connection_limit(), NULL},
         {MHD_OPTION_NOTIFY_COMPLETED, (intptr_t)on_completed, srv},
+        {MHD_OPTION_UNESCAPE_CALLBACK, (intptr_t)unescape, NULL},
         {MHD_OPTION_EXTERNAL_LOGGER, (intptr_t)on_mhd_log, NULL},
         {threads > 1 ? MHD_OPTION_THREAD_POOL_SIZE : MHD_OPTION_END, threads, NULL},
         {MHD_OPTION_END, 0, NULL},

@@ -240,3 +240,34 @@ def test_repository_url_cannot_inject_git_options(ctx, server, tmp_path):
             assert_json_error(r, {400})
     assert not pwned.exists(), "a repository URL ran a command"
     assert server.alive() and server.get("/api/health").status == 200
+
+
+def test_an_encoded_nul_in_the_path_routes_nowhere(ctx, server):
+    """libmicrohttpd decodes the path before yci sees it: a %00 used to end it
+    there, so /api/builds/1%00/x was build 1 and a POST to
+    /api/repos/y%00x/poll was a GET-only route."""
+    import http.client
+    build, _ = server.submit_jobs([{"name": "a", "commands": ["true"]}])
+    bid = build["id"]
+    assert server.get("/api/builds/%d" % bid).status == 200
+    for method, path in (("GET", "/api/builds/%d%%00/x" % bid), ("GET", "/api/builds/%d%%00" % bid),
+                         ("GET", "/api/jobs/1%00zzz/log"), ("GET", "/badge/x%00/main.svg"),
+                         ("POST", "/api/repos/y%00garbage/poll")):
+        r = server.request(method, path, {} if method == "POST" else None)
+        assert r.status in (400, 404), (path, r.status, r.body)
+        assert json.loads(r.body)["error"], r.body
+    # Query arguments too: an encoded NUL is no number.
+    r = server.get("/api/builds?limit=5%00")
+    assert r.status == 400, r.body
+    # Escapes that are not a NUL still decode.
+    assert server.get("/api/build%%73/%d" % bid).status == 200
+    # One X-Content-Type-Options per response, errors included.
+    for path in ("/api/builds/987654", "/api/builds/%d" % bid):
+        conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
+        conn.request("GET", path)
+        resp = conn.getresponse()
+        resp.read()
+        names = [k.lower() for k, _ in resp.getheaders()]
+        conn.close()
+        assert names.count("x-content-type-options") == 1, (path, resp.getheaders())
+        assert names.count("content-type") == 1, (path, resp.getheaders())
