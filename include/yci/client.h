@@ -84,6 +84,11 @@ struct yci_client_config {
     const char *os;      /* e.g. "Linux" */
     const char *release; /* e.g. "6.1.0-18-amd64" */
     const char *machine; /* e.g. "x86_64" */
+    /* The token of an earlier registration of this runner (yci_client_token()
+     * of a previous run), or NULL: registering with it keeps the runner's
+     * record, its id and history, instead of adding one (an unknown token
+     * just registers anew). */
+    const char *token;
 };
 
 /* A claimed job. Owned by the library; valid until yci_job_free() (or, in the

@@ -167,7 +167,7 @@ bool yci_client_stopping(struct yci_client *c)
 char *yci_client_token(struct yci_client *c)
 {
     pthread_mutex_lock(&c->mu);
-    char *t = c->token ? xstrdup(c->token) : NULL;
+    char *t = c->token && c->registered ? xstrdup(c->token) : NULL;
     pthread_mutex_unlock(&c->mu);
     return t;
 }
@@ -341,6 +341,7 @@ int yci_client_new(const struct yci_client_config *cfg, struct yci_client **out,
         ulen--;
     c->server_url = xstrndup(cfg->server_url, ulen);
     c->secret = cfg->registration_secret ? xstrdup(cfg->registration_secret) : NULL;
+    c->token = cfg->token && *cfg->token ? xstrdup(cfg->token) : NULL;
     if (cfg->name && *cfg->name) {
         c->name = xstrdup(cfg->name);
     } else {
@@ -413,6 +414,10 @@ int yci_client_register(struct yci_client *c, struct yci_error *err)
     json_t *body = json_pack("{s:s, s:o, s:{s:s, s:s, s:s}, s:i, s:i}", "name", c->name, "labels",
                              labels, "platform", "os", c->os, "release", c->release, "machine",
                              c->machine, "slots", c->slots, "heartbeat", c->heartbeat);
+    pthread_mutex_lock(&c->mu);
+    if (c->token)
+        json_object_set_new(body, "token", json_string(c->token));
+    pthread_mutex_unlock(&c->mu);
     char *text = dump_body(body, err);
     if (!text)
         return -EINVAL;

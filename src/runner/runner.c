@@ -30,6 +30,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -84,6 +85,9 @@ struct runner {
     int slots;
     struct yci_client *client;
     struct yci_handler handler;
+
+    int lock_fd;       /* WORKDIR/lock, flock()ed: one runner per work directory */
+    char *saved_token; /* the token in WORKDIR/runner-token (see save_token) */
 
     pthread_mutex_t mu;
     struct exec **running; /* [slots], the executor of each slot's job */
@@ -511,10 +515,63 @@ static void on_finished(struct yci_client *c, struct yci_job *job, int rc, void 
     }
 }
 
+/*
+ * The runner's registration outlives the process: WORKDIR/runner-token
+ * ({"server", "token"}, mode 0600) is presented when it registers again, so
+ * a restarted runner keeps its record (id, history) instead of adding a dead
+ * one per restart. Only to the server it came from.
+ */
+static char *token_path(const struct runner *r)
+{
+    return xasprintf("%s/runner-token", r->workdir);
+}
+
+static char *load_token(const struct runner *r)
+{
+    char *path = token_path(r);
+    struct buf b = BUF_INIT;
+    char *token = NULL;
+    if (file_read(path, &b) == 0) {
+        json_t *j = json_loadb(b.data ? b.data : "", b.len, 0, NULL);
+        const char *server = json_string_value(json_object_get(j, "server"));
+        const char *t = json_string_value(json_object_get(j, "token"));
+        if (server && t && strcmp(server, r->server_url) == 0)
+            token = xstrdup(t);
+        json_decref(j);
+    }
+    buf_release(&b);
+    free(path);
+    return token;
+}
+
+/* Write the client's token when it is not the one saved (from the heartbeat
+ * thread, and after the first registration: one writer at a time). */
+static void save_token(struct runner *r)
+{
+    char *t = yci_client_token(r->client);
+    if (!t || (r->saved_token && strcmp(t, r->saved_token) == 0)) {
+        free(t);
+        return;
+    }
+    json_t *j = json_pack("{s:s, s:s}", "server", r->server_url, "token", t);
+    char *text = j ? json_dumps(j, JSON_COMPACT) : NULL;
+    json_decref(j);
+    char *path = token_path(r);
+    int rc = text ? file_write_atomic(path, text, strlen(text), 0600) : -ENOMEM;
+    if (rc < 0)
+        log_warn("cannot keep the runner's token in '%s' (%s): a restart registers anew", path,
+                 strerror(-rc));
+    free(path);
+    free(text);
+    free(r->saved_token);
+    r->saved_token = t;
+}
+
 static char *client_info(struct yci_client *c, void *arg)
 {
     (void)c;
     struct runner *r = arg;
+    save_token(r); /* registered in the background since the last one */
     double load[3] = {0, 0, 0};
     int nl = getloadavg(load, 3);
     json_t *l = json_array();
@@ -541,6 +598,21 @@ static int prepare_workdir(struct runner *r, const char *workdir, struct buf *er
         return -errno;
     }
     r->workdir = abs;
+    /* Two runners in one work directory would empty each other's
+     * workspaces under their jobs. */
+    char *lock = xasprintf("%s/lock", abs);
+    r->lock_fd = open(lock, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    if (r->lock_fd < 0 || flock(r->lock_fd, LOCK_EX | LOCK_NB) < 0) {
+        int e = errno;
+        if (e == EWOULDBLOCK)
+            buf_setf(err, "another runner works in '%s' (it holds '%s'): give each runner a "
+                          "--workdir of its own", abs, lock);
+        else
+            buf_setf(err, "'%s': %s", lock, strerror(e));
+        free(lock);
+        return -e;
+    }
+    free(lock);
     /* Spools of a previous run are of jobs whose leases have expired. */
     const char *subdirs[] = {"cache", "ws", "spool"};
     for (size_t i = 0; i < 3; i++) {
@@ -571,6 +643,9 @@ static void runner_destroy(struct runner *r)
     free(r->server_url);
     free(r->workdir);
     free(r->hostname);
+    free(r->saved_token);
+    if (r->lock_fd >= 0)
+        close(r->lock_fd);
     free(r);
 }
 
@@ -609,6 +684,7 @@ int runner_start(const struct runner_config *cfg, struct runner **out, struct bu
     r->hostname = xstrdup(host);
     atomic_init(&r->stopping, false);
     atomic_init(&r->nrunning, 0);
+    r->lock_fd = -1;
 
     ret = prepare_workdir(r, cfg->workdir && *cfg->workdir ? cfg->workdir : "yci-runner", err);
     if (ret < 0)
@@ -624,6 +700,8 @@ int runner_start(const struct runner_config *cfg, struct runner **out, struct bu
         .heartbeat = cfg->heartbeat > 0 ? cfg->heartbeat : 10,
         .claim_wait = cfg->claim_wait,
     };
+    r->saved_token = load_token(r);
+    cc.token = r->saved_token;
     struct yci_error e;
     ret = yci_client_new(&cc, &r->client, &e);
     if (ret < 0) {
@@ -643,6 +721,8 @@ int runner_start(const struct runner_config *cfg, struct runner **out, struct bu
         log_info("registered with %s as runner %" PRId64 " (%d slot%s, work directory '%s')",
                  r->server_url, yci_client_runner_id(r->client), r->slots, r->slots == 1 ? "" : "s",
                  r->workdir);
+    if (ret == 0)
+        save_token(r); /* before any thread that could */
 
     r->handler = (struct yci_handler){
         .do_job = do_job,

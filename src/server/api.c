@@ -1136,13 +1136,32 @@ static void h_runner_register(struct call *c)
     }
     json_t *empty_labels = labels ? NULL : json_object();
     json_t *empty_platform = platform ? NULL : json_object();
-    token = random_token(32);
+    /* A restarted runner presents its earlier token: its record is kept. */
+    const char *old = NULL;
+    if (!field_string(c->req, body, "token", false, &old)) {
+        json_decref(empty_labels);
+        json_decref(empty_platform);
+        goto out;
+    }
     char hash[65];
-    auth_token_hash(token, hash);
     int64_t id = 0;
-    int rc = store_runner_register(c->srv->store, name, labels ? labels : empty_labels,
+    int rc = -ENOENT;
+    if (old && *old) {
+        auth_token_hash(old, hash);
+        rc = store_runner_reregister(c->srv->store, hash, name, labels ? labels : empty_labels,
+                                     platform ? platform : empty_platform, (int)slots,
+                                     (int)heartbeat, &id, &err);
+        if (rc == 0)
+            token = xstrdup(old);
+    }
+    bool again = rc == 0;
+    if (rc == -ENOENT) {
+        token = random_token(32);
+        auth_token_hash(token, hash);
+        rc = store_runner_register(c->srv->store, name, labels ? labels : empty_labels,
                                    platform ? platform : empty_platform, (int)slots, (int)heartbeat,
                                    hash, &id, &err);
+    }
     json_decref(empty_labels);
     json_decref(empty_platform);
     if (rc < 0) {
@@ -1153,10 +1172,12 @@ static void h_runner_register(struct call *c)
         goto out;
     }
     int64_t lease_ms = server_lease_ms((int)heartbeat);
-    log_info("runner '%s' (%" PRId64 ") registered from %s: %" PRId64 " slot(s), heartbeat %" PRId64
+    log_info("runner '%s' (%" PRId64 ") registered%s from %s: %" PRId64 " slot(s), heartbeat %" PRId64
              " s",
-             name, id, http_req_peer(c->req), slots, heartbeat);
-    respond_json(c->req, 201,
+             name, id, again ? " again" : "", http_req_peer(c->req), slots, heartbeat);
+    if (again)
+        sched_kick(c->srv->sched); /* its old jobs' leases ended */
+    respond_json(c->req, again ? 200 : 201,
                  json_pack("{s:I, s:s, s:I}", "id", (json_int_t)id, "token", token, "lease_seconds",
                            (json_int_t)(lease_ms / 1000)));
 out:

@@ -330,6 +330,8 @@ enum q {
     Q_RUNNER_COUNT,
     Q_RUNNER_INSERT,
     Q_RUNNER_BY_TOKEN,
+    Q_RUNNER_REREGISTER,
+    Q_RUNNER_JOBS_EXPIRE,
     Q_RUNNER_LIST,
     Q_RUNNER_JOBS,
     Q_RUNNER_SEEN,
@@ -515,6 +517,11 @@ static const char *const sql[Q_COUNT] = {
     [Q_RUNNER_INSERT] = "INSERT INTO runners(name, token_hash, labels, platform, slots, heartbeat, "
                         "created, last_seen) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7)",
     [Q_RUNNER_BY_TOKEN] = "SELECT " RUNNER_COLS " WHERE token_hash = ?1",
+    [Q_RUNNER_REREGISTER] = "UPDATE runners SET name = ?2, labels = ?3, platform = ?4, slots = ?5, "
+                            "heartbeat = ?6, last_seen = ?7 WHERE token_hash = ?1 RETURNING id",
+    /* Their leases end now: the next expiry pass re-queues them. */
+    [Q_RUNNER_JOBS_EXPIRE] = "UPDATE jobs SET lease_expires = 0 WHERE runner_id = ?1 AND "
+                             "status = 'running'",
     [Q_RUNNER_LIST] = "SELECT " RUNNER_COLS " ORDER BY id",
     [Q_RUNNER_JOBS] = "SELECT id, attempt, build_id, name FROM jobs INDEXED BY jobs_running "
                       "WHERE runner_id = ?1 AND status = 'running' ORDER BY id",
@@ -2875,9 +2882,9 @@ out:
 
 /* ---- runners ------------------------------------------------------------------ */
 
-int store_runner_register(struct store *st, const char *name, json_t *labels, json_t *platform,
-                          int slots, int heartbeat, const char *token_hash, int64_t *id,
-                          struct buf *err)
+/* The checks of a runner's registration: 0, or -EINVAL with err set. */
+static int runner_fields_check(const char *name, json_t *labels, json_t *platform, int slots,
+                               int heartbeat, const char *token_hash, struct buf *err)
 {
     if (!name_valid(name)) {
         buf_setf(err,
@@ -2900,6 +2907,62 @@ int store_runner_register(struct store *st, const char *name, json_t *labels, js
         buf_setf(err, "runner: no token");
         return -EINVAL;
     }
+    return 0;
+}
+
+int store_runner_reregister(struct store *st, const char *token_hash, const char *name,
+                            json_t *labels, json_t *platform, int slots, int heartbeat,
+                            int64_t *id, struct buf *err)
+{
+    int r = runner_fields_check(name, labels, platform, slots, heartbeat, token_hash, err);
+    if (r < 0)
+        return r;
+    char *labs = labels && !json_is_null(labels) ? dump(labels) : NULL;
+    char *plat = platform && !json_is_null(platform) ? dump(platform) : NULL;
+    lock(st);
+    int64_t rid = 0;
+    r = tx_begin(st, err);
+    sqlite3_stmt *s = q(st, Q_RUNNER_REREGISTER);
+    bind_text(s, 1, token_hash);
+    bind_text(s, 2, name);
+    bind_text(s, 3, labs ? labs : "{}");
+    bind_text(s, 4, plat);
+    sqlite3_bind_int(s, 5, slots);
+    sqlite3_bind_int(s, 6, heartbeat);
+    sqlite3_bind_int64(s, 7, time_now_ms());
+    int rc = r == 0 ? sqlite3_step(s) : SQLITE_ERROR;
+    if (rc == SQLITE_ROW)
+        rid = sqlite3_column_int64(s, 0);
+    sqlite3_reset(s);
+    if (r == 0 && rc != SQLITE_ROW && rc != SQLITE_DONE)
+        r = db_error(st, err, "register runner");
+    else if (r == 0 && !rid)
+        r = -ENOENT;
+    if (r == 0) {
+        /* A new process: the jobs the old one ran are not in its hands. */
+        s = q(st, Q_RUNNER_JOBS_EXPIRE);
+        sqlite3_bind_int64(s, 1, rid);
+        if (exec_q(s) != 0)
+            r = db_error(st, err, "register runner");
+    }
+    if (r == 0)
+        r = tx_commit(st, err);
+    if (r == 0)
+        *id = rid;
+    else
+        tx_rollback(st);
+    unlock(st);
+    free(labs);
+    free(plat);
+    return r;
+}
+
+int store_runner_register(struct store *st, const char *name, json_t *labels, json_t *platform,
+                          int slots, int heartbeat, const char *token_hash, int64_t *id,
+                          struct buf *err)
+{
+    if (runner_fields_check(name, labels, platform, slots, heartbeat, token_hash, err) < 0)
+        return -EINVAL;
     char *labs = labels && !json_is_null(labels) ? dump(labels) : NULL;
     char *plat = platform && !json_is_null(platform) ? dump(platform) : NULL;
     lock(st);

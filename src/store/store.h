@@ -337,6 +337,14 @@ int store_delivery_new(struct store *st, const char *id);
 int store_runner_register(struct store *st, const char *name, json_t *labels, json_t *platform,
                           int slots, int heartbeat, const char *token_hash, int64_t *id,
                           struct buf *err);
+/* A runner registering again with the token of an earlier registration (a
+ * restarted process): its record (id, history) is kept and updated with
+ * these fields, and the jobs it was running lose their leases now (the new
+ * process does not have them: they are re-queued by the next expiry pass).
+ * -ENOENT when no runner has that token. */
+int store_runner_reregister(struct store *st, const char *token_hash, const char *name,
+                            json_t *labels, json_t *platform, int slots, int heartbeat,
+                            int64_t *id, struct buf *err);
 /* The runner whose token hashes to token_hash, or NULL. */
 json_t *store_runner_by_token(struct store *st, const char *token_hash);
 json_t *store_runner_list(struct store *st);

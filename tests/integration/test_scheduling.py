@@ -2,6 +2,7 @@
 leases and attempts (spoken to directly, as a runner would), cancellation by
 heartbeat, idempotent log chunks and finishes."""
 
+import json
 import os
 import platform
 
@@ -92,6 +93,42 @@ def test_runner_record(ctx, server):
     # Dead: not alive once its leases would have expired.
     r.kill9()
     wait_until(lambda: not r.record()["alive"], 15, what="the killed runner to be not alive")
+
+
+def test_a_restarted_runner_keeps_its_record_and_its_work_directory(ctx, server, tmp_path):
+    # A long lease (heartbeat 20 s: 60 s), so that only the restart re-queues.
+    r = ctx.runner(server, name="keep", heartbeat=20).start()
+    first = wait_until(r.record, 10, what="the runner's record")
+    token_file = os.path.join(r.workdir, "runner-token")
+    assert os.stat(token_file).st_mode & 0o777 == 0o600
+    # A second runner in the same work directory refuses to start.
+    twin = ctx.runner(server, name="twin")
+    twin.workdir = r.workdir
+    twin.start(wait=False)
+    twin.expect_dead = True
+    assert twin.popen.wait(30) != 0
+    assert "another runner works in" in twin.output(), twin.output()
+    # Killed in the middle of a job and started again: the same record, and
+    # the job it ran is re-queued at once (its new process does not have it).
+    started = tmp_path / "started"
+    build, jobs = server.submit_jobs([{"name": "j", "commands": [
+        "if [ -e %s ]; then echo second run; else touch %s; sleep 60; fi" % (started, started)]}])
+    wait_until(started.exists, 30, what="the job to start")
+    r.kill9()
+    r.start()
+    j = server.wait_job(jobs[0]["id"], timeout=30)
+    assert j["status"] == "passed" and j["attempt"] == 2, j
+    assert b"second run" in server.log(j["id"])
+    recs = [x for x in server.runners() if x["name"] == "keep"]
+    assert [x["id"] for x in recs] == [first["id"]], recs
+    assert "registered again" in server.output()
+    # A graceful restart too.
+    r.stop()
+    r.start()
+    assert [x["id"] for x in server.runners() if x["name"] == "keep"] == [first["id"]]
+    # Another server is not given this token: a new registration there.
+    with open(token_file) as f:
+        assert json.load(f)["server"] == server.url
 
 
 def test_stale_attempt_writes_are_refused_and_the_result_recorded_once(ctx, server):

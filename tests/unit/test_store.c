@@ -1354,6 +1354,43 @@ static void test_release(void **state)
     assert_true(done);
 }
 
+static void test_reregister(void **state)
+{
+    struct fixture *f = *state;
+    build_new(f->st, 0, NULL, ONE_JOB);
+    int64_t r1 = runner_new(f->st, "r1", "{}"), id = 0;
+    json_t *a = claim(f->st, r1, "{}", LEASE);
+    int64_t job = ival(a, "id");
+    json_decref(a);
+    json_t *labels = js("{\"gpu\": \"yes\"}"), *plat = js("{}");
+    struct buf err = BUF_INIT;
+    assert_int_equal(store_runner_reregister(f->st, "hash-of-nobody", "r1", labels, plat, 1, 5,
+                                             &id, &err),
+                     -ENOENT);
+    assert_int_equal(store_runner_reregister(f->st, "hash-of-r1", "r1-again", labels, plat, 4, 5,
+                                             &id, &err),
+                     0);
+    assert_int_equal(id, r1);
+    json_t *r = store_runner_by_token(f->st, "hash-of-r1");
+    assert_string_equal(sval(r, "name"), "r1-again");
+    assert_int_equal(ival(r, "slots"), 4);
+    assert_string_equal(sval(json_object_get(r, "labels"), "gpu"), "yes");
+    json_decref(r);
+    /* The job the old process ran: its lease is over, re-queued now. */
+    int requeued = 0;
+    assert_int_equal(store_leases_expire(f->st, 3, &requeued), 1);
+    assert_int_equal(requeued, 1);
+    json_t *j = store_job_get(f->st, job);
+    assert_string_equal(sval(j, "status"), "queued");
+    json_decref(j);
+    assert_int_equal(store_runner_reregister(f->st, "hash-of-r1", "bad name!", labels, plat, 1, 5,
+                                             &id, &err),
+                     -EINVAL);
+    json_decref(labels);
+    json_decref(plat);
+    buf_release(&err);
+}
+
 static void test_retry(void **state)
 {
     struct fixture *f = *state;
@@ -2081,6 +2118,7 @@ int main(int argc, char **argv)
         cmocka_unit_test_setup_teardown(test_database_changed_under_us, setup, teardown),
         cmocka_unit_test_setup_teardown(test_reopen, setup, teardown),
         cmocka_unit_test_setup_teardown(test_release, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_reregister, setup, teardown),
         cmocka_unit_test_setup_teardown(test_retry, setup, teardown),
         cmocka_unit_test_setup_teardown(test_needs, setup, teardown),
         cmocka_unit_test_setup_teardown(test_superseded, setup, teardown),
