@@ -56,6 +56,10 @@ char *server_mirror_path(const struct server *srv, const char *name);
 /* The default lease of a runner, in ms, for a heartbeat interval in seconds:
  * three intervals, at least 3 s. */
 int64_t server_lease_ms(int heartbeat);
+/* How far running jobs' leases are pushed when the server could not hear its
+ * runners for a while (its start after a crash, a stall): long enough for
+ * every runner to reach it again. */
+int64_t server_lease_grace_ms(void);
 
 /*
  * api.c — the HTTP request handler and the per-route body limits.

@@ -39,6 +39,9 @@
 
 #define SCHED_TICK_MS 250
 #define SCHED_EXPIRE_MS 1000
+/* No expiry pass done for this long: the server was stalled (stopped, its
+ * store locked or full) and runners' heartbeats went unanswered. */
+#define SCHED_STALL_MS (3 * SCHED_EXPIRE_MS)
 #define SCHED_MAX_FAILED_SETS 32
 
 struct waiter {
@@ -288,16 +291,34 @@ static int64_t serve_waiters(struct sched *s)
     return next;
 }
 
-static void expire_leases(struct sched *s, int64_t *last_check_wall)
+/* *last_ok: time_mono_ms() of the last pass that worked. */
+static void expire_leases(struct sched *s, int64_t *last_check_wall, int64_t *last_ok)
 {
     struct server *srv = s->srv;
     int requeued = 0;
-    int64_t started = time_now_ms();
+    int64_t started = time_now_ms(), stalled = time_mono_ms() - *last_ok;
+    /* The runners were not heard meanwhile, through no fault of theirs:
+     * they get the time to report (a result may be waiting) before a lease
+     * that ran out during the stall is held against them. */
+    if (stalled > SCHED_STALL_MS) {
+        int g = store_leases_grace(srv->store, server_lease_grace_ms());
+        if (g < 0) {
+            log_error("extending leases after a stall failed: %s, retrying", strerror(-g));
+            return;
+        }
+        if (g > 0)
+            log_warn("the server could not look after leases for %" PRId64 " s (stopped, or its "
+                     "store locked or full): %d running job lease(s) extended by %" PRId64
+                     " s for their runners to report",
+                     stalled / 1000, g, server_lease_grace_ms() / 1000);
+        *last_ok = time_mono_ms();
+    }
     int n = store_leases_expire(srv->store, YCI_MAX_INFRA_RETRIES, &requeued);
     if (n < 0) {
         log_error("expiring leases failed: %s, retrying", strerror(-n));
         return;
     }
+    *last_ok = time_mono_ms();
     if (n > 0) {
         log_warn("%d job lease(s) expired: %d re-queued, %d given up as errors", n, requeued,
                  n - requeued);
@@ -319,7 +340,7 @@ static void *sched_thread(void *arg)
 {
     struct sched *s = arg;
     int64_t next_expire = time_mono_ms();
-    int64_t last_check_wall = time_now_ms();
+    int64_t last_check_wall = time_now_ms(), last_ok = time_mono_ms();
     int64_t next_wake = 0;
 
     pthread_mutex_lock(&s->lock);
@@ -338,7 +359,7 @@ static void *sched_thread(void *arg)
 
         if (time_mono_ms() >= next_expire) {
             pthread_mutex_unlock(&s->lock);
-            expire_leases(s, &last_check_wall);
+            expire_leases(s, &last_check_wall, &last_ok);
             next_expire = time_mono_ms() + SCHED_EXPIRE_MS;
             pthread_mutex_lock(&s->lock);
         }

@@ -31,6 +31,11 @@
  * reconnect before anything is re-queued. */
 #define SERVER_DEFAULT_HEARTBEAT 10
 
+int64_t server_lease_grace_ms(void)
+{
+    return 2 * server_lease_ms(SERVER_DEFAULT_HEARTBEAT);
+}
+
 int64_t server_lease_ms(int heartbeat)
 {
     int64_t ms = (int64_t)(heartbeat > 0 ? heartbeat : SERVER_DEFAULT_HEARTBEAT) * 3000;
@@ -192,7 +197,7 @@ int server_start(const struct server_config *cfg_in, struct server **out, struct
         return rc;
     char *path = NULL;
 
-    rc = store_leases_grace(srv->store, 2 * server_lease_ms(SERVER_DEFAULT_HEARTBEAT));
+    rc = store_leases_grace(srv->store, server_lease_grace_ms());
     if (rc < 0) {
         buf_setf(err, "cannot extend the leases of running jobs: %s", strerror(-rc));
         goto fail;

@@ -2,6 +2,9 @@
 twice, runners come back by themselves, output written while the server was
 away is spooled and replayed."""
 
+import os
+import time
+
 import pytest
 
 from conftest import wait_until
@@ -206,3 +209,32 @@ def test_a_stopped_runner_gives_its_job_back(ctx, server, tmp_path):
     assert j["infra_retries"] == 0, j
     second.stop()
     assert server.job(jid)["status"] == "queued"
+
+
+def test_a_stalled_server_does_not_hold_the_stall_against_its_runners(ctx, tmp_path):
+    """A server that could not run for longer than the leases (stopped, its
+    store locked or its disk full) must not expire them the moment it runs
+    again, before the heartbeats waiting in its socket are read: a job that
+    finished during the stall would be run again and its result refused."""
+    import signal
+    server = ctx.server().start()
+    runner = ctx.runner(server, slots=2, heartbeat=1).start()  # 3 s leases
+    short, long_ = tmp_path / "short", tmp_path / "long"
+    _, jobs = server.submit_jobs([
+        {"name": "short", "commands": ["touch %s; sleep 2; echo short-done" % short]},
+        {"name": "long", "commands": ["touch %s; sleep 9; echo long-done" % long_]}])
+    wait_file(short, 30)
+    wait_file(long_, 30)
+    os.kill(server.pid, signal.SIGSTOP)
+    try:
+        time.sleep(6)  # the stall itself, longer than the 3 s leases
+    finally:
+        os.kill(server.pid, signal.SIGCONT)
+    for j in jobs:
+        done = server.wait_job(j["id"], timeout=60)
+        assert done["status"] == "passed", done
+        assert done["attempt"] == 1 and done["infra_retries"] == 0, done
+    out = server.output()
+    assert "lease(s) expired" not in out, out
+    assert "running job lease(s) extended" in out, out
+    assert "refused the result" not in runner.output()
