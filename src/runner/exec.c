@@ -535,12 +535,25 @@ static int cache_fetch(struct exec *x, const char *cache, const char *lock, cons
     }
     const char *have[] = {"git", "-C", cache, "cat-file", "-e", want, NULL};
     if (ret == 0 && (!exists || git(x, have, true) < 0)) {
-        if (stopping(x)) {
-            ret = -ECANCELED;
-        } else {
-            const char *fetch[] = {"git", "-C", cache, "fetch", "--no-tags", "-q", url, commit,
-                                   NULL};
-            ret = git(x, fetch, false);
+        const char *fetch[] = {"git", "-C", cache, "fetch", "--no-tags", "-q", url, commit, NULL};
+        /* The server may be restarting (a fetch cut short, a refused
+         * connection): tried again for a while before the job is an error. */
+        int64_t wait_ms = 1000;
+        for (int tries = 1;; tries++) {
+            if (stopping(x)) {
+                ret = -ECANCELED;
+                break;
+            }
+            bool last = tries == EXEC_FETCH_TRIES;
+            ret = git(x, fetch, !last);
+            if (ret == 0 || last || ret == -ECANCELED)
+                break;
+            spoolf(x, "yci: fetching %.12s from the server failed (try %d of %d); trying again in "
+                      "%d s\n",
+                   commit, tries, EXEC_FETCH_TRIES, (int)(wait_ms / 1000));
+            for (int64_t until = time_mono_ms() + wait_ms; time_mono_ms() < until && !stopping(x);)
+                time_sleep_ms(100);
+            wait_ms *= 2;
         }
     }
     flock(*lock_fd, LOCK_UN);

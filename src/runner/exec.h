@@ -55,6 +55,9 @@
 #define EXEC_NAP_MS 2
 /* Bound on each git command while making a workspace. */
 #define EXEC_GIT_TIMEOUT_MS (10 * 60 * 1000)
+/* Tries of the fetch of a job's commit from the server, 1, 2, 4, 8 s apart:
+ * a server restarting meanwhile is not the job's error. */
+#define EXEC_FETCH_TRIES 5
 
 enum exec_stop_reason {
     EXEC_RUNNING = 0,

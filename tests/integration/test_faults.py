@@ -238,3 +238,84 @@ def test_a_stalled_server_does_not_hold_the_stall_against_its_runners(ctx, tmp_p
     assert "lease(s) expired" not in out, out
     assert "running job lease(s) extended" in out, out
     assert "refused the result" not in runner.output()
+
+
+class GitBlockingProxy:
+    """A TCP proxy in front of the server that closes the first `block`
+    connections whose request is for /git/ (a server restarting under a
+    runner's fetch); everything else goes through."""
+
+    def __init__(self, target_port, block):
+        import socket
+        import threading
+        self.target, self.block, self.blocked = target_port, block, 0
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(64)
+        self.port = self.sock.getsockname()[1]
+        self.url = "http://127.0.0.1:%d" % self.port
+        self.lock = threading.Lock()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        import socket
+        import threading
+        while True:
+            try:
+                c, _ = self.sock.accept()
+            except OSError:
+                return
+            first = c.recv(65536)
+            with self.lock:
+                cut = b" /git/" in first.split(b"\r\n", 1)[0] and self.blocked < self.block
+                if cut:
+                    self.blocked += 1
+            if cut:
+                c.close()
+                continue
+            s = socket.create_connection(("127.0.0.1", self.target))
+            s.sendall(first)
+            for a, b in ((c, s), (s, c)):
+                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pipe(a, b):
+        try:
+            while True:
+                d = a.recv(65536)
+                if not d:
+                    break
+                b.sendall(d)
+        except OSError:
+            pass
+        for x in (a, b):
+            try:
+                x.shutdown(2)
+            except OSError:
+                pass
+
+    def close(self):
+        self.sock.close()
+
+
+def test_a_fetch_the_server_cuts_short_is_tried_again(ctx, server, gitrepo):
+    """The runner's fetch of the job's commit fails when the server restarts
+    under it: tried again (1, 2, 4, 8 s apart) before the job is an error."""
+    repo = gitrepo("proj")
+    sha = repo.commit({".yci.yml": "jobs:\n  t:\n    run: echo fetched-and-ran\n"})
+    proxy = GitBlockingProxy(server.port, block=2)
+    try:
+        class Via:  # the runner knows the server only through the proxy
+            url, secret = proxy.url, server.secret
+        ctx.runner(Via).start(wait=False)
+        server.add_repo(repo.path)
+        b = server.wait_commit_build("proj", sha, timeout=60)
+        assert b["status"] == "passed", b
+        job = server.build(b["id"])["jobs"][0]
+        assert job["attempt"] == 1, job
+        log = server.log(job["id"]).decode()
+        assert "failed (try 1 of 5); trying again in 1 s" in log, log
+        assert "fetched-and-ran" in log, log
+        assert proxy.blocked == 2
+    finally:
+        proxy.close()
