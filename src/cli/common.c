@@ -179,6 +179,34 @@ static int api_unreachable(struct cli_api *api, const char *method, const char *
     return 1;
 }
 
+/* One request, or with api->patient as many as it takes the server to come
+ * back (see struct cli_api). */
+static int api_request(struct cli_api *api, const char *method, const char *path,
+                       const char *text, struct http_result *res, struct buf *err)
+{
+    int64_t lost_at = 0, wait_ms = 500;
+    for (;;) {
+        int r = http_client_request(api->http, method, path, text ? "application/json" : NULL,
+                                    text, text ? strlen(text) : 0, CLI_REQUEST_TIMEOUT_MS, res,
+                                    err);
+        bool gone = r < 0 || (res->status >= 502 && res->status <= 504);
+        if (!gone && lost_at)
+            fprintf(stderr, "yci: the server is back\n");
+        if (!gone || !api->patient || (lost_at && time_mono_ms() - lost_at > CLI_PATIENCE_MS))
+            return r;
+        if (!lost_at) {
+            fprintf(stderr, "yci: lost the yci server at %s (%s); waiting for it\n", api->server,
+                    r < 0 ? (err->len ? err->data : strerror(-r)) : "a proxy's error");
+            lost_at = time_mono_ms();
+        }
+        time_sleep_ms(wait_ms);
+        wait_ms = wait_ms < 5000 ? wait_ms * 2 : 5000;
+        http_result_release(res);
+        *res = (struct http_result)HTTP_RESULT_INIT;
+        buf_reset(err);
+    }
+}
+
 int cli_api_call(struct cli_api *api, const char *method, const char *path, json_t *body,
                  json_t **out)
 {
@@ -188,8 +216,7 @@ int cli_api_call(struct cli_api *api, const char *method, const char *path, json
     int status = 1;
     if (body)
         text = json_dumps(body, JSON_COMPACT);
-    int r = http_client_request(api->http, method, path, text ? "application/json" : NULL, text,
-                                text ? strlen(text) : 0, CLI_REQUEST_TIMEOUT_MS, &res, &err);
+    int r = api_request(api, method, path, text, &res, &err);
     if (r < 0) {
         status = api_unreachable(api, method, path, &err);
         goto out;
@@ -222,8 +249,7 @@ int cli_api_get_raw(struct cli_api *api, const char *path, struct http_result *r
 {
     struct buf err = BUF_INIT;
     int status = 0;
-    int r = http_client_request(api->http, "GET", path, NULL, NULL, 0, CLI_REQUEST_TIMEOUT_MS, res,
-                                &err);
+    int r = api_request(api, "GET", path, NULL, res, &err);
     if (r < 0)
         status = api_unreachable(api, "GET", path, &err);
     else if (res->status < 200 || res->status > 299)

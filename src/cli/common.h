@@ -24,6 +24,7 @@
 #define CLI_DEFAULT_DATA "yci-data"
 /* Timeout of one API request made by a client command. */
 #define CLI_REQUEST_TIMEOUT_MS 30000
+#define CLI_PATIENCE_MS (10 * 60 * 1000)
 
 /* Long-option codes shared by the commands (short options use their letter). */
 enum {
@@ -82,6 +83,10 @@ struct cli_api {
     char *token;  /* the admin token, or NULL */
     struct http_client *http;
     bool json;
+    /* Followers (logs -f, watch): a server that goes away (no connection, a
+     * proxy's 502-504) is waited for, up to CLI_PATIENCE_MS, saying so once,
+     * instead of being an error at once. */
+    bool patient;
 };
 
 /* Set up api for target. With need_token, the admin token is read from

@@ -78,6 +78,7 @@ static int follow(struct cli_api *api, int64_t job, int64_t want_attempt)
         json_t *j = NULL;
         if ((status = cli_api_call(api, "GET", path, NULL, &j)))
             return status;
+        api->patient = true; /* it answered once: a restart is waited for */
         int64_t current = 0;
         cli_jint(j, "attempt", &current);
         const char *st = cli_jstr(j, "status");

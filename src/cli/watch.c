@@ -122,6 +122,7 @@ int cli_cmd_watch(int argc, char **argv)
         json_t *b = NULL;
         if ((status = cli_api_call(&api, "GET", path, NULL, &b)))
             break;
+        api.patient = true; /* it answered once: a restart is waited for */
         const char *st = cli_jstr(b, "status");
         bool final = build_final(st);
         if (tty) {

@@ -160,6 +160,40 @@ def test_logs_follow(ctx, server, runner, tmp_path, code):
         assert follower.returncode != 0, err
 
 
+def test_logs_follow_and_watch_wait_for_a_restarting_server(ctx, server, runner, tmp_path):
+    go = tmp_path / "go"
+    cmd = ("echo before; k=0; while [ ! -f %s ] && [ $k -lt 600 ]; do sleep 0.05; k=$((k+1)); "
+           "done; echo after" % go)
+    build, jobs = server.submit_jobs([{"name": "f", "commands": [cmd]}])
+    jid = jobs[0]["id"]
+    wait_until(lambda: b"before" in server.log(jid), 30, what="the job to start printing")
+    env = ctx.env(YCI_SERVER=server.url, YCI_TOKEN=server.admin_token)
+    procs = [subprocess.Popen([ctx.yci] + args, env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
+             for args in (["logs", "-f", str(jid)], ["watch", str(build["id"])])]
+    try:
+        time.sleep(1)  # both are following: the restart comes under them
+        server.kill9()
+        go.touch()
+        time.sleep(1)
+        server.restart()
+        outs = [p.communicate(timeout=90) for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    (log_out, log_err), (watch_out, watch_err) = outs
+    assert procs[0].returncode == 0, log_err
+    assert b"before\n" in log_out and b"after\n" in log_out, log_out
+    assert b"lost the yci server" in log_err and b"the server is back" in log_err, log_err
+    assert procs[1].returncode == 0, watch_err
+    assert watch_out.splitlines()[-1] == b"build %d passed" % build["id"], watch_out
+    # A server that was never there is an error at once, as before.
+    r = ctx.cli("logs", "-f", str(jid), env={"YCI_SERVER": "http://127.0.0.1:9"}, timeout=10)
+    assert r.returncode == 1 and "cannot reach the yci server" in r.stderr, r
+
+
 def test_watch_follows_a_build_to_its_end(ctx, server, runner):
     """yci watch BUILD: a line per job status change without a terminal, and
     the build's status as the exit status."""
