@@ -9,6 +9,10 @@
  * memory whole (a job may log 50 MB). The worker keeps this disk work off the
  * request threads. Builds without a commit (POST /api/builds with "jobs") have
  * no file. A later build of the same commit replaces the file.
+ *
+ * The queue is in memory: at start the worker first catches up (catch_up())
+ * on the files a crash may have left unwritten, and removes the temporary
+ * files one left behind.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -16,7 +20,9 @@
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <dirent.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -32,7 +38,8 @@ struct results {
     struct server *srv;
     pthread_mutex_t lock;
     pthread_cond_t cond;
-    int64_t *queue; /* build ids; a negative value -t asks for a scan since t */
+    /* build ids; a negative value -t asks for a scan since t, 0 for catch_up() */
+    int64_t *queue;
     size_t len, cap;
     bool stopping;
     bool thread_started;
@@ -231,6 +238,60 @@ static void scan_errors(struct results *r, int64_t since_ms)
     json_decref(list);
 }
 
+/* Builds looked at by catch_up(): those a crash just before could concern. */
+#define RESULTS_CATCH_UP 200
+
+/* What a crash left: the temporary files of writes it cut short, and the
+ * files of the newest finished builds that are missing or older than their
+ * build's end (the build finished, its file was still queued). */
+static void catch_up(struct results *r)
+{
+    const char *dir = r->srv->results_dir;
+    DIR *d = opendir(dir);
+    struct dirent *e;
+    while (d && (e = readdir(d))) {
+        size_t n = strlen(e->d_name);
+        if (e->d_name[0] == '.' && n > 4 && strcmp(e->d_name + n - 4, ".tmp") == 0) {
+            char *p = xasprintf("%s/%s", dir, e->d_name);
+            if (unlink(p) == 0)
+                log_info("removed '%s', left by a crash", p);
+            free(p);
+        }
+    }
+    if (d)
+        closedir(d);
+    json_t *filter = json_pack("{s:i}", "limit", RESULTS_CATCH_UP);
+    json_t *list = store_build_list(r->srv->store, filter);
+    json_decref(filter);
+    /* Oldest first: of two builds of a commit, the newer's file wins. */
+    for (size_t i = json_array_size(list); i-- > 0;) {
+        json_t *b = json_array_get(list, i);
+        const char *commit = json_string_value(json_object_get(b, "commit"));
+        json_t *fin = json_object_get(b, "finished");
+        if (!sha_valid(commit) || !json_is_integer(fin) ||
+            !final_status(json_string_value(json_object_get(b, "status"))))
+            continue;
+        char *path = xasprintf("%s/%s", dir, commit);
+        struct stat st;
+        bool stale = stat(path, &st) < 0 || (int64_t)st.st_mtim.tv_sec * 1000 +
+                                                     st.st_mtim.tv_nsec / 1000000 <
+                                                 json_integer_value(fin);
+        free(path);
+        if (!stale)
+            continue;
+        int64_t id = json_integer_value(json_object_get(b, "id"));
+        struct buf err = BUF_INIT;
+        if (write_result(r, id, &err) < 0)
+            log_error("build %" PRId64 ": %s, ignoring", id, err.data);
+        else
+            log_info("build %" PRId64 ": wrote its test_results file, which a crash had left "
+                     "unwritten",
+                     id);
+        buf_release(&err);
+    }
+    json_decref(list);
+}
+
 static void *results_thread(void *arg)
 {
     struct results *r = arg;
@@ -246,6 +307,8 @@ static void *results_thread(void *arg)
         pthread_mutex_unlock(&r->lock);
         if (v < 0) {
             scan_errors(r, -v);
+        } else if (v == 0) {
+            catch_up(r);
         } else {
             struct buf err = BUF_INIT;
             if (write_result(r, v, &err) < 0)
@@ -264,6 +327,7 @@ int results_new(struct server *srv, struct results **out, struct buf *err)
     r->srv = srv;
     pthread_mutex_init(&r->lock, NULL);
     pthread_cond_init(&r->cond, NULL);
+    push(r, 0); /* catch_up() first */
     int rc = pthread_create(&r->thread, NULL, results_thread, r);
     if (rc != 0) {
         buf_setf(err, "cannot start the results thread: %s", strerror(rc));

@@ -91,3 +91,33 @@ def test_nothing_to_run_is_a_build_error_that_says_what_was_looked_for(ctx, serv
     # Nothing was run.
     for j in full["jobs"]:
         assert j["status"] in ("error", "cancelled"), j
+
+
+def test_a_result_file_a_crash_left_unwritten_is_written_at_start(ctx, gitrepo):
+    """The file is written after the build ends, by a queue in memory: a
+    server killed in between writes it when it starts again, and removes the
+    temporary file of a write it cut short."""
+    server = ctx.server().start()
+    ctx.runner(server).start()
+    repo = gitrepo("proj")
+    sha = repo.commit({"Makefile": "check:\n\t@echo yci-result-file\n"})
+    server.add_repo(repo.path)
+    b = server.wait_commit_build("proj", sha, timeout=60)
+    assert b["status"] == "passed", b
+    results = os.path.join(server.data, "test_results")
+    path = os.path.join(results, sha)
+    wait_until(lambda: os.path.isfile(path), 10, what=path)
+    server.kill9()
+    # As a crash between the build's end and its file would leave it: no
+    # file (or an older one), and the temporary file of a write cut short.
+    os.unlink(path)
+    tmp = os.path.join(results, ".%s.abcdef.tmp" % sha)
+    with open(tmp, "w") as f:
+        f.write("half a result")
+    server.restart()
+    wait_until(lambda: os.path.isfile(path), 10, what=path + " written again")
+    with open(path) as f:
+        text = f.read()
+    assert "build %d: passed" % b["id"] in text and "yci-result-file" in text, text
+    wait_until(lambda: not os.path.exists(tmp), 10, what="the temporary file removed")
+    assert "wrote its test_results file, which a crash had left unwritten" in server.output()
