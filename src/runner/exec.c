@@ -358,7 +358,9 @@ static enum pump_end pump(struct exec *x, struct spawn *s, int64_t deadline_ms, 
                 }
                 got += (size_t)r;
                 if (to_spool) {
-                    if (spool(x, chunk, (size_t)r) < 0 && end != PUMP_SPOOL_FAILED) {
+                    int sr = spool(x, chunk, (size_t)r);
+                    if (sr < 0 && end != PUMP_SPOOL_FAILED) {
+                        x->spool_errno = -sr;
                         end = PUMP_SPOOL_FAILED;
                         spawn_signal(s, true);
                         killed = true;
@@ -833,7 +835,8 @@ static void run_commands(struct exec *x, const char *ws)
             break;
         }
         if (end == PUMP_SPOOL_FAILED) {
-            set_result(x, YCI_ERROR, -1, "cannot write the runner's spool file");
+            set_result(x, YCI_ERROR, -1, "cannot write the runner's spool file: %s",
+                       strerror(x->spool_errno));
             break;
         }
         if (end == PUMP_STOPPED)
@@ -896,7 +899,8 @@ static void run_plan(struct exec *x, const char *ws)
     if (end < 0 || end == PUMP_STOPPED)
         goto out;
     if (end == PUMP_SPOOL_FAILED) {
-        set_result(x, YCI_ERROR, -1, "cannot write the runner's spool file");
+        set_result(x, YCI_ERROR, -1, "cannot write the runner's spool file: %s",
+                       strerror(x->spool_errno));
         goto out;
     }
     if (end == PUMP_TIMED_OUT) {

@@ -75,6 +75,7 @@ struct exec {
     int slot;
     int spool_fd;    /* the executor only writes (at written), the uploader preads */
     bool no_splice;  /* splice() into the spool failed once: read and write instead */
+    int spool_errno; /* why the spool could not be written (PUMP_SPOOL_FAILED) */
     int wake_fd;     /* eventfd, readable once a stop was asked */
     atomic_int stop; /* enum exec_stop_reason */
 

@@ -319,3 +319,33 @@ def test_a_fetch_the_server_cuts_short_is_tried_again(ctx, server, gitrepo):
         assert proxy.blocked == 2
     finally:
         proxy.close()
+
+
+def test_a_full_runner_disk_is_said_in_the_job_error(ctx, tmp_path):
+    """The spool cannot be written (the runner's disk is full while the
+    server is away): the job's error says why."""
+    import subprocess
+    small = tmp_path / "small"
+    small.mkdir()
+    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs",
+                                            str(small)]).returncode != 0:
+        pytest.skip("needs root to mount a small tmpfs")
+    try:
+        server = ctx.server().start()
+        runner = ctx.runner(server, heartbeat=10)
+        runner.workdir = str(small / "work")
+        runner.start()
+        go, started = tmp_path / "go", tmp_path / "started"
+        _, jobs = server.submit_jobs([{"name": "big", "commands": [
+            "touch %s; k=0; while [ ! -f %s ] && [ $k -lt 600 ]; do sleep 0.05; k=$((k+1)); "
+            "done; head -c 8000000 /dev/zero | tr '\\0' x; echo" % (started, go)]}])
+        wait_file(started, 30)
+        server.kill9()
+        go.touch()  # 8 MB into a 2 MB disk, with no server to take it
+        server.restart()
+        j = server.wait_job(jobs[0]["id"], timeout=60)
+        assert j["status"] == "error", j
+        assert j["error"] == "cannot write the runner's spool file: No space left on device", j
+        runner.stop()
+    finally:
+        subprocess.run(["umount", "-l", str(small)])
