@@ -960,6 +960,17 @@ static bool finish_log(struct call *c, int64_t id, int attempt, json_t *log)
     return true;
 }
 
+/* A runner's write about job id answered by the store with rc: when it
+ * failed, respond (409 for a stale attempt) and return true. */
+static bool job_write_failed(struct call *c, int64_t id, int rc)
+{
+    if (rc == -ESTALE)
+        respond_stale(c, id);
+    else if (rc < 0)
+        respond_store_error(c->req, rc, "job", NULL);
+    return rc < 0;
+}
+
 static void h_job_finish(struct call *c)
 {
     int64_t id;
@@ -1018,14 +1029,8 @@ static void h_job_finish(struct call *c)
         http_respond_error(c->req, 400, "a plan job that passed must send \"jobs\"");
         goto out;
     }
-    if (rc == -ESTALE) {
-        respond_stale(c, id);
+    if (job_write_failed(c, id, rc))
         goto out;
-    }
-    if (rc < 0) {
-        respond_store_error(c->req, rc, "job", NULL);
-        goto out;
-    }
     json_t *job = f.job;
     int64_t build_id = json_integer_value(json_object_get(job, "build_id"));
     if (has_exit)
@@ -1063,14 +1068,8 @@ static void h_job_release(struct call *c)
     if (!field_int(c->req, body, "attempt", true, 1, INT32_MAX, &attempt))
         goto out;
     int rc = store_job_release(c->srv->store, id, (int)attempt, c->runner->id, c->runner->name);
-    if (rc == -ESTALE) {
-        respond_stale(c, id);
+    if (job_write_failed(c, id, rc))
         goto out;
-    }
-    if (rc < 0) {
-        respond_store_error(c->req, rc, "job", NULL);
-        goto out;
-    }
     log_info("job %" PRId64 " attempt %" PRId64 ": runner '%s' is stopping and gave it back; "
              "queued again",
              id, attempt, c->runner->name);

@@ -517,8 +517,8 @@ static const char *const sql[Q_COUNT] = {
     [Q_RUNNER_INSERT] = "INSERT INTO runners(name, token_hash, labels, platform, slots, heartbeat, "
                         "created, last_seen) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7)",
     [Q_RUNNER_BY_TOKEN] = "SELECT " RUNNER_COLS " WHERE token_hash = ?1",
-    [Q_RUNNER_REREGISTER] = "UPDATE runners SET name = ?2, labels = ?3, platform = ?4, slots = ?5, "
-                            "heartbeat = ?6, last_seen = ?7 WHERE token_hash = ?1 RETURNING id",
+    [Q_RUNNER_REREGISTER] = "UPDATE runners SET name = ?1, labels = ?3, platform = ?4, slots = ?5, "
+                            "heartbeat = ?6, last_seen = ?7 WHERE token_hash = ?2 RETURNING id",
     /* Their leases end now: the next expiry pass re-queues them. */
     [Q_RUNNER_JOBS_EXPIRE] = "UPDATE jobs SET lease_expires = 0 WHERE runner_id = ?1 AND "
                              "status = 'running'",
@@ -2882,6 +2882,20 @@ out:
 
 /* ---- runners ------------------------------------------------------------------ */
 
+/* A runner's fields as ?1 to ?7 of Q_RUNNER_INSERT and Q_RUNNER_REREGISTER
+ * (labs and plat: JSON text, or NULL). */
+static void bind_runner(sqlite3_stmt *s, const char *name, const char *token_hash,
+                        const char *labs, const char *plat, int slots, int heartbeat)
+{
+    bind_text(s, 1, name);
+    bind_text(s, 2, token_hash);
+    bind_text(s, 3, labs ? labs : "{}");
+    bind_text(s, 4, plat);
+    sqlite3_bind_int(s, 5, slots);
+    sqlite3_bind_int(s, 6, heartbeat);
+    sqlite3_bind_int64(s, 7, time_now_ms());
+}
+
 /* The checks of a runner's registration: 0, or -EINVAL with err set. */
 static int runner_fields_check(const char *name, json_t *labels, json_t *platform, int slots,
                                int heartbeat, const char *token_hash, struct buf *err)
@@ -2923,13 +2937,7 @@ int store_runner_reregister(struct store *st, const char *token_hash, const char
     int64_t rid = 0;
     r = tx_begin(st, err);
     sqlite3_stmt *s = q(st, Q_RUNNER_REREGISTER);
-    bind_text(s, 1, token_hash);
-    bind_text(s, 2, name);
-    bind_text(s, 3, labs ? labs : "{}");
-    bind_text(s, 4, plat);
-    sqlite3_bind_int(s, 5, slots);
-    sqlite3_bind_int(s, 6, heartbeat);
-    sqlite3_bind_int64(s, 7, time_now_ms());
+    bind_runner(s, name, token_hash, labs, plat, slots, heartbeat);
     int rc = r == 0 ? sqlite3_step(s) : SQLITE_ERROR;
     if (rc == SQLITE_ROW)
         rid = sqlite3_column_int64(s, 0);
@@ -2978,13 +2986,7 @@ int store_runner_register(struct store *st, const char *name, json_t *labels, js
         goto out;
     }
     s = q(st, Q_RUNNER_INSERT);
-    bind_text(s, 1, name);
-    bind_text(s, 2, token_hash);
-    bind_text(s, 3, labs ? labs : "{}");
-    bind_text(s, 4, plat);
-    sqlite3_bind_int(s, 5, slots);
-    sqlite3_bind_int(s, 6, heartbeat);
-    sqlite3_bind_int64(s, 7, time_now_ms());
+    bind_runner(s, name, token_hash, labs, plat, slots, heartbeat);
     int rc = exec_q(s);
     if (rc == SQLITE_CONSTRAINT_UNIQUE) {
         buf_setf(err, "runner: this token is in use already");
