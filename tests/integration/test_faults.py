@@ -201,8 +201,8 @@ def test_a_stopped_runner_gives_its_job_back(ctx, server, tmp_path):
     assert any("runner 'first' stopped and gave it back, re-queued" in e["message"]
                for e in b["events"]), b["events"]
     # Another runner runs it, as attempt 2; stopped too, it gives it back too.
-    second = ctx.runner(server, name="second").start()
     started.unlink()
+    second = ctx.runner(server, name="second").start()
     wait_file(started, 30)
     j = server.job(jid)
     assert j["status"] == "running" and j["runner"] == "second" and j["attempt"] == 2, j
