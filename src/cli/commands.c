@@ -464,16 +464,28 @@ int cli_cmd_build(int argc, char **argv)
 
 int cli_cmd_runners(int argc, char **argv)
 {
-    static const struct option longopts[] = {CLIENT_LONGOPTS, LONGOPTS_END};
+    static const struct option longopts[] = {{"all", no_argument, NULL, OPT_ALL}, CLIENT_LONGOPTS,
+                                             LONGOPTS_END};
     struct cli_target t = {0};
-    int status = parse_simple("runners", argc, argv, longopts, &t, 0, "");
-    if (status >= 0)
-        return status;
+    bool all = false;
+    int c;
+    cli_getopt_reset();
+    while ((c = cli_getopt("runners", argc, argv, "h", longopts)) != -1) {
+        if (c == 'h')
+            return 0;
+        if (c == OPT_ALL)
+            all = true;
+        else if (c == '?' || !common_opt(c, &t))
+            return 2;
+    }
+    if (optind < argc)
+        return cli_usage("runners", "unexpected argument '%s'", argv[optind]);
+    int status;
     struct cli_api api;
     if ((status = cli_api_open(&api, &t, false)))
         return status;
     json_t *list = NULL;
-    status = cli_api_call(&api, "GET", "/api/runners", NULL, &list);
+    status = cli_api_call(&api, "GET", all ? "/api/runners?all=1" : "/api/runners", NULL, &list);
     if (status == 0 && api.json) {
         cli_print_json(list);
     } else if (status == 0 && json_array_size(list) == 0) {

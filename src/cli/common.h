@@ -50,6 +50,7 @@ enum {
     OPT_LIMIT,
     OPT_ATTEMPT,
     OPT_JOB,
+    OPT_ALL,
 };
 
 /* Print "yci CMD: <message>" and a pointer to --help on stderr; returns 2. */

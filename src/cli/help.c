@@ -253,12 +253,15 @@ static const struct cli_help helps[] = {
               "\n"
               "Options:\n" CLIENT_OPTS HELP_OPT},
 
-    {"runners", "Usage: yci runners [--server URL] [--json]\n"
+    {"runners", "Usage: yci runners [--all] [--server URL] [--json]\n"
                 "\n"
                 "List the runners the server knows: id, name, labels, slots, whether it is\n"
-                "alive, when it was last seen and the jobs it is running.\n"
+                "alive, when it was last seen and the jobs it is running. Runners not seen\n"
+                "for 7 days are left out.\n"
                 "\n"
-                "Options:\n" CLIENT_OPTS JSON_OPT HELP_OPT},
+                "Options:\n"
+                "  --all                 also the runners not seen for 7 days\n" CLIENT_OPTS
+                    JSON_OPT HELP_OPT},
 
     {"rebuild", "Usage: yci rebuild ID [--server URL] [--data DIR] [--json]\n"
                 "\n"

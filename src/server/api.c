@@ -1090,7 +1090,10 @@ out:
 
 static void h_runners_list(struct call *c)
 {
-    json_t *list = store_runner_list(c->srv->store);
+    int64_t all = 0;
+    if (!query_int(c->req, "all", 0, 1, &all))
+        return;
+    json_t *list = store_runner_list(c->srv->store, all == 1);
     respond_json(c->req, 200, list ? list : json_array());
 }
 

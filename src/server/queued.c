@@ -113,7 +113,7 @@ void queued_reasons(struct server *srv, json_t *jobs, json_t *build_jobs)
         if (!st || strcmp(st, "queued") != 0)
             continue;
         if (!runners)
-            runners = store_runner_list(srv->store);
+            runners = store_runner_list(srv->store, false);
         char *why = reason(job, build_jobs ? build_jobs : jobs, runners, now);
         json_object_set_new(job, "queued_reason", json_string(why ? why : ""));
         free(why);

@@ -946,7 +946,7 @@ void web_badge(struct server *srv, struct http_request *req, const char *repo, c
 void web_runners(struct server *srv, struct http_request *req)
 {
     uint64_t version = store_version(srv->store); /* before what the page shows */
-    json_t *runners = store_runner_list(srv->store);
+    json_t *runners = store_runner_list(srv->store, false);
     int64_t now = time_now_ms();
     struct buf b = BUF_INIT;
     page_start(&b, "yci: runners", version);

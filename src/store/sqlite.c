@@ -513,7 +513,8 @@ static const char *const sql[Q_COUNT] = {
                      "error = ?2, finished = ?3 WHERE id = ?1",
     [Q_LEASES_GRACE] = "UPDATE jobs SET lease_expires = max(coalesce(lease_expires, 0), ?1) "
                        "WHERE status = 'running'",
-    [Q_RUNNER_COUNT] = "SELECT count(*) FROM runners",
+    /* Runners seen lately: those long gone do not count against the limit. */
+    [Q_RUNNER_COUNT] = "SELECT count(*) FROM runners WHERE last_seen >= ?1",
     [Q_RUNNER_INSERT] = "INSERT INTO runners(name, token_hash, labels, platform, slots, heartbeat, "
                         "created, last_seen) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7)",
     [Q_RUNNER_BY_TOKEN] = "SELECT " RUNNER_COLS " WHERE token_hash = ?1",
@@ -522,7 +523,9 @@ static const char *const sql[Q_COUNT] = {
     /* Their leases end now: the next expiry pass re-queues them. */
     [Q_RUNNER_JOBS_EXPIRE] = "UPDATE jobs SET lease_expires = 0 WHERE runner_id = ?1 AND "
                              "status = 'running'",
-    [Q_RUNNER_LIST] = "SELECT " RUNNER_COLS " ORDER BY id",
+    [Q_RUNNER_LIST] = "SELECT " RUNNER_COLS " WHERE ?1 OR last_seen >= ?2 OR id IN (SELECT "
+                      "runner_id FROM jobs INDEXED BY jobs_running WHERE status = 'running') "
+                      "ORDER BY id",
     [Q_RUNNER_JOBS] = "SELECT id, attempt, build_id, name FROM jobs INDEXED BY jobs_running "
                       "WHERE runner_id = ?1 AND status = 'running' ORDER BY id",
     [Q_RUNNER_SEEN] = "UPDATE runners SET last_seen = ?2, client_info = coalesce(?3, client_info) "
@@ -2978,6 +2981,7 @@ int store_runner_register(struct store *st, const char *name, json_t *labels, js
     if (r < 0)
         goto out;
     sqlite3_stmt *s = q(st, Q_RUNNER_COUNT);
+    sqlite3_bind_int64(s, 1, time_now_ms() - STORE_RUNNER_FORGET_MS);
     int64_t count = sqlite3_step(s) == SQLITE_ROW ? sqlite3_column_int64(s, 0) : 0;
     sqlite3_reset(s);
     if (count >= YCI_MAX_RUNNERS) {
@@ -3030,12 +3034,14 @@ json_t *store_runner_by_token(struct store *st, const char *token_hash)
     return r;
 }
 
-json_t *store_runner_list(struct store *st)
+json_t *store_runner_list(struct store *st, bool all)
 {
     json_t *a = json_array();
     int64_t now = time_now_ms();
     lock(st);
     sqlite3_stmt *s = q(st, Q_RUNNER_LIST);
+    sqlite3_bind_int(s, 1, all);
+    sqlite3_bind_int64(s, 2, now - STORE_RUNNER_FORGET_MS);
     while (sqlite3_step(s) == SQLITE_ROW)
         json_array_append_new(a, runner_from_row(s, now));
     sqlite3_reset(s);

@@ -347,7 +347,12 @@ int store_runner_reregister(struct store *st, const char *token_hash, const char
                             int64_t *id, struct buf *err);
 /* The runner whose token hashes to token_hash, or NULL. */
 json_t *store_runner_by_token(struct store *st, const char *token_hash);
-json_t *store_runner_list(struct store *st);
+/* A runner not seen for this long (and running nothing) is left out of the
+ * list, and out of the count against YCI_MAX_RUNNERS: a machine gone for
+ * good, or one of many short-lived runners. Its record stays for history. */
+#define STORE_RUNNER_FORGET_MS (7LL * 24 * 3600 * 1000)
+/* The runners, by id; all: also those forgotten (STORE_RUNNER_FORGET_MS). */
+json_t *store_runner_list(struct store *st, bool all);
 /*
  * A heartbeat: record client_info (may be NULL) and last_seen, and push the
  * lease of every job in jobs ([{"id", "attempt"}]) that is still this

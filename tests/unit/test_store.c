@@ -577,7 +577,7 @@ static void test_claim_labels(void **state)
     json_decref(j);
     assert_null(claim(f->st, lin, "{}", LEASE));
 
-    json_t *runners = store_runner_list(f->st);
+    json_t *runners = store_runner_list(f->st, false);
     json_t *r0 = json_array_get(runners, 0);
     assert_string_equal(sval(r0, "name"), "lin");
     assert_int_equal(json_array_size(json_object_get(r0, "jobs")), 3);
@@ -937,7 +937,7 @@ static void test_heartbeat(void **state)
     json_decref(cancel);
     assert_int_equal(store_runner_heartbeat(f->st, 999, NULL, jobs, 60000, &cancel), -ENOENT);
 
-    json_t *list = store_runner_list(f->st);
+    json_t *list = store_runner_list(f->st, false);
     json_t *rr = json_array_get(list, 0);
     assert_int_equal(ival(json_object_get(rr, "client_info"), "jobs_run"), 12);
     assert_true(json_is_true(json_object_get(rr, "alive")));
@@ -1112,7 +1112,7 @@ static void test_runners(void **state)
     assert_true(is_null(r, "platform"));
     json_decref(r);
 
-    json_t *list = store_runner_list(f->st);
+    json_t *list = store_runner_list(f->st, false);
     assert_int_equal(json_array_size(list), 2);
     json_decref(list);
     json_decref(labels);
@@ -1389,6 +1389,34 @@ static void test_reregister(void **state)
     json_decref(labels);
     json_decref(plat);
     buf_release(&err);
+}
+
+static void test_forgotten_runners(void **state)
+{
+    struct fixture *f = *state;
+    int64_t old = runner_new(f->st, "old", "{}"), busy = runner_new(f->st, "busy", "{}");
+    int64_t fresh = runner_new(f->st, "fresh", "{}");
+    build_new(f->st, 0, NULL, ONE_JOB);
+    json_t *j = claim(f->st, busy, "{}", LEASE);
+    json_decref(j);
+    /* Two of them last seen 8 days ago; one of those still runs a job. */
+    sqlite3 *db;
+    assert_int_equal(sqlite3_open_v2(f->db, &db, SQLITE_OPEN_READWRITE, NULL), SQLITE_OK);
+    char *sql = sqlite3_mprintf("UPDATE runners SET last_seen = %lld WHERE id IN (%lld, %lld)",
+                                (long long)(time_now_ms() - 8LL * 24 * 3600 * 1000),
+                                (long long)old, (long long)busy);
+    assert_int_equal(sqlite3_exec(db, sql, NULL, NULL, NULL), SQLITE_OK);
+    sqlite3_free(sql);
+    sqlite3_close(db);
+    json_t *list = store_runner_list(f->st, false);
+    assert_int_equal(json_array_size(list), 2);
+    assert_int_equal(ival(json_array_get(list, 0), "id"), busy);
+    assert_int_equal(ival(json_array_get(list, 1), "id"), fresh);
+    json_decref(list);
+    list = store_runner_list(f->st, true);
+    assert_int_equal(json_array_size(list), 3);
+    assert_int_equal(ival(json_array_get(list, 0), "id"), old);
+    json_decref(list);
 }
 
 static void test_retry(void **state)
@@ -2119,6 +2147,7 @@ int main(int argc, char **argv)
         cmocka_unit_test_setup_teardown(test_reopen, setup, teardown),
         cmocka_unit_test_setup_teardown(test_release, setup, teardown),
         cmocka_unit_test_setup_teardown(test_reregister, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_forgotten_runners, setup, teardown),
         cmocka_unit_test_setup_teardown(test_retry, setup, teardown),
         cmocka_unit_test_setup_teardown(test_needs, setup, teardown),
         cmocka_unit_test_setup_teardown(test_superseded, setup, teardown),
