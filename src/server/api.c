@@ -1153,8 +1153,10 @@ static void h_runner_register(struct call *c)
         rc = store_runner_reregister(c->srv->store, hash, name, labels ? labels : empty_labels,
                                      platform ? platform : empty_platform, (int)slots,
                                      (int)heartbeat, &id, &err);
-        if (rc == 0)
+        if (rc == 0) {
             token = xstrdup(old);
+            auth_runner_forget(c->srv, hash);
+        }
     }
     bool again = rc == 0;
     if (rc == -ENOENT) {

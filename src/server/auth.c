@@ -87,6 +87,16 @@ static size_t bucket_of(const char *hash)
     return v % AUTH_BUCKETS;
 }
 
+void auth_runner_forget(struct server *srv, const char *hash)
+{
+    struct auth_cache *c = srv->auth;
+    pthread_mutex_lock(&c->lock);
+    for (struct auth_entry *e = c->buckets[bucket_of(hash)]; e; e = e->next)
+        if (strcmp(e->hash, hash) == 0)
+            e->hash[0] = '\0'; /* found no more; kept for those who hold it */
+    pthread_mutex_unlock(&c->lock);
+}
+
 const struct auth_runner *auth_runner_lookup(struct server *srv, const char *token)
 {
     if (!token || strlen(token) > 256)

@@ -113,6 +113,9 @@ void auth_token_hash(const char *token, char out[65]);
 const char *auth_bearer(struct http_request *req);
 /* The runner a token belongs to (from the cache or the store), or NULL. */
 const struct auth_runner *auth_runner_lookup(struct server *srv, const char *token);
+/* The runner with this token hash registered again (new labels, heartbeat):
+ * the next lookup reads its record anew. What was handed out stays valid. */
+void auth_runner_forget(struct server *srv, const char *hash);
 
 /*
  * sched.c — long-poll claims and lease expiry.

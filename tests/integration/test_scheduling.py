@@ -122,10 +122,15 @@ def test_a_restarted_runner_keeps_its_record_and_its_work_directory(ctx, server,
     recs = [x for x in server.runners() if x["name"] == "keep"]
     assert [x["id"] for x in recs] == [first["id"]], recs
     assert "registered again" in server.output()
-    # A graceful restart too.
+    # A graceful restart too, with other labels: the server routes by them.
     r.stop()
+    r.labels = {"gpu": "yes"}
     r.start()
+    wait_until(lambda: r.record()["labels"] == {"gpu": "yes"}, 10,
+               what="the restarted runner to register its new labels")
     assert [x["id"] for x in server.runners() if x["name"] == "keep"] == [first["id"]]
+    _, jobs = server.submit_jobs([{"name": "g", "commands": ["true"], "labels": {"gpu": "yes"}}])
+    assert server.wait_job(jobs[0]["id"], timeout=30)["status"] == "passed"
     # Another server is not given this token: a new registration there.
     with open(token_file) as f:
         assert json.load(f)["server"] == server.url
