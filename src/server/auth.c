@@ -123,8 +123,8 @@ const struct auth_runner *auth_runner_lookup(struct server *srv, const char *tok
     ne->runner.id = json_integer_value(json_object_get(runner, "id"));
     ne->runner.heartbeat = (int)json_integer_value(json_object_get(runner, "heartbeat"));
     ne->runner.lease_ms = server_lease_ms(ne->runner.heartbeat);
-    json_t *labels = json_object_get(runner, "labels");
-    ne->runner.labels = json_is_object(labels) ? json_incref(labels) : json_object();
+    ne->runner.labels = runner_match_labels(json_object_get(runner, "labels"),
+                                            json_object_get(runner, "platform"));
     const char *name = json_string_value(json_object_get(runner, "name"));
     ne->runner.name = xstrdup(name ? name : "?");
     json_decref(runner);

@@ -116,6 +116,10 @@ const struct auth_runner *auth_runner_lookup(struct server *srv, const char *tok
 /* The runner with this token hash registered again (new labels, heartbeat):
  * the next lookup reads its record anew. What was handed out stays valid. */
 void auth_runner_forget(struct server *srv, const char *hash);
+/* The labels a runner is matched by: its own, plus "os" (its platform's
+ * kernel name in lower case: linux) and "arch" (its machine: x86_64) where
+ * it did not set those itself. A new object. */
+json_t *runner_match_labels(json_t *labels, json_t *platform);
 
 /*
  * sched.c — long-poll claims and lease expiry.

@@ -17,17 +17,21 @@
 #include "store/store.h"
 #include "lib/banned.h"
 
-/* Does the runner have every label of the job (same key, same value)? */
+/* Does the runner have every label of the job (same key, same value), as
+ * the claim matches them (runner_match_labels())? */
 static bool runner_has(json_t *runner, json_t *labels)
 {
-    json_t *have = json_object_get(runner, "labels");
+    json_t *have = runner_match_labels(json_object_get(runner, "labels"),
+                                       json_object_get(runner, "platform"));
     const char *k;
     json_t *v;
+    bool all = true;
     json_object_foreach(labels, k, v) {
         if (!json_equal(json_object_get(have, k), v))
-            return false;
+            all = false;
     }
-    return true;
+    json_decref(have);
+    return all;
 }
 
 static void labels_text(struct buf *b, json_t *labels)

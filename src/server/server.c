@@ -7,6 +7,7 @@
  * its waiting claims (and refuses new ones) while the HTTP server still runs;
  * then the HTTP server stops; then the threads its handlers used.
  */
+#include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
@@ -30,6 +31,23 @@
  * every running job keeps its lease for twice that, so runners have time to
  * reconnect before anything is re-queued. */
 #define SERVER_DEFAULT_HEARTBEAT 10
+
+json_t *runner_match_labels(json_t *labels, json_t *platform)
+{
+    json_t *m = json_is_object(labels) ? json_copy(labels) : json_object();
+    const char *os = json_string_value(json_object_get(platform, "os"));
+    const char *machine = json_string_value(json_object_get(platform, "machine"));
+    if (os && *os && !json_object_get(m, "os")) {
+        char *lower = xstrdup(os);
+        for (char *p = lower; *p; p++)
+            *p = (char)tolower((unsigned char)*p);
+        json_object_set_new(m, "os", json_string(lower));
+        free(lower);
+    }
+    if (machine && *machine && !json_object_get(m, "arch"))
+        json_object_set_new(m, "arch", json_string(machine));
+    return m;
+}
 
 int64_t server_lease_grace_ms(void)
 {

@@ -52,6 +52,29 @@ def test_labelled_job_goes_only_to_a_runner_with_its_labels(ctx, server):
     assert b"ran-on-gpu" in server.log(gpu["id"])
 
 
+def test_a_runners_platform_is_matched_as_labels_os_and_arch(ctx, server):
+    """testbot routes jobs by the platform a client reports: a runner has
+    the labels os (its kernel, lower case) and arch (its machine) unless it
+    sets them itself."""
+    arch = platform.machine()
+    plain = ctx.runner(server, name="plain").start()
+    _, jobs = server.submit_jobs([
+        {"name": "linux", "commands": ["true"], "labels": {"os": os.uname().sysname.lower()}},
+        {"name": "arch", "commands": ["true"], "labels": {"os": "linux", "arch": arch}},
+        {"name": "windows", "commands": ["true"], "labels": {"os": "windows"}},
+    ])
+    j = by_name(jobs)
+    for name in ("linux", "arch"):
+        done = server.wait_job(j[name]["id"])
+        assert done["status"] == "passed" and done["runner"] == plain.rname, done
+    win = server.job(j["windows"]["id"])
+    assert win["status"] == "queued", win
+    assert win["queued_reason"] == "no live runner has its labels: os=windows", win
+    # A runner's own label wins over its platform.
+    ctx.runner(server, name="says-windows", labels={"os": "windows"}).start()
+    assert server.wait_job(j["windows"]["id"])["runner"] == "says-windows"
+
+
 def test_two_slots_run_two_jobs_at_once(ctx, server, tmp_path):
     runner = ctx.runner(server, slots=2).start()
     go = tmp_path / "go"
