@@ -188,10 +188,16 @@ int yci_client_run(struct yci_client *c, const struct yci_handler *handler);
 /* The same in a background thread; returns at once. */
 int yci_client_start(struct yci_client *c, const struct yci_handler *handler,
                      struct yci_error *err);
+/* How long a stopping client still tries to deliver a result it holds. */
+#define YCI_STOP_DELIVERY_MS 10000
+
 /* Stop claiming, mark running jobs cancelled (calling handler->cancel), wait
- * for every do_job to return, and join the threads. A claim long-poll in
- * flight is waited for (up to claim_wait seconds). Safe to call from another
- * thread than the one in yci_client_run(); idempotent. */
+ * for every do_job to return, and join the threads. A job do_job abandoned
+ * is given back to the server (yci_client_release()); a result already in
+ * hand is still delivered if the server answers within 10 s (it may be
+ * restarting). A claim long-poll in flight is waited for (up to claim_wait
+ * seconds). Safe to call from another thread than the one in
+ * yci_client_run(); idempotent. */
 void yci_client_stop(struct yci_client *c);
 /* True once yci_client_stop() was called. */
 bool yci_client_stopping(struct yci_client *c);

@@ -994,7 +994,7 @@ static struct yci_job *run_job(struct yci_client *c, struct yci_job *job)
     res.log = log;
 
     int rc = 0;
-    int64_t backoff = 0;
+    int64_t backoff = 0, stop_deadline = 0;
     if (res.status != YCI_ABANDONED && !atomic_load(&job->internal->taken)) {
         struct yci_error err;
         for (int tries = 0;; tries++) {
@@ -1004,8 +1004,19 @@ static struct yci_job *run_job(struct yci_client *c, struct yci_job *job)
                                         &err);
             if (rc == 0 || !retryable(rc))
                 break;
-            if (sleep_unless_stopped(c, backoff_next(&backoff)))
+            int64_t wait = backoff_next(&backoff);
+            if (!yci_client_stopping(c)) {
+                if (!sleep_unless_stopped(c, wait))
+                    continue;
+            }
+            /* Stopping with a result in hand: it is worth a little wait (a
+             * server restarting), not a run of the job again. */
+            int64_t now = time_mono_ms();
+            if (!stop_deadline)
+                stop_deadline = now + YCI_STOP_DELIVERY_MS;
+            if (now >= stop_deadline)
                 break;
+            time_sleep_ms(wait < stop_deadline - now ? wait : stop_deadline - now);
         }
     } else if (res.status == YCI_ABANDONED && !atomic_load(&job->internal->taken) &&
                yci_client_stopping(c)) {

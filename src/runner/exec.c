@@ -942,11 +942,13 @@ void exec_run(struct exec *x)
             run_commands(x, ws);
     }
     spool_tail(x);
-    if (stopping(x))
+    bool own = !stopping(x);
+    if (!own)
         set_result(x, YCI_ABANDONED, -1,
                    atomic_load(&x->stop) == EXEC_SHUTDOWN ? "the runner stopped" : "cancelled");
     free(ws);
     pthread_mutex_lock(&x->mu);
+    x->own_end = own;
     x->done = true;
     pthread_cond_broadcast(&x->cond);
     pthread_mutex_unlock(&x->mu);

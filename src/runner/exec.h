@@ -83,6 +83,7 @@ struct exec {
     pthread_cond_t cond; /* signalled every EXEC_WAKE_BYTES and when done */
     uint64_t written;    /* bytes in the spool */
     bool done;
+    bool own_end; /* done, and the job's status is its own (no stop came first) */
 
     /* The uploader's start (set by the owner; kick NULL: none). The
      * executor calls kick(kick_arg) once, from its own thread, when the

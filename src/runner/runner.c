@@ -231,9 +231,28 @@ static int64_t upload_backoff(int64_t *cur)
  * was taken away (409) or the runner is stopping before everything was
  * delivered.
  */
+/* The job's output and result are no longer wanted: it was cancelled or
+ * taken away, or the runner is stopping. But a job that had ended by itself
+ * when the runner was told to stop has a result: worth YCI_STOP_DELIVERY_MS more
+ * (a server restarting) rather than a run again (*deadline: 0, then when
+ * that time is up). */
+static bool upload_unwanted(struct runner *r, struct yci_job *job, bool own_end,
+                            int64_t *deadline)
+{
+    if (!yci_job_cancelled(job))
+        return false;
+    if (!own_end || !atomic_load(&r->stopping))
+        return true;
+    int64_t now = time_mono_ms();
+    if (!*deadline)
+        *deadline = now + YCI_STOP_DELIVERY_MS;
+    return now >= *deadline;
+}
+
 static bool upload(struct runner *r, struct yci_job *job, struct exec *x, struct buf *tail,
                    uint64_t *tail_offset)
 {
+    int64_t stop_deadline = 0;
     uint64_t acked = 0, released = 0, lost_from = 0;
     bool can_punch = true;
     int64_t backoff = 0, next_try = 0, last_upload = time_mono_ms();
@@ -247,7 +266,7 @@ static bool upload(struct runner *r, struct yci_job *job, struct exec *x, struct
             int64_t now = time_mono_ms();
             bool due = x->written > acked && (x->written - acked >= EXEC_WAKE_BYTES ||
                                               now - last_upload >= UPLOAD_INTERVAL_MS || x->done);
-            bool cancelled = yci_job_cancelled(job);
+            bool cancelled = upload_unwanted(r, job, x->own_end, &stop_deadline);
             if (x->done && (cancelled || x->written == acked))
                 break;
             if (!cancelled && due && now >= next_try)
@@ -264,10 +283,10 @@ static bool upload(struct runner *r, struct yci_job *job, struct exec *x, struct
             pthread_cond_timedwait(&x->cond, &x->mu, &ts);
         }
         uint64_t written = x->written;
-        bool done = x->done;
+        bool done = x->done, own_end = x->own_end;
         pthread_mutex_unlock(&x->mu);
 
-        if (yci_job_cancelled(job)) {
+        if (upload_unwanted(r, job, own_end, &stop_deadline)) {
             /* Taken away or stopping: the executor is being stopped (see
              * on_cancel); wait for it, deliver nothing more. */
             if (done)
@@ -422,7 +441,13 @@ static void do_job(struct yci_client *c, struct yci_job *job, struct yci_result 
     } else {
         delivered = upload(r, job, x, &log_tail, &t.tail_offset);
     }
-    if (!delivered || yci_job_cancelled(job)) {
+    pthread_mutex_lock(&x->mu);
+    bool own = x->own_end;
+    pthread_mutex_unlock(&x->mu);
+    /* Stopping after the job ended by itself: its result goes, not a run
+     * again (the library gives it YCI_STOP_DELIVERY_MS too). */
+    bool kept = delivered && own && atomic_load(&r->stopping);
+    if (!delivered || (yci_job_cancelled(job) && !kept)) {
         res->status = YCI_ABANDONED;
         log_info("job %" PRId64 ": dropped (%s)", job->id,
                  atomic_load(&r->stopping) ? "the runner is stopping: it goes back to the queue"

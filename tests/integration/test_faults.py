@@ -349,3 +349,26 @@ def test_a_full_runner_disk_is_said_in_the_job_error(ctx, tmp_path):
         runner.stop()
     finally:
         subprocess.run(["umount", "-l", str(small)])
+
+
+def test_a_stopping_runner_still_delivers_a_result_it_holds(ctx, tmp_path):
+    """The job ended while the server was away and the runner is told to
+    stop: a server back within seconds still gets the result (attempt 1),
+    rather than the job running again."""
+    import signal
+    server = ctx.server().start()
+    runner = ctx.runner(server, heartbeat=10).start()
+    started, ended = tmp_path / "started", tmp_path / "ended"
+    _, jobs = server.submit_jobs([{"name": "j", "commands": [
+        "touch %s; sleep 1; echo finished-while-away; touch %s" % (started, ended)]}])
+    wait_file(started, 30)
+    server.kill9()
+    wait_file(ended, 30)
+    time.sleep(0.5)  # the job's process gone, its end recorded by the runner
+    os.kill(runner.pid, signal.SIGTERM)
+    time.sleep(1)  # the runner is stopping, its result not delivered
+    server.restart()
+    assert runner.popen.wait(30) == 0
+    j = server.wait_job(jobs[0]["id"], timeout=30)
+    assert j["status"] == "passed" and j["attempt"] == 1, j
+    assert b"finished-while-away" in server.log(j["id"])
