@@ -77,9 +77,9 @@ static void respond_store_error(struct http_request *req, int rc, const char *wh
         http_respond_error(req, 409, "%s", err && err->len ? err->data : "already exists");
     else {
         log_error("store error on %s %s: %s", http_req_method(req), http_req_path(req),
-                  err && err->len ? err->data : strerror(-rc));
+                  err && err->len ? err->data : store_strerror(rc));
         http_respond_error(req, 500, "internal error: %s",
-                           err && err->len ? err->data : strerror(-rc));
+                           err && err->len ? err->data : store_strerror(rc));
     }
 }
 

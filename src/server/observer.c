@@ -165,7 +165,8 @@ static int advance_ref(struct poll *p, const char *ref, const char *sha, const c
     bool no_jobs = rc == 0 && json_array_size(jobs) == 0;
     json_decref(jobs);
     if (adv < 0) {
-        buf_setf(err, "recording %s at %s: %s", ref, sha, serr.len ? serr.data : strerror(-adv));
+        buf_setf(err, "recording %s at %s: %s", ref, sha,
+                 serr.len ? serr.data : store_strerror(adv));
         buf_release(&perr);
         buf_release(&serr);
         return adv;
@@ -411,7 +412,8 @@ static int poll_repo(struct observer *o, json_t *repo, struct buf *err)
             char *why = xasprintf("pull request #%.*s was closed", nlen, ref + 10);
             int d = store_ref_close(srv->store, repo_id, ref, why);
             if (d < 0)
-                log_warn("repo '%s': closing %s failed: %s, ignoring", name, ref, strerror(-d));
+                log_warn("repo '%s': closing %s failed: %s, ignoring", name, ref,
+                         store_strerror(d));
             else
                 log_info("repo '%s': %s", name, why);
             free(why);
@@ -419,7 +421,8 @@ static int poll_repo(struct observer *o, json_t *repo, struct buf *err)
         }
         int d = store_head_delete(srv->store, repo_id, ref);
         if (d < 0 && d != -ENOENT)
-            log_warn("repo '%s': forgetting %s failed: %s, ignoring", name, ref, strerror(-d));
+            log_warn("repo '%s': forgetting %s failed: %s, ignoring", name, ref,
+                     store_strerror(d));
         else
             log_info("repo '%s': %s was deleted", name, ref);
     }
@@ -538,7 +541,7 @@ static int poll_and_record(struct observer *o, json_t *repo)
     int r2 = store_repo_polled(srv->store, repo_id, msg);
     if (r2 < 0 && r2 != -ENOENT)
         log_error("repo '%s': recording the poll failed: %s, ignoring", name ? name : "?",
-                  strerror(-r2));
+                  store_strerror(r2));
     buf_release(&err);
     return rc;
 }

@@ -121,7 +121,8 @@ static int claim_for(struct server *srv, const struct auth_runner *r, json_t **o
     json_t *job = NULL;
     int rc = store_job_claim(srv->store, r->id, r->labels, r->lease_ms, &job);
     if (rc < 0)
-        log_error("claim for runner '%s' (%" PRId64 ") failed: %s", r->name, r->id, strerror(-rc));
+        log_error("claim for runner '%s' (%" PRId64 ") failed: %s", r->name, r->id,
+                  store_strerror(rc));
     if (rc <= 0)
         return rc;
     sched_claimed(srv, r, job);
@@ -303,7 +304,7 @@ static void expire_leases(struct sched *s, int64_t *last_check_wall, int64_t *la
     if (stalled > SCHED_STALL_MS) {
         int g = store_leases_grace(srv->store, server_lease_grace_ms());
         if (g < 0) {
-            log_error("extending leases after a stall failed: %s, retrying", strerror(-g));
+            log_error("extending leases after a stall failed: %s, retrying", store_strerror(g));
             return;
         }
         if (g > 0)
@@ -315,7 +316,7 @@ static void expire_leases(struct sched *s, int64_t *last_check_wall, int64_t *la
     }
     int n = store_leases_expire(srv->store, YCI_MAX_INFRA_RETRIES, &requeued);
     if (n < 0) {
-        log_error("expiring leases failed: %s, retrying", strerror(-n));
+        log_error("expiring leases failed: %s, retrying", store_strerror(n));
         return;
     }
     *last_ok = time_mono_ms();

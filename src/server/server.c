@@ -217,7 +217,7 @@ int server_start(const struct server_config *cfg_in, struct server **out, struct
 
     rc = store_leases_grace(srv->store, server_lease_grace_ms());
     if (rc < 0) {
-        buf_setf(err, "cannot extend the leases of running jobs: %s", strerror(-rc));
+        buf_setf(err, "cannot extend the leases of running jobs: %s", store_strerror(rc));
         goto fail;
     }
 

@@ -554,9 +554,19 @@ struct store {
 
 /* ---- plumbing ---------------------------------------------------------- */
 
+/* SQLite's words for this thread's last failure in a store call (see
+ * store_strerror()): set where a statement fails, cleared when a call starts. */
+static _Thread_local char last_error[200];
+
 static void lock(struct store *st)
 {
     pthread_mutex_lock(&st->lock);
+    last_error[0] = '\0';
+}
+
+const char *store_strerror(int rc)
+{
+    return rc == -EIO && last_error[0] ? last_error : strerror(-rc);
 }
 
 /* Reset whatever statement is still stepping (ends its read snapshot); when
@@ -660,6 +670,7 @@ static sqlite3_stmt *q(struct store *st, enum q id)
 
 static int db_error(struct store *st, struct buf *err, const char *what)
 {
+    snprintf(last_error, sizeof last_error, "%s", sqlite3_errmsg(st->db));
     if (err)
         buf_setf(err, "database: %s: %s", what, sqlite3_errmsg(st->db));
     return -EIO;
@@ -671,6 +682,8 @@ static int exec_q(sqlite3_stmt *s)
     int rc = sqlite3_step(s);
     while (rc == SQLITE_ROW)
         rc = sqlite3_step(s);
+    if (rc != SQLITE_DONE)
+        snprintf(last_error, sizeof last_error, "%s", sqlite3_errmsg(sqlite3_db_handle(s)));
     sqlite3_reset(s);
     return rc == SQLITE_DONE ? 0 : rc;
 }

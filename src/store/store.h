@@ -40,6 +40,12 @@
 
 struct store;
 
+/* What a store call that returned rc (a negative errno) failed on: SQLite's
+ * own words for -EIO when it had any ("database is locked", "database or
+ * disk is full"), else strerror(-rc). Of the calling thread's last store
+ * call; valid until its next one. */
+const char *store_strerror(int rc);
+
 /* Open (creating if needed) the database at path and migrate its schema. */
 int store_open(const char *path, struct store **out, struct buf *err);
 void store_free(struct store *st);

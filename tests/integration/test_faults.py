@@ -372,3 +372,26 @@ def test_a_stopping_runner_still_delivers_a_result_it_holds(ctx, tmp_path):
     j = server.wait_job(jobs[0]["id"], timeout=30)
     assert j["status"] == "passed" and j["attempt"] == 1, j
     assert b"finished-while-away" in server.log(j["id"])
+
+
+def test_a_locked_store_is_named_in_errors_and_logs(ctx, server):
+    """Store failures say SQLite's reason ("database is locked"), not
+    "Input/output error"; the server goes on once the lock is gone."""
+    import sqlite3
+    con = sqlite3.connect(os.path.join(server.data, "yci.db"), timeout=1,
+                          isolation_level=None)
+    con.execute("BEGIN EXCLUSIVE")  # another process holds the write lock
+    try:
+        r = server.request("POST", "/api/builds",
+                           {"jobs": [{"name": "a", "commands": ["true"]}]},
+                           token=server.admin_token)
+        assert r.status == 500 and b"database is locked" in r.body, (r.status, r.body)
+        wait_until(lambda: "expiring leases failed: database is locked" in server.output(), 30,
+                   what="the expiry pass to say why it failed")
+    finally:
+        con.execute("ROLLBACK")
+        con.close()
+    out = server.output()
+    assert "store error on POST /api/builds" in out and "Input/output error" not in out, out
+    build, _ = server.submit_jobs([{"name": "a", "commands": ["true"]}])
+    assert build["id"] > 0
