@@ -88,7 +88,7 @@ struct yci_client {
     atomic_int cancel_claims; /* set by stop: claims in flight give up at once */
     bool push;
     int run_rc;
-    bool unreachable; /* the last request found no server (told server_state) */
+    atomic_bool unreachable; /* the last request found no server (told server_state) */
 };
 
 /* ---- small helpers ---- */
@@ -202,11 +202,13 @@ static void conn_put(struct yci_client *c, struct http_client *h)
  * server_state when that differs from the request before. */
 static void server_state(struct yci_client *c, bool up, const char *why)
 {
+    if (atomic_load(&c->unreachable) != up)
+        return; /* as before: every request that works comes here */
     pthread_mutex_lock(&c->mu);
     const struct yci_handler *h = c->handler;
-    bool changed = h && h->server_state && c->unreachable == up;
+    bool changed = h && h->server_state && atomic_load(&c->unreachable) == up;
     if (changed)
-        c->unreachable = !up;
+        atomic_store(&c->unreachable, !up);
     pthread_mutex_unlock(&c->mu);
     if (changed)
         h->server_state(c, up, up ? NULL : why, h->arg);

@@ -46,33 +46,37 @@ int github_config_from_env(struct github_config *cfg, const char **repositories)
     return v && strspn(v, " \t\n") < strlen(v);
 }
 
+/* The next name of a GITHUB_REPOSITORIES list at *p (commas or white space
+ * between), its length in *len; NULL at the end. */
+static const char *list_next(const char **p, size_t *len)
+{
+    if (!*p)
+        return NULL;
+    const char *name = *p + strspn(*p, " \t\n,");
+    *len = strcspn(name, " \t\n,");
+    *p = name + *len;
+    return *len ? name : NULL;
+}
+
 bool github_list_has(const char *list, const char *full)
 {
-    size_t n = strlen(full);
-    for (const char *p = list; p && *p;) {
-        p += strspn(p, " \t\n,");
-        size_t len = strcspn(p, " \t\n,");
-        if (len == n && strncasecmp(p, full, n) == 0)
+    size_t n = strlen(full), len;
+    for (const char *name; (name = list_next(&list, &len));)
+        if (len == n && strncasecmp(name, full, n) == 0)
             return true;
-        p += len;
-    }
     return false;
 }
 
 json_t *github_list_json(const char *list)
 {
     json_t *a = json_array();
-    for (const char *p = list; p && *p;) {
-        p += strspn(p, " \t\n,");
-        size_t len = strcspn(p, " \t\n,");
-        if (len) {
-            char *name = xstrndup(p, len);
-            for (char *c = name; *c; c++)
-                *c = (char)tolower((unsigned char)*c);
-            json_array_append_new(a, json_string(name));
-            free(name);
-        }
-        p += len;
+    size_t len;
+    for (const char *name; (name = list_next(&list, &len));) {
+        char *lower = xstrndup(name, len);
+        for (char *c = lower; *c; c++)
+            *c = (char)tolower((unsigned char)*c);
+        json_array_append_new(a, json_string(lower));
+        free(lower);
     }
     return a;
 }

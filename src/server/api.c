@@ -1102,16 +1102,18 @@ static void h_runner_register(struct call *c)
     json_t *body = body_object(c->req, false);
     if (!body)
         return;
-    const char *name = NULL;
+    const char *name = NULL, *old = NULL;
     json_t *labels = NULL, *platform = NULL;
     int64_t slots = 1, heartbeat = 10;
     char *token = NULL;
     struct buf err = BUF_INIT;
+    /* "token": a restarted runner's earlier one, to keep its record. */
     if (!field_string(c->req, body, "name", true, &name) ||
         !field_object(c->req, body, "labels", &labels) ||
         !field_object(c->req, body, "platform", &platform) ||
         !field_int(c->req, body, "slots", false, 1, 1024, &slots) ||
-        !field_int(c->req, body, "heartbeat", false, 1, 3600, &heartbeat))
+        !field_int(c->req, body, "heartbeat", false, 1, 3600, &heartbeat) ||
+        !field_string(c->req, body, "token", false, &old))
         goto out;
     if (!name_valid(name)) {
         http_respond_error(c->req, 400,
@@ -1136,22 +1138,14 @@ static void h_runner_register(struct call *c)
             }
         }
     }
-    json_t *empty_labels = labels ? NULL : json_object();
-    json_t *empty_platform = platform ? NULL : json_object();
-    /* A restarted runner presents its earlier token: its record is kept. */
-    const char *old = NULL;
-    if (!field_string(c->req, body, "token", false, &old)) {
-        json_decref(empty_labels);
-        json_decref(empty_platform);
-        goto out;
-    }
+    labels = labels ? json_incref(labels) : json_object();
+    platform = platform ? json_incref(platform) : json_object();
     char hash[65];
     int64_t id = 0;
     int rc = -ENOENT;
     if (old && *old) {
         auth_token_hash(old, hash);
-        rc = store_runner_reregister(c->srv->store, hash, name, labels ? labels : empty_labels,
-                                     platform ? platform : empty_platform, (int)slots,
+        rc = store_runner_reregister(c->srv->store, hash, name, labels, platform, (int)slots,
                                      (int)heartbeat, &id, &err);
         if (rc == 0) {
             token = xstrdup(old);
@@ -1162,12 +1156,11 @@ static void h_runner_register(struct call *c)
     if (rc == -ENOENT) {
         token = random_token(32);
         auth_token_hash(token, hash);
-        rc = store_runner_register(c->srv->store, name, labels ? labels : empty_labels,
-                                   platform ? platform : empty_platform, (int)slots, (int)heartbeat,
-                                   hash, &id, &err);
+        rc = store_runner_register(c->srv->store, name, labels, platform, (int)slots,
+                                   (int)heartbeat, hash, &id, &err);
     }
-    json_decref(empty_labels);
-    json_decref(empty_platform);
+    json_decref(labels);
+    json_decref(platform);
     if (rc < 0) {
         if (rc == -ENOSPC || rc == -EDQUOT)
             http_respond_error(c->req, 403, "%s", err.len ? err.data : "too many runners");

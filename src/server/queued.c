@@ -17,21 +17,18 @@
 #include "store/store.h"
 #include "lib/banned.h"
 
-/* Does the runner have every label of the job (same key, same value), as
- * the claim matches them (runner_match_labels())? */
+/* Does the runner have every label of the job (same key, same value)? Its
+ * "labels" are those a claim matches (queued_reasons()). */
 static bool runner_has(json_t *runner, json_t *labels)
 {
-    json_t *have = runner_match_labels(json_object_get(runner, "labels"),
-                                       json_object_get(runner, "platform"));
+    json_t *have = json_object_get(runner, "labels");
     const char *k;
     json_t *v;
-    bool all = true;
     json_object_foreach(labels, k, v) {
         if (!json_equal(json_object_get(have, k), v))
-            all = false;
+            return false;
     }
-    json_decref(have);
-    return all;
+    return true;
 }
 
 static void labels_text(struct buf *b, json_t *labels)
@@ -116,8 +113,17 @@ void queued_reasons(struct server *srv, json_t *jobs, json_t *build_jobs)
         const char *st = json_string_value(json_object_get(job, "status"));
         if (!st || strcmp(st, "queued") != 0)
             continue;
-        if (!runners)
+        if (!runners) {
             runners = store_runner_list(srv->store, false);
+            /* As a claim matches them (runner_match_labels()), once each. */
+            size_t k;
+            json_t *r;
+            json_array_foreach(runners, k, r) {
+                json_object_set_new(r, "labels",
+                                    runner_match_labels(json_object_get(r, "labels"),
+                                                        json_object_get(r, "platform")));
+            }
+        }
         char *why = reason(job, build_jobs ? build_jobs : jobs, runners, now);
         json_object_set_new(job, "queued_reason", json_string(why ? why : ""));
         free(why);

@@ -238,6 +238,17 @@ static void scan_errors(struct results *r, int64_t since_ms)
     json_decref(list);
 }
 
+/* write_result(), its failure logged; true when the file was written. */
+static bool write_logged(struct results *r, int64_t build_id)
+{
+    struct buf err = BUF_INIT;
+    int rc = write_result(r, build_id, &err);
+    if (rc < 0)
+        log_error("build %" PRId64 ": %s, ignoring", build_id, err.data);
+    buf_release(&err);
+    return rc == 0;
+}
+
 /* Builds looked at by catch_up(): those a crash just before could concern. */
 #define RESULTS_CATCH_UP 200
 
@@ -280,14 +291,10 @@ static void catch_up(struct results *r)
         if (!stale)
             continue;
         int64_t id = json_integer_value(json_object_get(b, "id"));
-        struct buf err = BUF_INIT;
-        if (write_result(r, id, &err) < 0)
-            log_error("build %" PRId64 ": %s, ignoring", id, err.data);
-        else
+        if (write_logged(r, id))
             log_info("build %" PRId64 ": wrote its test_results file, which a crash had left "
                      "unwritten",
                      id);
-        buf_release(&err);
     }
     json_decref(list);
 }
@@ -310,10 +317,7 @@ static void *results_thread(void *arg)
         } else if (v == 0) {
             catch_up(r);
         } else {
-            struct buf err = BUF_INIT;
-            if (write_result(r, v, &err) < 0)
-                log_error("build %" PRId64 ": %s, ignoring", v, err.data);
-            buf_release(&err);
+            write_logged(r, v);
         }
         pthread_mutex_lock(&r->lock);
     }
